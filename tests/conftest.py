@@ -1,0 +1,25 @@
+"""Test-wide setup: four fake CPU devices and the shared real-data samples.
+
+The device count must be fixed before JAX initialises its backend, so it is set
+here, at import time of the first conftest, before any test module imports jax.
+"""
+import os
+import pathlib
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 4)
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """`../shared/data` beside the checkout; skips when a fresh clone lacks it."""
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"real sample data not found at {SHARED_DATA} (see shared/data/README.md)")
+  return SHARED_DATA
