@@ -1,0 +1,207 @@
+"""Tests for jhseg.metrics.level_recovery (LRF/FDF, eqs. 3-4 of Lapertot et al.)."""
+import numpy as np
+import pytest
+
+from jhseg.metrics import level_recovery as lr
+
+
+def _ultrametric(label_maps, altitudes):
+  """Edge weights of nested label maps (fine to coarse): max altitude where labels differ."""
+  h = np.zeros((label_maps[0].shape[0], label_maps[0].shape[1] - 1))
+  v = np.zeros((label_maps[0].shape[0] - 1, label_maps[0].shape[1]))
+  for labels, altitude in zip(label_maps, altitudes):
+    h = np.maximum(h, altitude * (labels[:, 1:] != labels[:, :-1]))
+    v = np.maximum(v, altitude * (labels[1:, :] != labels[:-1, :]))
+  return h, v
+
+
+def _two_part_object():
+  """4x6 image: object = columns 0-3 with parts {0,1} and {2,3}; background 4-5."""
+  parts = np.tile(np.array([1, 1, 2, 2, 0, 0]), (4, 1))
+  objects = np.tile(np.array([1, 1, 1, 1, 0, 0]), (4, 1))
+  truth_h, truth_v = _ultrametric([parts, objects], [0.5, 1.0])
+  pred_h = np.tile(np.array([0.0, 0.3, 0.0, 0.8, 0.6]), (4, 1))
+  pred_v = np.zeros((3, 6))
+  return objects, truth_h, truth_v, pred_h, pred_v
+
+
+def test_hand_computed_whole_image():
+  _, truth_h, truth_v, pred_h, pred_v = _two_part_object()
+  counts = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
+                                    thresholds=[0.2, 0.5, 0.7, 0.9], levels=[0.5, 1.0])
+  np.testing.assert_array_equal(counts.truth, [4, 4])
+  np.testing.assert_array_equal(counts.predicted, [12, 8, 4, 0])
+  np.testing.assert_array_equal(counts.false, [4, 4, 0, 0])
+  np.testing.assert_allclose(counts.level_recovery_fraction(),
+                             [[1, 0, 0, 0], [1, 1, 1, 0]])
+  np.testing.assert_allclose(counts.false_discovery_fraction(), [1 / 3, 1 / 2, 0, 0])
+
+
+def test_hand_computed_object_neighbourhood_drops_far_contour():
+  objects, truth_h, truth_v, pred_h, pred_v = _two_part_object()
+  # Radius 1: column 4 is in the neighbourhood, column 5 is not, so the
+  # spurious contour between columns 4 and 5 is dropped.
+  neighbourhood = lr.object_neighbourhood(objects, radius=1)
+  np.testing.assert_array_equal(neighbourhood[0], [1, 1, 1, 1, 1, 0])
+  counts = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
+                                    thresholds=[0.2, 0.5], neighbourhood=neighbourhood)
+  np.testing.assert_array_equal(counts.predicted, [8, 4])
+  np.testing.assert_array_equal(counts.false, [0, 0])
+  np.testing.assert_allclose(counts.level_recovery_fraction(), [[1, 0], [1, 1]])
+
+
+def test_clipped_open_contour_is_dropped_closed_one_kept():
+  objects = np.zeros((6, 8), int)
+  objects[:2, :2] = 1
+  neighbourhood = lr.object_neighbourhood(objects, radius=2)
+  # A vertical line between columns 2 and 3 over all rows: closed in the image,
+  # but only its rows 0-1 are inside the neighbourhood, where it is open.
+  line_h = np.zeros((6, 7), bool)
+  line_h[:, 2] = True
+  line_v = np.zeros((5, 8), bool)
+  inside_h, _ = lr.edges_within(neighbourhood)
+  assert inside_h[:, 2].tolist() == [True, True, False, False, False, False]
+  kept_h, kept_v = lr.contours_in_neighbourhood(line_h, line_v, neighbourhood)
+  assert not kept_h.any() and not kept_v.any()
+  # The object's own boundary (closed with the image border) is kept whole.
+  box_h = np.zeros((6, 7), bool)
+  box_h[:2, 1] = True
+  box_v = np.zeros((5, 8), bool)
+  box_v[1, :2] = True
+  kept_h, kept_v = lr.contours_in_neighbourhood(box_h | line_h, box_v, neighbourhood)
+  np.testing.assert_array_equal(kept_h, box_h)
+  np.testing.assert_array_equal(kept_v, box_v)
+
+
+def test_closed_contours_drops_dangling_piece():
+  contour_h = np.zeros((3, 3), bool)
+  contour_v = np.zeros((2, 4), bool)
+  contour_h[0, 1] = True  # one edge sticking in from the top border: dangling
+  kept_h, kept_v = lr.closed_contours(contour_h, contour_v)
+  assert not kept_h.any()
+  contour_h[:, 1] = True  # the full column splits the image: closed
+  kept_h, _ = lr.closed_contours(contour_h, contour_v)
+  np.testing.assert_array_equal(kept_h, contour_h)
+
+
+def test_ground_truth_against_itself():
+  rng = np.random.default_rng(0)
+  objects = np.zeros((12, 14), int)
+  objects[2:7, 2:8] = 1
+  objects[8:11, 5:13] = 2
+  parts = objects * 10 + (rng.random((12, 14)) > 0.5) * (objects > 0)
+  truth_h, truth_v = _ultrametric([parts, objects], [0.5, 1.0])
+  thresholds = lr.default_thresholds(9)
+  for neighbourhood in (None, lr.object_neighbourhood(objects, radius=2)):
+    counts = lr.level_recovery_counts(truth_h, truth_v, truth_h, truth_v,
+                                      thresholds=thresholds, neighbourhood=neighbourhood)
+    np.testing.assert_array_equal(counts.false_discovery_fraction(), 0)
+    lrf = counts.level_recovery_fraction()
+    np.testing.assert_array_equal(lrf[0], (thresholds < 0.5).astype(float))
+    np.testing.assert_array_equal(lrf[1], np.ones_like(thresholds))
+    assert counts.truth.min() > 0
+
+
+def test_lrf_non_increasing_in_threshold_for_any_weights():
+  rng = np.random.default_rng(1)
+  objects = np.zeros((16, 16), int)
+  objects[3:9, 4:12] = 1
+  parts = objects * (1 + (np.arange(16)[None, :] > 7))
+  truth_h, truth_v = _ultrametric([parts, objects], [0.5, 1.0])
+  pred_h, pred_v = rng.random((16, 15)), rng.random((15, 16))
+  counts = lr.level_recovery_counts(
+      pred_h, pred_v, truth_h, truth_v, thresholds=lr.default_thresholds(19),
+      neighbourhood=lr.object_neighbourhood(objects, radius=3))
+  lrf = counts.level_recovery_fraction()
+  assert np.all(np.diff(lrf, axis=1) <= 0)
+  assert np.all(np.diff(counts.predicted) <= 0)
+
+
+def test_tolerance_recovers_one_pixel_shift():
+  objects = np.tile(np.array([1, 1, 1, 1, 0, 0]), (4, 1))
+  truth_h, truth_v = _ultrametric([objects], [1.0])
+  pred_h = np.zeros((4, 5))
+  pred_h[:, 4] = 1.0  # boundary one pixel to the right of the truth (column 3|4)
+  pred_v = np.zeros((3, 6))
+  exact = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
+                                   thresholds=[0.5], levels=[1.0])
+  assert exact.level_recovery_fraction()[0, 0] == 0
+  assert exact.false_discovery_fraction()[0] == 1
+  slack = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
+                                   thresholds=[0.5], levels=[1.0], tolerance=1.0)
+  assert slack.level_recovery_fraction()[0, 0] == 1
+  assert slack.false_discovery_fraction()[0] == 0
+  too_tight = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
+                                       thresholds=[0.5], levels=[1.0], tolerance=0.9)
+  assert too_tight.level_recovery_fraction()[0, 0] == 0
+
+
+def test_accumulator_pools_counts_and_per_class_crops():
+  objects = np.zeros((30, 60), int)
+  objects[5:12, 5:15] = 1   # class 7
+  objects[15:25, 40:55] = 2  # class 3
+  truth_h, truth_v = _ultrametric([objects], [1.0])
+  pred_h, pred_v = truth_h.copy(), truth_v.copy()
+  pred_h[5:12, 4] = 0.0  # lose the left side of instance 1
+  acc = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.5], radius=2)
+  acc.add(pred_h, pred_v, truth_h, truth_v, instances=objects,
+          instance_classes={1: 7, 2: 3})
+  result = acc.result()
+  # Instance 1 has perimeter 2*(7+10)=34 edges, instance 2 has 50. Losing the
+  # left side opens instance 1's contour: its other 27 edges are dangling and
+  # dropped too (non-closed), so only instance 2's 50 edges are recovered.
+  assert result["lrf"][0, 0] == pytest.approx(50 / 84)
+  assert result["fdf"][0] == 0.0
+  assert result["per_class"][3]["lrf"][0, 0] == 1.0
+  assert result["per_class"][7]["lrf"][0, 0] == 0.0
+  assert result["per_class"][7]["num_instances"] == 1
+  # Per-class crop equals the counts of the hand-made crop.
+  rows, cols = slice(3, 14), slice(3, 17)
+  crop_counts = lr.level_recovery_counts(
+      pred_h[rows, 3:16], pred_v[3:13, cols], truth_h[rows, 3:16], truth_v[3:13, cols],
+      thresholds=[0.5], levels=[1.0],
+      neighbourhood=lr.object_neighbourhood(objects[rows, cols], radius=2))
+  np.testing.assert_allclose(result["per_class"][7]["lrf"],
+                             crop_counts.level_recovery_fraction())
+
+
+def test_merge_equals_single_pass():
+  rng = np.random.default_rng(2)
+  images = []
+  for _ in range(3):
+    objects = np.zeros((10, 10), int)
+    objects[2:6, 3:8] = 1
+    truth_h, truth_v = _ultrametric([objects], [1.0])
+    images.append((rng.random((10, 9)), rng.random((9, 10)), truth_h, truth_v, objects))
+  whole = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.3, 0.6])
+  first = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.3, 0.6])
+  second = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.3, 0.6])
+  for i, (ph, pv, th, tv, objects) in enumerate(images):
+    whole.add(ph, pv, th, tv, instances=objects, instance_classes={1: 0})
+    (first if i == 0 else second).add(ph, pv, th, tv, instances=objects,
+                                      instance_classes={1: 0})
+  first.merge(second)
+  np.testing.assert_array_equal(first.result()["lrf"], whole.result()["lrf"])
+  np.testing.assert_array_equal(first.result()["fdf"], whole.result()["fdf"])
+  assert first.result()["per_class"][0]["num_instances"] == 3
+  with pytest.raises(ValueError, match="must match"):
+    first.merge(lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.5]))
+
+
+def test_failure_modes():
+  h, v = np.zeros((4, 5)), np.zeros((3, 6))
+  with pytest.raises(ValueError, match="predicted edges are for a 3x6 image"):
+    lr.level_recovery_counts(np.zeros((3, 5)), np.zeros((2, 6)), h, v, thresholds=[0.5])
+  with pytest.raises(ValueError, match="do not describe one H x W image"):
+    lr.level_recovery_counts(h, v, np.zeros((4, 5)), np.zeros((4, 6)), thresholds=[0.5])
+  with pytest.raises(ValueError, match="neighbourhood has shape"):
+    lr.level_recovery_counts(h, v, h, v, thresholds=[0.5], neighbourhood=np.ones((3, 3)))
+  with pytest.raises(ValueError, match="tolerance"):
+    lr.level_recovery_counts(h, v, h, v, thresholds=[0.5], tolerance=-1)
+  acc = lr.LevelRecoveryAccumulator()
+  objects = np.zeros((4, 6), int)
+  objects[1, 1] = 2
+  with pytest.raises(ValueError, match="instance 2 is in the instance map"):
+    acc.add(h, v, h, v, instances=objects, instance_classes={1: 0})
+  with pytest.raises(ValueError, match="needs instances"):
+    acc.add(h, v, h, v, instance_classes={1: 0})
