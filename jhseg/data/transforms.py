@@ -1,0 +1,36 @@
+"""Per-example transforms and how randomness reaches them.
+
+A transform is a function of one example (a dict of NumPy arrays). A random
+transform also takes a `numpy.random.Generator`; it is marked with
+`@random_transform`. The pipeline seeds that generator from the run seed and
+the example's *global* position in the data stream, so augmentations do not
+depend on how many processes or devices read the data, nor on resumption.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Example = dict[str, np.ndarray]
+
+
+def random_transform(fn: Callable[[Example, np.random.Generator], Example]):
+  """Marks `fn(example, rng)` as a random transform."""
+  fn.random_transform = True
+  return fn
+
+
+def is_random(fn) -> bool:
+  return getattr(fn, "random_transform", False)
+
+
+def apply_transforms(example: Example, transforms, *, seed: int, position: int) -> Example:
+  rng = None
+  for fn in transforms:
+    if is_random(fn):
+      rng = rng or np.random.default_rng((seed, position))
+      example = fn(example, rng)
+    else:
+      example = fn(example)
+  return example

@@ -1,0 +1,14 @@
+"""The methods' pluggable pieces, by name: `config.task` selects one."""
+from jhseg.tasks.base import Task
+from jhseg.tasks.pixel_classification import PixelClassification
+
+TASKS: dict[str, type[Task]] = {
+    "pixel_classification": PixelClassification,
+}
+
+
+def get_task(name: str) -> type[Task]:
+  """The Task class called `name`; the error lists the valid names."""
+  if name not in TASKS:
+    raise ValueError(f"unknown task {name!r} (config.task); valid tasks: {sorted(TASKS)}")
+  return TASKS[name]

@@ -1,0 +1,122 @@
+"""Orbax checkpoints of a run: model and optimizer state, step, data position.
+
+A checkpoint holds two items: `state` (the nnx state of model and optimizer,
+with PRNG keys stored as raw key data) and `meta` (JSON: step, data iterator
+state, plateau controller state). The last `keep` checkpoints are kept, plus
+the best one by `best_metric` when set.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+def _is_key(x: Any) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _keys_to_data(state: Any) -> Any:
+  return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, state)
+
+
+def _abstract(state: Any) -> Any:
+  def to_struct(x):
+    x = jax.random.key_data(x) if _is_key(x) else x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+  return jax.tree.map(to_struct, state)
+
+
+def _data_to_keys(restored: Any, like: Any) -> Any:
+  return jax.tree.map(
+      lambda r, l: jax.random.wrap_key_data(r, impl=jax.random.key_impl(l)) if _is_key(l) else r,
+      restored, like)
+
+
+class Checkpointer:
+  """Saves and restores `(state, meta)` under `workdir/checkpoints`."""
+
+  def __init__(self, workdir: str, config: ml_collections.ConfigDict):
+    keep = [policies.LatestN(n=config.get("keep", 3))]
+    self.best_metric = config.get("best_metric") or None
+    if self.best_metric:
+      keep.append(policies.BestN(
+          get_metric_fn=lambda metrics: metrics[self.best_metric],
+          reverse=config.get("best_mode", "min") == "min", n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policies.AnyPreservationPolicy(keep),
+        enable_async_checkpointing=config.get("async", True))
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("state", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict[str, Any],
+           metrics: dict[str, float] | None = None) -> None:
+    if self.best_metric and metrics is not None and self.best_metric not in metrics:
+      raise KeyError(f"config.checkpoint.best_metric={self.best_metric!r} is not among the "
+                     f"evaluation metrics {sorted(metrics)}")
+    args = ocp.args.Composite(state=ocp.args.StandardSave(_keys_to_data(state)),
+                              meta=ocp.args.JsonSave(meta))
+    self._manager.save(step, args=args, metrics=metrics, force=True)
+    logging.info("saved checkpoint at step %d in %s", step, self.directory)
+
+  def restore(self, state_like: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    step = self._manager.latest_step() if step is None else step
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(state_like)), meta=ocp.args.JsonRestore()))
+    return _data_to_keys(restored.state, state_like), restored.meta
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def load_params_from(directory: str, params: Any) -> tuple[Any, list[str]]:
+  """Parameters of `params` replaced by the same-named arrays of another run.
+
+  `directory` is a run's workdir (its latest checkpoint) or one checkpoint's
+  `state` folder. Returns the new parameters and the names not found there.
+  Arrays found with another shape raise ValueError naming the parameter.
+  """
+  from jhseg.train.optim import parameter_name
+
+  path = os.path.abspath(directory)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    manager = ocp.CheckpointManager(os.path.join(path, "checkpoints"), item_names=("state", "meta"))
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"config.init_from={directory!r} has no checkpoint")
+    path = os.path.join(path, "checkpoints", str(step), "state")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"config.init_from={directory!r}: no checkpoint directory at {path}")
+  source = ocp.StandardCheckpointer().restore(path)
+  flat = {}
+  jax.tree_util.tree_map_with_path(lambda p, x: flat.__setitem__(parameter_name(p), x), source)
+  # The run state is (model, optimizer): model parameters live under "0/".
+  missing = []
+
+  def replace(path, x):
+    name = "0/" + parameter_name(path)
+    if name not in flat:
+      missing.append(name[2:])
+      return x
+    value = np.asarray(flat[name])
+    if value.shape != x.shape:
+      raise ValueError(f"init_from {directory}: parameter {name[2:]} has shape {value.shape} "
+                       f"there; the model expects {x.shape}")
+    return jax.device_put(value.astype(x.dtype), x.sharding)
+
+  return jax.tree_util.tree_map_with_path(replace, params), missing

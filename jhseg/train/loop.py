@@ -1,0 +1,188 @@
+"""`train_and_evaluate(config, workdir)`: the one training loop of jhseg.
+
+The loop knows nothing about any method: the task named by `config.task`
+(see `jhseg.tasks.TASKS`) supplies model, transforms, loss and evaluation.
+The engine supplies devices and sharding (a `data` mesh axis over all
+devices; batches sharded, state replicated), the jitted train step with
+buffer donation, optimisation (`jhseg.train.optim`), orbax checkpoints with
+automatic resumption, and logging (`metrics.jsonl`, TensorBoard, console).
+
+Host synchronisation happens only every `log_every_steps` (and at evaluation
+and checkpoint steps), where the per-step losses are fetched together; a
+non-finite loss then stops the run with `NonFiniteLossError` naming the step.
+Checkpoints are written only after the steps before them were checked, so
+the last checkpoint of a failed run is always a good one.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from jhseg import data as data_lib
+from jhseg.tasks import get_task
+from jhseg.train import checkpointing, devices, optim
+from jhseg.train.config_fields import check_fields
+from jhseg.train.logging import MetricWriter
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def _make_train_step(graphdef: nnx.GraphDef, task, seed: int) -> Callable:
+  base_key = jax.random.key(seed)
+
+  def train_step(state, batch, step, lr_scale):
+    model, optimizer = nnx.merge(graphdef, state)
+    model.train()
+    rng = jax.random.fold_in(base_key, step)
+
+    def loss_fn(model):
+      return task.loss(model, batch, rng)
+
+    (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+    optimizer.update(model, grads, lr_scale=lr_scale)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    return nnx.state((model, optimizer)), metrics
+
+  return train_step
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+class _PendingMetrics:
+  """Per-step metrics kept on device until the next host synchronisation."""
+
+  def __init__(self):
+    self._steps: list[tuple[int, dict[str, jax.Array]]] = []
+
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    self._steps.append((step, metrics))
+
+  def flush(self) -> dict[str, float]:
+    """Means over the pending steps; raises on the first non-finite loss."""
+    if not self._steps:
+      return {}
+    steps = [s for s, _ in self._steps]
+    values = jax.device_get([m for _, m in self._steps])
+    self._steps = []
+    for step, m in zip(steps, values):
+      if not np.isfinite(m["loss"]):
+        raise NonFiniteLossError(f"training loss is {float(m['loss'])} at step {step}")
+    return {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[0]}
+
+
+def _evaluate(task, graphdef, state, config, workdir: str, step: int,
+              sharding) -> dict[str, float]:
+  model, _ = nnx.merge(graphdef, state)
+  model.eval()
+  source = data_lib.load_source(config.data, config.data.eval_split)
+  local = devices.per_process_batch_size(config.data.get("eval_batch_size") or config.data.batch_size)
+  batches = data_lib.eval_batches(
+      source, task.eval_transforms(), local_batch_size=local,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      max_examples=config.data.get("num_eval_examples"))
+  results = task.evaluate(model, (devices.to_global_batch(b, sharding) for b in batches),
+                          workdir, step)
+  return {f"eval/{k}": v for k, v in results.items()}
+
+
+def _due(step: int, every: int | None, last: int) -> bool:
+  return step == last or bool(every) and step % every == 0
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains `config.task` for `config.num_train_steps`, resuming from `workdir`.
+
+  Returns the metrics of the last logging step and the last evaluation.
+  """
+  check_fields(config)
+  devices.maybe_initialize_distributed(config)
+  workdir = os.path.abspath(workdir)
+  task = get_task(config.task)(config)
+  mesh = devices.make_data_mesh()
+  batch_sharding, replicated = devices.data_sharding(mesh), devices.replicated(mesh)
+  _write_config(config, workdir)
+
+  total = int(config.num_train_steps)
+  train_source = data_lib.load_source(config.data, config.data.train_split)
+  train_iter = iter(data_lib.train_dataset(
+      train_source, task.train_transforms(), seed=config.seed,
+      local_batch_size=devices.per_process_batch_size(config.data.batch_size),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_threads=config.data.get("num_threads", 2)))
+
+  model = task.make_model(nnx.Rngs(config.seed))
+  optimizer = nnx.Optimizer(model, optim.make_optimizer(config.optim, total), wrt=nnx.Param)
+  graphdef, state = nnx.split((model, optimizer))
+  del model, optimizer
+  state = jax.device_put(state, replicated)
+  state_sharding = jax.tree.map(lambda _: replicated, state)
+
+  plateau = optim.PlateauController(**config.plateau) if config.get("plateau") else None
+  checkpointer = checkpointing.Checkpointer(workdir, config.get("checkpoint", {}))
+  start = 0
+  if checkpointer.latest_step() is not None:
+    state, meta = checkpointer.restore(state)
+    start = int(meta["step"])
+    train_iter.set_state(meta["data_iterator"])
+    if plateau and meta.get("plateau"):
+      plateau.load_state_dict(meta["plateau"])
+    logging.info("resumed from step %d in %s", start, checkpointer.directory)
+  elif config.get("init_from"):
+    params, missing = checkpointing.load_params_from(config.init_from, state[0])
+    state[0] = params
+    logging.info("initialised from %s (%d parameters not found there: %s)", config.init_from,
+                 len(missing), missing[:10])
+
+  train_step = jax.jit(_make_train_step(graphdef, task, config.seed), donate_argnums=0,
+                       out_shardings=(state_sharding, replicated))
+  writer = MetricWriter(workdir, total_steps=total)
+  pending = _PendingMetrics()
+  summary: dict[str, float] = {}
+  eval_every = config.get("eval_every_steps")
+  ckpt_every = config.get("checkpoint_every_steps")
+  try:
+    for step in range(start + 1, total + 1):
+      batch = devices.to_global_batch(next(train_iter), batch_sharding)
+      lr_scale = np.float32(plateau.scale if plateau else 1.0)
+      state, metrics = train_step(state, batch, np.int32(step), lr_scale)
+      pending.add(step, metrics)
+      evaluate_now, save_now = _due(step, eval_every, total), _due(step, ckpt_every, total)
+      if _due(step, config.get("log_every_steps", 50), total) or evaluate_now or save_now:
+        train_metrics = pending.flush()
+        summary.update(writer.write(step, {**train_metrics, "train/lr_scale": lr_scale}))
+        writer.progress(step, train_metrics)
+      eval_metrics = None
+      if evaluate_now:
+        eval_metrics = _evaluate(task, graphdef, state, config, workdir, step, batch_sharding)
+        summary.update(writer.write(step, eval_metrics))
+        logging.info("evaluation at step %d: %s", step, eval_metrics)
+        if plateau:
+          plateau.update(eval_metrics[config.plateau.metric])
+      if save_now:
+        meta = {"step": step, "data_iterator": train_iter.get_state(),
+                "plateau": plateau.state_dict() if plateau else None}
+        checkpointer.save(step, state, meta, metrics=eval_metrics)
+  except NonFiniteLossError as err:
+    last = checkpointer.latest_step()
+    raise NonFiniteLossError(f"{err}; stopped. The last good checkpoint is step {last} in "
+                             f"{checkpointer.directory}") from None
+  finally:
+    checkpointer.close()
+    writer.close()
+  return summary
