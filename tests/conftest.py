@@ -23,3 +23,13 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"real sample data not found at {SHARED_DATA} (see shared/data/README.md)")
   return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> str:
+  """A TFDS data_dir holding `synthetic_scenes/tiny`, built once per session."""
+  from jhseg.data.sources import prepared_builder
+
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  prepared_builder("synthetic_scenes/tiny", data_dir)
+  return data_dir

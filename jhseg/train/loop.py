@@ -51,7 +51,11 @@ def _make_train_step(graphdef: nnx.GraphDef, task, seed: int) -> Callable:
 
     (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads, lr_scale=lr_scale)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    # Checked with the loss at the next host sync: a checkpoint never holds NaN parameters.
+    params_finite = jnp.all(jnp.asarray(
+        [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]))
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+               "params_finite": params_finite, **aux}
     return nnx.state((model, optimizer)), metrics
 
   return train_step
@@ -83,7 +87,11 @@ class _PendingMetrics:
     for step, m in zip(steps, values):
       if not np.isfinite(m["loss"]):
         raise NonFiniteLossError(f"training loss is {float(m['loss'])} at step {step}")
-    return {f"train/{k}": float(np.mean([m[k] for m in values])) for k in values[0]}
+      if not m["params_finite"]:
+        raise NonFiniteLossError(f"the update of step {step} made parameters non-finite "
+                                 f"(loss {float(m['loss'])})")
+    return {f"train/{k}": float(np.mean([m[k] for m in values]))
+            for k in values[0] if k != "params_finite"}
 
 
 def _evaluate(task, graphdef, state, config, workdir: str, step: int,
