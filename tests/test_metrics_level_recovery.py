@@ -205,3 +205,19 @@ def test_failure_modes():
     acc.add(h, v, h, v, instances=objects, instance_classes={1: 0})
   with pytest.raises(ValueError, match="needs instances"):
     acc.add(h, v, h, v, instance_classes={1: 0})
+
+
+def _same_partition(a, b):
+  """Two label maps describe the same partition (a bijection between their ids)."""
+  pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+  return (len(pairs[0]) == len(np.unique(a)) == len(np.unique(b)))
+
+
+def test_contour_regions_equals_hierarchy_cut_at_threshold():
+  from jhseg import hierarchy
+  rng = np.random.default_rng(5)
+  pred_h, pred_v = rng.random((7, 8)), rng.random((6, 9))
+  for threshold in (0.2, 0.5, 0.8):
+    ours = lr.contour_regions(pred_h > threshold, pred_v > threshold)
+    assert _same_partition(ours, np.asarray(hierarchy.cut_at_threshold(pred_h, pred_v,
+                                                                       threshold)))

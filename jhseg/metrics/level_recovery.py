@@ -113,8 +113,15 @@ def edges_within(mask) -> tuple[np.ndarray, np.ndarray]:
   return mask[:, :-1] & mask[:, 1:], mask[:-1, :] & mask[1:, :]
 
 
-def _region_labels(contour_h: np.ndarray, contour_v: np.ndarray) -> np.ndarray:
-  """(H, W) labels of the pixels connected without crossing a contour edge."""
+def contour_regions(contour_h, contour_v) -> np.ndarray:
+  """(H, W) labels 1..n of the pixels connected without crossing a contour edge.
+
+  With contours `w > t` this is the cut of (h, v) at threshold t, the
+  partition of `jhseg.hierarchy.cut_at_threshold` up to label numbering,
+  computed with one `scipy.ndimage.label` (fast enough for threshold sweeps).
+  """
+  contour_h = np.asarray(contour_h, bool)
+  contour_v = np.asarray(contour_v, bool)
   height, width = contour_v.shape[0] + 1, contour_h.shape[1] + 1
   sites = np.zeros((2 * height - 1, 2 * width - 1), bool)
   sites[::2, ::2] = True
@@ -135,7 +142,7 @@ def closed_contours(contour_h, contour_v) -> tuple[np.ndarray, np.ndarray]:
   """
   contour_h = np.asarray(contour_h, bool)
   contour_v = np.asarray(contour_v, bool)
-  regions = _region_labels(contour_h, contour_v)
+  regions = contour_regions(contour_h, contour_v)
   return (contour_h & (regions[:, :-1] != regions[:, 1:]),
           contour_v & (regions[:-1, :] != regions[1:, :]))
 
