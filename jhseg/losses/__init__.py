@@ -1,0 +1,8 @@
+"""Public loss functions, pure and jit-able (optax style): `from jhseg.losses import ...`."""
+
+from jhseg.losses.ultrametric import balanced_edge_cross_entropy
+from jhseg.losses.ultrametric import edge_level_log_probabilities
+from jhseg.losses.ultrametric import edge_level_probabilities
+from jhseg.losses.ultrametric import edge_mask_from_pixel_mask
+from jhseg.losses.ultrametric import level_indices
+from jhseg.losses.ultrametric import predicted_dissimilarity
