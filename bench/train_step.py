@@ -1,0 +1,81 @@
+"""Train-step compile time and step time on 1 and 4 (fake) CPU devices.
+
+    python bench/train_step.py [--steps 20] [--batch 16] [--size 64]
+
+Each device count runs in its own process (the count is fixed when JAX
+starts). The task is the engine's pixel_classification model on random
+images, so only the engine's step is measured, not the input pipeline.
+Ratios are against the 1-device run of the same invocation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+CHILD = r"""
+import json, os, sys, time
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+sys.path.insert(0, os.getcwd())
+from experiments.configs import pixel_classification
+from jhseg.tasks import get_task
+from jhseg.train import devices, optim
+from jhseg.train.loop import _make_train_step
+steps, batch, size = map(int, sys.argv[1:4])
+config = pixel_classification.get_config()
+task = get_task(config.task)(config)
+mesh = devices.make_data_mesh()
+model = task.make_model(nnx.Rngs(0))
+opt = nnx.Optimizer(model, optim.make_optimizer(config.optim, 1000), wrt=nnx.Param)
+graphdef, state = nnx.split((model, opt))
+state = jax.device_put(state, devices.replicated(mesh))
+step_fn = jax.jit(_make_train_step(graphdef, task, 0), donate_argnums=0)
+rng = np.random.default_rng(0)
+data = {"image": rng.random((batch, size, size, 3), np.float32),
+        "labels": rng.integers(0, 5, (batch, size, size)).astype(np.int32)}
+data = jax.device_put(data, devices.data_sharding(mesh))
+t0 = time.perf_counter()
+compiled = step_fn.lower(state, data, np.int32(1), np.float32(1)).compile()
+compile_s = time.perf_counter() - t0
+state, m = compiled(state, data, np.int32(1), np.float32(1)); jax.block_until_ready(m)
+t0 = time.perf_counter()
+for s in range(steps):
+  state, m = compiled(state, data, np.int32(s + 2), np.float32(1))
+jax.block_until_ready(m)
+print(json.dumps({"devices": jax.device_count(), "compile_s": compile_s,
+                  "step_ms": 1000 * (time.perf_counter() - t0) / steps}))
+"""
+
+
+def run(num_devices: int, args) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  out = subprocess.run([sys.executable, "-c", CHILD, str(args.steps), str(args.batch),
+                        str(args.size)], env=env, capture_output=True, text=True, check=False,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if out.returncode:
+    raise RuntimeError(out.stderr[-2000:])
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--batch", type=int, default=16)
+  parser.add_argument("--size", type=int, default=64)
+  args = parser.parse_args()
+  rows = [run(n, args) for n in (1, 4)]
+  base = rows[0]["step_ms"]
+  print(f"pixel_classification train step, global batch {args.batch}, {args.size}x{args.size}")
+  print(f"{'devices':>8} {'compile s':>10} {'step ms':>9} {'vs 1 device':>12}")
+  for r in rows:
+    print(f"{r['devices']:>8} {r['compile_s']:>10.2f} {r['step_ms']:>9.1f} "
+          f"{r['step_ms'] / base:>11.2f}x")
+
+
+if __name__ == "__main__":
+  main()

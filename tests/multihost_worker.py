@@ -1,0 +1,55 @@
+"""One process of the two-process test in test_multihost.py (not a test itself).
+
+usage: python tests/multihost_worker.py PROCESS_ID PORT DATA_DIR WORKDIR CONFIG_JSON
+"""
+import json
+import os
+import sys
+
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+
+import jax  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments.configs import pixel_classification  # noqa: E402
+from jhseg.data import sources  # noqa: E402
+from jhseg.train import train_and_evaluate  # noqa: E402
+
+
+def main(process_id: str, port: str, data_dir: str, workdir: str, overrides: str) -> None:
+  config = pixel_classification.get_config("tiny")
+  config.update_from_flattened_dict(json.loads(overrides))
+  config.data.data_dir = data_dir
+  config.distributed = {"coordinator_address": f"localhost:{port}", "num_processes": 2,
+                         "process_id": int(process_id), "cpu_collectives": "gloo"}
+  # Record which examples this process reads from the training split.
+  read = []
+  load = sources.load_source
+
+  def recording_load(data, split):
+    source = load(data, split)
+    if split != data.train_split:
+      return source
+
+    class Recording:
+      def __len__(self):
+        return len(source)
+
+      def __getitem__(self, i):
+        read.append(int(i))
+        return source[i]
+
+    return Recording()
+
+  sources.load_source = recording_load
+  import jhseg.train.loop as loop
+  loop.data_lib.load_source = recording_load
+  train_and_evaluate(config, workdir)
+  assert jax.process_count() == 2 and jax.device_count() == 4
+  with open(os.path.join(workdir, f"read_{process_id}.json"), "w") as f:
+    json.dump(read, f)
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])
