@@ -110,3 +110,16 @@ def test_failure_modes():
     acc.add_segmentations([WHOLE, HALVES], [WHOLE])
   with pytest.raises(ValueError, match="must be \\(H, W-1\\) and \\(H-1, W\\)"):
     acc.add_hierarchy(np.zeros((4, 4)), np.zeros((4, 4)), [WHOLE])
+
+
+def test_hierarchy_sweep_equals_explicit_cuts_on_quantized_weights():
+  from jhseg.metrics import level_recovery
+  rng = np.random.default_rng(3)
+  h, v = rng.integers(0, 4, (10, 9)) / 3, rng.integers(0, 4, (9, 10)) / 3
+  thresholds = np.linspace(0.1, 0.9, 9)
+  sweep = fop.FopAccumulator(thresholds=thresholds)
+  scores = sweep.add_hierarchy(h, v, [HALVES])
+  explicit = fop.FopAccumulator(thresholds=thresholds)
+  expected = explicit.add_segmentations(
+      [level_recovery.contour_regions(h > t, v > t) for t in thresholds], [HALVES])
+  np.testing.assert_allclose(scores, expected)

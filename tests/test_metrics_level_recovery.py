@@ -221,3 +221,24 @@ def test_contour_regions_equals_hierarchy_cut_at_threshold():
     ours = lr.contour_regions(pred_h > threshold, pred_v > threshold)
     assert _same_partition(ours, np.asarray(hierarchy.cut_at_threshold(pred_h, pred_v,
                                                                        threshold)))
+
+
+def test_sweep_shares_cuts_but_equals_one_threshold_at_a_time():
+  rng = np.random.default_rng(6)
+  objects = np.zeros((12, 12), int)
+  objects[2:8, 3:10] = 1
+  truth_h, truth_v = _ultrametric([objects], [1.0])
+  # Weights on a coarse grid, so many thresholds select the same contours.
+  pred_h, pred_v = rng.integers(0, 5, (12, 11)) / 4, rng.integers(0, 5, (11, 12)) / 4
+  thresholds = np.linspace(0.05, 0.95, 19)
+  neighbourhood = lr.object_neighbourhood(objects, radius=2)
+  sweep = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v, thresholds=thresholds,
+                                   levels=[1.0], neighbourhood=neighbourhood)
+  assert len(set(lr.threshold_classes(pred_h, pred_v, thresholds))) == 4
+  for k, threshold in enumerate(thresholds):
+    single = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
+                                      thresholds=[threshold], levels=[1.0],
+                                      neighbourhood=neighbourhood)
+    assert single.predicted[0] == sweep.predicted[k]
+    assert single.false[0] == sweep.false[k]
+    assert single.recovered[0, 0] == sweep.recovered[0, k]

@@ -44,9 +44,20 @@ BETA = 0.1
 AREA_PERCENTILE = 0.99
 
 
+def _dense_index(labels: np.ndarray) -> np.ndarray:
+  """Labels renumbered 0..n-1 in increasing id order (flat); O(N) for small ids."""
+  flat = labels.ravel()
+  low, high = int(flat.min()), int(flat.max())
+  if high - low > 4 * flat.size:  # sparse ids: sorting is cheaper than a lookup table
+    return np.unique(flat, return_inverse=True)[1].ravel()
+  present = np.zeros(high - low + 1, bool)
+  present[flat - low] = True
+  return (np.cumsum(present) - 1)[flat - low]
+
+
 def _intersections(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
-  _, predicted_index = np.unique(prediction.ravel(), return_inverse=True)
-  _, truth_index = np.unique(truth.ravel(), return_inverse=True)
+  predicted_index = _dense_index(prediction)
+  truth_index = _dense_index(truth)
   num_predicted, num_truth = predicted_index.max() + 1, truth_index.max() + 1
   counts = np.bincount(predicted_index * num_truth + truth_index,
                        minlength=num_predicted * num_truth)
@@ -74,12 +85,18 @@ def objects_and_parts(prediction, truths: Sequence, *, gamma_object: float = GAM
     truths: one or more (H, W) integer label maps (e.g. BSDS annotators).
   """
   prediction = np.asarray(prediction)
+  if not np.issubdtype(prediction.dtype, np.integer):
+    raise ValueError(f"objects_and_parts: prediction must be an integer label map, got "
+                     f"{prediction.dtype}")
   if isinstance(truths, np.ndarray) and truths.ndim == 2:
     truths = [truths]
   truths = [np.asarray(t) for t in truths]
   if not truths:
     raise ValueError("objects_and_parts: needs at least one ground truth")
   for k, truth in enumerate(truths):
+    if not np.issubdtype(truth.dtype, np.integer):
+      raise ValueError(f"objects_and_parts: truths[{k}] must be an integer label map, "
+                       f"got {truth.dtype}")
     if truth.shape != prediction.shape or prediction.ndim != 2:
       raise ValueError(f"objects_and_parts: truths[{k}] has shape {truth.shape}, "
                        f"prediction {prediction.shape}; expected one (H, W) shape")
@@ -162,12 +179,7 @@ class FopAccumulator:
     scores = [objects_and_parts(s, truths, **self.options) for s in segmentations]
     if not scores:
       raise ValueError("FopAccumulator.add_segmentations: needs at least one segmentation")
-    if self.precision and len(scores) != len(self.precision[0]):
-      raise ValueError(f"FopAccumulator: got {len(scores)} segmentations for this image, "
-                       f"earlier images had {len(self.precision[0])}")
-    self.precision.append(np.array([s["precision"] for s in scores]))
-    self.recall.append(np.array([s["recall"] for s in scores]))
-    return np.array([[s["precision"], s["recall"], s["f"]] for s in scores])
+    return self._append(scores)
 
   def add_hierarchy(self, h, v, truths: Sequence) -> np.ndarray:
     """Adds one image given as ultrametric edge weights h (H, W-1), v (H-1, W)."""
@@ -175,8 +187,23 @@ class FopAccumulator:
     if h.ndim != 2 or v.ndim != 2 or v.shape != (h.shape[0] - 1, h.shape[1] + 1):
       raise ValueError(f"FopAccumulator.add_hierarchy: h {h.shape} and v {v.shape} must "
                        f"be (H, W-1) and (H-1, W)")
-    cuts = [level_recovery.contour_regions(h > t, v > t) for t in self.thresholds]
-    return self.add_segmentations(cuts, truths)
+    # The cut at t only depends on which weights exceed t: thresholds between
+    # the same two consecutive weight values share one cut (and one score).
+    levels = level_recovery.threshold_classes(h, v, self.thresholds)
+    scores = {}
+    for level, threshold in zip(levels, self.thresholds):
+      if level not in scores:
+        cut = level_recovery.contour_regions(h > threshold, v > threshold)
+        scores[level] = objects_and_parts(cut, truths, **self.options)
+    return self._append([scores[level] for level in levels])
+
+  def _append(self, scores: list[dict[str, float]]) -> np.ndarray:
+    if self.precision and len(scores) != len(self.precision[0]):
+      raise ValueError(f"FopAccumulator: got {len(scores)} segmentations for this image, "
+                       f"earlier images had {len(self.precision[0])}")
+    self.precision.append(np.array([s["precision"] for s in scores]))
+    self.recall.append(np.array([s["recall"] for s in scores]))
+    return np.array([[s["precision"], s["recall"], s["f"]] for s in scores])
 
   def merge(self, other: "FopAccumulator") -> None:
     self.precision.extend(other.precision)

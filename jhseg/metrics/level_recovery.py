@@ -180,6 +180,16 @@ def _within_tolerance(target_h, target_v, tolerance: float):
   return near[::2, 1::2], near[1::2, ::2]
 
 
+def threshold_classes(h, v, thresholds) -> np.ndarray:
+  """For each threshold, how many distinct weights of (h, v) are <= it.
+
+  Two thresholds with the same value select the same contours (weight > t),
+  so threshold sweeps compute each distinct cut once.
+  """
+  values = np.unique(np.concatenate([np.ravel(h), np.ravel(v)]))
+  return np.searchsorted(values, np.asarray(thresholds, np.float64), side="right")
+
+
 @dataclasses.dataclass
 class LevelRecoveryCounts:
   """Sufficient statistics of eqs. 3-4 for one image (or summed over many).
@@ -257,7 +267,15 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
 
   counts = LevelRecoveryCounts.zeros(len(levels), len(thresholds))
   counts.truth[:] = [m_h.sum() + m_v.sum() for m_h, m_v in level_masks]
+  classes = threshold_classes(pred_h, pred_v, thresholds)
+  done: dict[int, int] = {}  # threshold class -> first column computed for it
   for k, threshold in enumerate(thresholds):
+    if classes[k] in done:  # same contours as an earlier threshold
+      first = done[classes[k]]
+      counts.predicted[k], counts.false[k] = counts.predicted[first], counts.false[first]
+      counts.recovered[:, k] = counts.recovered[:, first]
+      continue
+    done[classes[k]] = k
     contour_h, contour_v = contours_in_neighbourhood(pred_h > threshold, pred_v > threshold,
                                                      neighbourhood)
     counts.predicted[k] = contour_h.sum() + contour_v.sum()
