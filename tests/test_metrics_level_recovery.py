@@ -242,3 +242,69 @@ def test_sweep_shares_cuts_but_equals_one_threshold_at_a_time():
     assert single.predicted[0] == sweep.predicted[k]
     assert single.false[0] == sweep.false[k]
     assert single.recovered[0, 0] == sweep.recovered[0, k]
+
+
+def _as_list(value):
+  if isinstance(value, np.ndarray):
+    return list(value.ravel())
+  return [value]
+
+
+def _read_pascal_part(path):
+  """Instance map, part map and {instance: VOC class} of one real annotation.
+
+  Objects are stacked largest first (smaller ones stay visible), parts over
+  their object; parts are numbered globally so no two objects share one.
+  """
+  import scipy.io
+  anno = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["anno"]
+  objects = _as_list(anno.objects)
+  shape = objects[0].mask.shape
+  instances = np.zeros(shape, np.int64)
+  parts = np.zeros(shape, np.int64)
+  classes = {}
+  next_part = 1
+  for index in np.argsort([-int(np.count_nonzero(o.mask)) for o in objects]):
+    obj = objects[index]
+    instance_id = int(index) + 1
+    classes[instance_id] = int(obj.class_ind)
+    instances[obj.mask > 0] = instance_id
+    parts[obj.mask > 0] = next_part
+    next_part += 1
+    part_list = [p for p in _as_list(obj.parts) if hasattr(p, "mask")]
+    for part in sorted(part_list, key=lambda p: -int(np.count_nonzero(p.mask))):
+      parts[(part.mask > 0) & (obj.mask > 0)] = next_part
+      next_part += 1
+  # Keep parts inside the visible part of their instance (later objects cover earlier ones).
+  parts = parts * 1000 + instances
+  return instances, parts, classes
+
+
+def test_real_pascal_part_annotations(shared_data):
+  import glob
+  paths = sorted(glob.glob(str(shared_data / "pascal_part_sample" / "Annotations_Part" /
+                               "*.mat")))[:3]
+  assert paths, "no Pascal-Part annotation in the shared sample"
+  truth_vs_truth = lr.LevelRecoveryAccumulator()
+  objects_only = lr.LevelRecoveryAccumulator()
+  for path in paths:
+    instances, parts, classes = _read_pascal_part(path)
+    truth_h, truth_v = _ultrametric([parts, instances], [0.5, 1.0])
+    truth_vs_truth.add(truth_h, truth_v, truth_h, truth_v, instances=instances,
+                       instance_classes=classes)
+    # A prediction that knows the objects but no parts.
+    object_h, object_v = _ultrametric([instances], [1.0])
+    objects_only.add(object_h, object_v, truth_h, truth_v, instances=instances,
+                     instance_classes=classes)
+  thresholds = truth_vs_truth.thresholds
+  result = truth_vs_truth.result()
+  np.testing.assert_array_equal(result["fdf"], 0)
+  np.testing.assert_array_equal(result["lrf"][0], (thresholds < 0.5).astype(float))
+  np.testing.assert_array_equal(result["lrf"][1], 1)
+  for per_class in result["per_class"].values():
+    np.testing.assert_array_equal(per_class["fdf"], 0)
+    np.testing.assert_array_equal(per_class["lrf"][1], 1)
+  degraded = objects_only.result()
+  np.testing.assert_array_equal(degraded["lrf"][0], 0)
+  np.testing.assert_array_equal(degraded["lrf"][1], 1)
+  np.testing.assert_array_equal(degraded["fdf"], 0)
