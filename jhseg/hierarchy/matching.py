@@ -48,11 +48,37 @@ def match_boundary_pixels(
   if machine.ndim != 2 or machine.shape != truth.shape:
     raise ValueError(
         f"machine and truth must be 2-D maps of the same shape, got {machine.shape} and {truth.shape}")
+  machine = machine.astype(bool)
+  truth = truth.astype(bool)
+  radius = max_distance * float(np.hypot(*machine.shape))
+  if not _has_pair_at_positive_distance(machine, truth, radius):
+    # Only coincident pixels are matchable: each pixel has at most one candidate, so the matching is
+    # their intersection. (Higra's CSA solver crashes when every edge costs 0.)
+    both = machine & truth
+    return both, both.copy()
   matched_machine = np.zeros(machine.shape, bool)
   matched_truth = np.zeros(truth.shape, bool)
-  if machine.any() and truth.any():
-    sources, targets = hg.match_pixels_image_2d(
-        machine.astype(np.uint8), truth.astype(np.uint8), max_distance, "relative")
-    matched_machine.flat[np.asarray(sources, np.int64)] = True
-    matched_truth.flat[np.asarray(targets, np.int64)] = True
+  sources, targets = hg.match_pixels_image_2d(
+      machine.astype(np.uint8), truth.astype(np.uint8), max_distance, "relative")
+  matched_machine.flat[np.asarray(sources, np.int64)] = True
+  matched_truth.flat[np.asarray(targets, np.int64)] = True
   return matched_machine, matched_truth
+
+
+def _offsets_within(radius: float) -> list[tuple[int, int]]:
+  """Non-zero integer offsets of length <= radius, nearest first."""
+  r = int(np.floor(radius))
+  offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+             if 0 < dy * dy + dx * dx <= radius * radius]
+  return sorted(offsets, key=lambda o: o[0] * o[0] + o[1] * o[1])
+
+
+def _has_pair_at_positive_distance(machine: np.ndarray, truth: np.ndarray, radius: float) -> bool:
+  """Whether some machine pixel has a human pixel at distance in (0, radius]."""
+  h, w = machine.shape
+  for dy, dx in _offsets_within(radius):
+    a = machine[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    b = truth[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+    if np.any(a & b):
+      return True
+  return False
