@@ -308,3 +308,14 @@ def test_real_pascal_part_annotations(shared_data):
   np.testing.assert_array_equal(degraded["lrf"][0], 0)
   np.testing.assert_array_equal(degraded["lrf"][1], 1)
   np.testing.assert_array_equal(degraded["fdf"], 0)
+
+
+def test_level_survival_orders_the_levels():
+  _, truth_h, truth_v, pred_h, pred_v = _two_part_object()
+  acc = lr.LevelRecoveryAccumulator(thresholds=[0.2, 0.5, 0.7, 0.9])
+  acc.add(pred_h, pred_v, truth_h, truth_v)
+  # Parts (predicted 0.3) survive up to t = 0.2, objects (0.8) up to t = 0.7.
+  assert lr.level_survival(acc.result()) == {0.5: 0.2, 1.0: 0.7}
+  empty = lr.LevelRecoveryAccumulator(thresholds=[0.2])
+  empty.add(np.zeros_like(pred_h), np.zeros_like(pred_v), truth_h, truth_v)
+  assert np.isnan(lr.level_survival(empty.result())[1.0])

@@ -117,3 +117,21 @@ def test_ucm_grid_figure(tmp_path):
     grids.ucm_grid_figure([image], [], [])
   with pytest.raises(ValueError, match="targets\\[0\\] h has shape"):
     grids.ucm_grid_figure([image], [(v, h)], [(h, v)])
+
+
+def test_per_class_figure_one_panel_per_class(tmp_path):
+  h, v = _ultrametric([PARTS, OBJECTS], [0.5, 1.0])
+  instances = np.zeros_like(PARTS)
+  instances[:, :2] = 1
+  instances[:, 2:6] = 2
+  accumulator = level_recovery.LevelRecoveryAccumulator(thresholds=[0.25, 0.75], radius=1)
+  accumulator.add(h, v, h, v, instances=instances, instance_classes={1: 15, 2: 8})
+  figure = curves.per_class_figure(accumulator.result(), class_names={15: "person"},
+                                   columns=4)
+  titles = [ax.get_title() for ax in figure.axes]
+  assert titles[:2] == ["8 (n=1)", "person (n=1)"]
+  assert len(figure.axes) == 2  # columns shrink to the number of classes
+  assert _read_png(curves.save_per_class_png(tmp_path / "classes.png",
+                                             accumulator.result())).ndim == 3
+  with pytest.raises(ValueError, match="no per-class curves"):
+    curves.per_class_figure({"thresholds": [0.5], "levels": [1.0], "per_class": {}})

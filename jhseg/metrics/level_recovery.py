@@ -402,3 +402,19 @@ class LevelRecoveryAccumulator:
                        "num_instances": self.instances_per_class[class_id]}
             for class_id, counts in sorted(self.per_class.items())},
     }
+
+
+def level_survival(result: Mapping, *, fraction: float = 0.5) -> dict[float, float]:
+  """Per level, the largest threshold at which LRF is still >= `fraction`.
+
+  Summarises LRF curves in one number per level, e.g. to check that a model
+  recovers the levels in order (objects survive to higher thresholds than
+  parts). A level never recovered that well gets nan. Assumes, as LRF is,
+  curves non-increasing in t (see the module docstring).
+  """
+  thresholds = np.asarray(result["thresholds"])
+  survival = {}
+  for level, curve in zip(result["levels"], np.asarray(result["lrf"])):
+    kept = np.flatnonzero(np.nan_to_num(curve, nan=-1.0) >= fraction)
+    survival[float(level)] = float(thresholds[kept[-1]]) if kept.size else float("nan")
+  return survival

@@ -39,6 +39,26 @@ def _level_name(level: float, level_names: Mapping[float, str] | None) -> str:
   return f"level {level:g}"
 
 
+def _draw_method(ax, colour, name: str, result: Mapping,
+                 level_names: Mapping[float, str] | None) -> None:
+  thresholds = np.asarray(result["thresholds"])
+  levels = list(result["levels"])
+  prefix = f"{name}: " if name else ""
+  # Coarsest (highest) level first, so objects are solid and parts dashed.
+  for rank, index in enumerate(np.argsort(levels)[::-1]):
+    ax.plot(thresholds, np.asarray(result["lrf"])[index], color=colour,
+            linestyle=LEVEL_LINESTYLES[rank % len(LEVEL_LINESTYLES)],
+            label=f"{prefix}LRF {_level_name(levels[index], level_names)}")
+  ax.plot(thresholds, np.asarray(result["fdf"]), color=colour, linestyle=FDF_LINESTYLE,
+          label=f"{prefix}FDF")
+
+
+def _style_axes(ax) -> None:
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1.02)
+  ax.grid(True, alpha=0.3)
+
+
 def lrf_fdf_figure(results: Mapping, *, level_names: Mapping[float, str] | None = None,
                    title: str | None = None, size: tuple[float, float] = (6.0, 4.0)) -> Figure:
   """LRF per level and FDF against the threshold for one or several methods.
@@ -53,21 +73,10 @@ def lrf_fdf_figure(results: Mapping, *, level_names: Mapping[float, str] | None 
   figure = _canvas.new_figure(width=size[0], height=size[1])
   ax = figure.subplots()
   for colour, (name, result) in zip(palette, methods.items()):
-    thresholds = np.asarray(result["thresholds"])
-    levels = list(result["levels"])
-    prefix = f"{name}: " if name else ""
-    # Coarsest (highest) level first, so objects are solid and parts dashed.
-    for rank, index in enumerate(np.argsort(levels)[::-1]):
-      ax.plot(thresholds, np.asarray(result["lrf"])[index], color=colour,
-              linestyle=LEVEL_LINESTYLES[rank % len(LEVEL_LINESTYLES)],
-              label=f"{prefix}LRF {_level_name(levels[index], level_names)}")
-    ax.plot(thresholds, np.asarray(result["fdf"]), color=colour, linestyle=FDF_LINESTYLE,
-            label=f"{prefix}FDF")
+    _draw_method(ax, colour, name, result, level_names)
   ax.set_xlabel("threshold t")
   ax.set_ylabel("fraction")
-  ax.set_xlim(0, 1)
-  ax.set_ylim(0, 1.02)
-  ax.grid(True, alpha=0.3)
+  _style_axes(ax)
   ax.legend(fontsize="small", loc="best")
   if title:
     ax.set_title(title)
@@ -78,3 +87,41 @@ def lrf_fdf_figure(results: Mapping, *, level_names: Mapping[float, str] | None 
 def save_lrf_fdf_png(path: str | os.PathLike, results: Mapping, **kwargs) -> str:
   """Writes `lrf_fdf_figure(results, ...)` as a PNG; returns the path."""
   return _canvas.save_png(lrf_fdf_figure(results, **kwargs), path)
+
+
+def per_class_figure(result: Mapping, *, class_names: Mapping[int, str] | None = None,
+                     level_names: Mapping[float, str] | None = None, columns: int = 5,
+                     panel_size: float = 2.4) -> Figure:
+  """Small multiples of LRF/FDF, one panel per object class (per-class crops).
+
+  Args:
+    result: a `LevelRecoveryAccumulator.result()` with `per_class` entries.
+    class_names: optional {class id: name} for the panel titles.
+  """
+  per_class = result.get("per_class") or {}
+  if not per_class:
+    raise ValueError("per_class_figure: the result has no per-class curves (pass "
+                     "instance_classes to LevelRecoveryAccumulator.add)")
+  columns = max(1, min(columns, len(per_class)))
+  rows = -(-len(per_class) // columns)
+  figure = _canvas.new_figure(width=panel_size * columns, height=panel_size * rows + 0.3)
+  axes = figure.subplots(rows, columns, squeeze=False).ravel()
+  colour = segments.label_palette(1)[0]
+  for ax, (class_id, curves_of_class) in zip(axes, per_class.items()):
+    _draw_method(ax, colour, "", {"thresholds": result["thresholds"],
+                                  "levels": result["levels"], **curves_of_class},
+                 level_names)
+    name = class_names.get(class_id, str(class_id)) if class_names else str(class_id)
+    ax.set_title(f"{name} (n={curves_of_class['num_instances']})", fontsize="small")
+    _style_axes(ax)
+    ax.tick_params(labelsize="x-small")
+  for ax in axes[len(per_class):]:
+    ax.set_axis_off()
+  axes[0].legend(fontsize="x-small", loc="best")
+  figure.tight_layout()
+  return figure
+
+
+def save_per_class_png(path: str | os.PathLike, result: Mapping, **kwargs) -> str:
+  """Writes `per_class_figure(result, ...)` as a PNG; returns the path."""
+  return _canvas.save_png(per_class_figure(result, **kwargs), path)
