@@ -134,3 +134,16 @@ def test_levels_from_hierarchy_recovers_nested_labels():
   for levels in (by_count, by_threshold):
     assert covering.nf_covering(levels[0], TRUTH, background=None) == 1.0
     assert covering.nf_covering(levels[1], objects, background=None) == 1.0
+
+
+def test_accumulators_take_hierarchies():
+  objects = np.where(TRUTH > 0, 1, 0)
+  h = np.maximum(0.5 * (TRUTH[:, 1:] != TRUTH[:, :-1]), 1.0 * (objects[:, 1:] != objects[:, :-1]))
+  v = np.maximum(0.5 * (TRUTH[1:] != TRUTH[:-1]), 1.0 * (objects[1:] != objects[:-1]))
+  nf = covering.NFCoveringAccumulator()
+  values = nf.add_hierarchy(h, v, [TRUTH, objects], num_regions=[3, 2])
+  np.testing.assert_allclose(np.diag(values), [1.0, 1.0])
+  region_f = covering.RegionFScoreAccumulator(num_regions=2)
+  assert region_f.add_hierarchy(h, v, objects)["f"] == 1.0
+  with pytest.raises(ValueError, match="num_regions="):
+    covering.RegionFScoreAccumulator().add_hierarchy(h, v, objects)

@@ -150,3 +150,18 @@ def test_hierarchical_per_level_predictions():
   assert result["miou"][0] == pytest.approx((0 + 0.5 + 1) / 3)
   with pytest.raises(ValueError, match="expected 2 levels"):
     hier.add_levels([labels0], [labels0])
+
+
+def test_host_and_device_paths_agree():
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 4, size=(5, 6))
+  labels[0, 0] = 255
+  predictions = rng.integers(0, 4, size=(5, 6))
+  host, device = semantic.ConfusionMatrix(4), semantic.ConfusionMatrix(4)
+  host.add(labels, predictions)
+  device.add(jnp.asarray(labels), jnp.asarray(predictions))
+  np.testing.assert_array_equal(host.matrix, device.matrix)
+  np.testing.assert_array_equal(host.matrix, _reference_confusion(labels, predictions, 4,
+                                                                  ignore=255))
+  with pytest.raises(ValueError, match="predictions must lie in"):
+    device.add(jnp.zeros((2, 2), jnp.int32), jnp.full((2, 2), -1))

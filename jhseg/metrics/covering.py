@@ -123,6 +123,14 @@ class NFCoveringAccumulator:
     self.values.append(values)
     return values
 
+  def add_hierarchy(self, h, v, truth_levels: Sequence, *,
+                    num_regions: Sequence[int] | None = None,
+                    thresholds: Sequence[float] | None = None) -> np.ndarray:
+    """Adds one image whose prediction is an ultrametric (h, v), cut into levels
+    by number of regions or by thresholds (see `levels_from_hierarchy`)."""
+    return self.add(levels_from_hierarchy(h, v, num_regions=num_regions,
+                                          thresholds=thresholds), truth_levels)
+
   def merge(self, other: "NFCoveringAccumulator") -> None:
     self.values.extend(other.values)
 
@@ -168,13 +176,23 @@ class RegionFScoreAccumulator:
   table's number of regions (see `levels_from_hierarchy`).
   """
 
-  def __init__(self):
+  def __init__(self, *, num_regions: int | None = None):
+    """`num_regions`: the table's number of regions, used by `add_hierarchy`."""
+    self.num_regions = num_regions
     self.scores: list[dict[str, float]] = []
 
   def add(self, prediction, truth) -> dict[str, float]:
     scores = region_f_score(prediction, truth)
     self.scores.append(scores)
     return scores
+
+  def add_hierarchy(self, h, v, truth) -> dict[str, float]:
+    """Adds the cut of the ultrametric (h, v) with at most `num_regions` regions."""
+    if self.num_regions is None:
+      raise ValueError("RegionFScoreAccumulator.add_hierarchy: construct the accumulator "
+                       "with num_regions=")
+    (cut,) = levels_from_hierarchy(h, v, num_regions=[self.num_regions])
+    return self.add(cut, truth)
 
   def merge(self, other: "RegionFScoreAccumulator") -> None:
     self.scores.extend(other.scores)

@@ -123,16 +123,37 @@ class ConfusionMatrix:
     self.matrix = np.zeros((num_classes, num_classes), np.int64)
 
   def add(self, labels, predictions) -> None:
-    """Adds one image (or a batch) of true and predicted label maps."""
-    predictions_np = np.asarray(predictions)
-    if predictions_np.size and (predictions_np.min() < 0
-                                or predictions_np.max() >= self.num_classes):
+    """Adds one image (or a batch) of true and predicted label maps.
+
+    JAX arrays are counted on their device by the jitted `confusion_matrix`;
+    NumPy arrays on the host with `np.bincount` (no compilation per image
+    size, which matters for datasets of differently sized images).
+    """
+    if isinstance(labels, jax.Array) or isinstance(predictions, jax.Array):
+      self._check_predictions(np.asarray(jnp.min(predictions)),
+                              np.asarray(jnp.max(predictions)))
+      self.add_matrix(_jitted_confusion_matrix(
+          jnp.asarray(labels), jnp.asarray(predictions),
+          num_classes=self.num_classes, ignore_index=self.ignore_index))
+      return
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    if labels.shape != predictions.shape:
+      raise ValueError(f"ConfusionMatrix.add: labels shape {labels.shape} != "
+                       f"predictions shape {predictions.shape}")
+    if predictions.size:
+      self._check_predictions(predictions.min(), predictions.max())
+    valid = (labels >= 0) & (labels < self.num_classes)
+    if self.ignore_index is not None:
+      valid &= labels != self.ignore_index
+    flat = labels[valid].astype(np.int64) * self.num_classes + predictions[valid]
+    self.matrix += np.bincount(flat, minlength=self.num_classes ** 2).reshape(
+        self.num_classes, self.num_classes)
+
+  def _check_predictions(self, low, high) -> None:
+    if low < 0 or high >= self.num_classes:
       raise ValueError(
           f"ConfusionMatrix.add: predictions must lie in [0, {self.num_classes}), "
-          f"got values in [{predictions_np.min()}, {predictions_np.max()}]")
-    self.add_matrix(_jitted_confusion_matrix(
-        jnp.asarray(labels), jnp.asarray(predictions_np),
-        num_classes=self.num_classes, ignore_index=self.ignore_index))
+          f"got values in [{low}, {high}]")
 
   def add_matrix(self, matrix) -> None:
     """Adds a (K, K) confusion matrix, e.g. summed over a batch on device."""
