@@ -6,9 +6,10 @@ boundaries, 0 elsewhere); the prediction is an ultrametric (or any edge
 weights) on the same 4-adjacency edges. Cutting the prediction at a
 threshold t gives a segmentation whose contours are the edges with
 predicted weight > t (the regions of the cut are the components of the
-edges with weight <= t, the convention of `jhseg.hierarchy.cut_at_threshold`).
-With E_lambda the ground-truth edges of level lambda and C(t) the predicted
-contour edges at t:
+edges with weight <= t, the convention of `jhseg.hierarchy.cut_at_threshold`;
+for weights that are not an ultrametric, C(t) is the boundary of that cut,
+i.e. the closed part of {weight > t}). With E_lambda the ground-truth edges
+of level lambda and C(t) the predicted contour edges at t:
 
   LRF_lambda(t) = |E_lambda  intersect  C(t)| / |E_lambda|          (eq. 3)
   FDF(t)        = |C(t) \\ (union over lambda > 0 of E_lambda)| / |C(t)|  (eq. 4)
@@ -18,6 +19,12 @@ segmentation at threshold t; it is non-increasing in t, and a good hierarchy
 keeps the coarse (object) level up to high thresholds and loses the fine
 (part) level around the middle. FDF(t) is the share of the predicted
 contours that are no ground-truth contour at all.
+
+Source note: the paper's text could not be consulted while this module was
+written; eqs. 3-4 above are reconstructed from the project's description of
+them (fraction of each level's contours recovered at t; fraction of the
+predicted contours at t matching no ground-truth contour) and should be
+checked against the paper.
 
 Object-neighbourhood protocol (the paper's evaluation on Pascal-Part, whose
 annotations cover the objects only): the object masks are merged, dilated by
