@@ -123,3 +123,13 @@ def test_hierarchy_sweep_equals_explicit_cuts_on_quantized_weights():
   expected = explicit.add_segmentations(
       [level_recovery.contour_regions(h > t, v > t) for t in thresholds], [HALVES])
   np.testing.assert_allclose(scores, expected)
+
+
+def test_accumulator_pickles_for_worker_processes():
+  import pickle
+  acc = fop.FopAccumulator(thresholds=[0.3, 0.7])
+  acc.add_segmentations([WHOLE, HALVES], [HALVES])
+  copy = pickle.loads(pickle.dumps(acc))
+  copy.merge(acc)
+  assert copy.result()["ods"] == acc.result()["ods"]
+  assert copy.result()["num_images"] == 2

@@ -319,3 +319,14 @@ def test_level_survival_orders_the_levels():
   empty = lr.LevelRecoveryAccumulator(thresholds=[0.2])
   empty.add(np.zeros_like(pred_h), np.zeros_like(pred_v), truth_h, truth_v)
   assert np.isnan(lr.level_survival(empty.result())[1.0])
+
+
+def test_accumulator_pickles_for_worker_processes():
+  import pickle
+  _, truth_h, truth_v, pred_h, pred_v = _two_part_object()
+  acc = lr.LevelRecoveryAccumulator(thresholds=[0.2, 0.5])
+  acc.add(pred_h, pred_v, truth_h, truth_v)
+  copy = pickle.loads(pickle.dumps(acc))
+  copy.merge(acc)
+  np.testing.assert_array_equal(copy.total.truth, 2 * acc.total.truth)
+  np.testing.assert_array_equal(copy.result()["lrf"], acc.result()["lrf"])

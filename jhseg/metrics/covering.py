@@ -16,6 +16,10 @@ and parts against the predicted levels G1, G2 -- and averaged over images
 Identical segmentations score 1 and relabelling either leaves it unchanged.
 Choice: the mean is over images (each image counts the same), the reading
 of HSG's per-image protocol; `result()` also returns the image count.
+Source note: HSG's own text could not be consulted while this module was
+written; the formula follows the metric's name (normalized foreground
+covering) and later papers' descriptions of it ("single-level foreground
+overlap"), and should be checked against HSG eq. 10.
 
 Region F-score (HSG/CAST tables at a fixed number of regions): the
 precision-recall for regions of Martin (PhD thesis, 2003) as benchmarked by
