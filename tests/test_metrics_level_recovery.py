@@ -330,3 +330,17 @@ def test_accumulator_pickles_for_worker_processes():
   copy.merge(acc)
   np.testing.assert_array_equal(copy.total.truth, 2 * acc.total.truth)
   np.testing.assert_array_equal(copy.result()["lrf"], acc.result()["lrf"])
+
+
+def test_summary_table_whole_and_per_class():
+  _, truth_h, truth_v, pred_h, pred_v = _two_part_object()
+  instances = np.tile(np.array([1, 1, 1, 1, 0, 0]), (4, 1))
+  acc = lr.LevelRecoveryAccumulator(thresholds=[0.2, 0.5, 0.7, 0.9], radius=1)
+  acc.add(pred_h, pred_v, truth_h, truth_v, instances=instances, instance_classes={1: 12})
+  table = lr.summary(acc.result())
+  # LRF parts [1, 0, 0, 0], objects [1, 1, 1, 0]; FDF 0 (the far contour is dropped).
+  assert table["mean_lrf"] == {0.5: 0.25, 1.0: 0.75}
+  assert table["survival"] == {0.5: 0.2, 1.0: 0.7}
+  assert table["mean_fdf"] == 0.0
+  assert table["per_class"][12]["mean_lrf"] == {0.5: 0.25, 1.0: 0.75}
+  assert table["per_class"][12]["num_instances"] == 1

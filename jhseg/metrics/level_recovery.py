@@ -425,3 +425,25 @@ def level_survival(result: Mapping, *, fraction: float = 0.5) -> dict[float, flo
     kept = np.flatnonzero(np.nan_to_num(curve, nan=-1.0) >= fraction)
     survival[float(level)] = float(thresholds[kept[-1]]) if kept.size else float("nan")
   return survival
+
+
+def summary(result: Mapping, *, fraction: float = 0.5) -> dict:
+  """One-number summaries of LRF/FDF curves, for tables (whole set and per class).
+
+  Per level: `survival` (see `level_survival`) and `mean_lrf`, the mean of
+  LRF over the thresholds (the area under the curve for an even sweep); and
+  `mean_fdf`, the mean FDF. `per_class` holds the same for every class.
+  """
+  def one(curves: Mapping) -> dict:
+    full = {"thresholds": result["thresholds"], "levels": result["levels"], **curves}
+    # A level's LRF row is all nan (no ground-truth edge of it) or has no nan.
+    mean_lrf = [float(np.mean(row)) for row in np.asarray(full["lrf"])]
+    return {"survival": level_survival(full, fraction=fraction),
+            "mean_lrf": {float(level): float(value)
+                         for level, value in zip(full["levels"], mean_lrf)},
+            "mean_fdf": float(np.mean(full["fdf"]))}
+
+  table = one(result)
+  table["per_class"] = {class_id: {**one(curves), "num_instances": curves["num_instances"]}
+                        for class_id, curves in result.get("per_class", {}).items()}
+  return table
