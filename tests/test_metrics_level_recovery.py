@@ -344,3 +344,45 @@ def test_summary_table_whole_and_per_class():
   assert table["mean_fdf"] == 0.0
   assert table["per_class"][12]["mean_lrf"] == {0.5: 0.25, 1.0: 0.75}
   assert table["per_class"][12]["num_instances"] == 1
+
+
+def _edge_points(h, v):
+  """(row, col) pixel-unit midpoints of the set edges of boolean (h, v)."""
+  rows_h, cols_h = np.nonzero(h)
+  rows_v, cols_v = np.nonzero(v)
+  return np.concatenate([np.stack([rows_h, cols_h + 0.5], 1),
+                         np.stack([rows_v + 0.5, cols_v], 1)])
+
+
+def test_tolerance_matches_brute_force_distances():
+  rng = np.random.default_rng(7)
+  objects = np.zeros((14, 16), int)
+  objects[3:9, 2:9] = 1
+  objects[9:13, 8:15] = 2
+  parts = objects * 10 + (np.arange(16)[None, :] % 5 == 0) * (objects > 0)
+  truth_h, truth_v = _ultrametric([parts, objects], [0.5, 1.0])
+  pred_h = np.clip(np.roll(truth_h, 1, axis=1) + 0.3 * rng.random(truth_h.shape), 0, 1)
+  pred_v = np.clip(np.roll(truth_v, 1, axis=0) + 0.3 * rng.random(truth_v.shape), 0, 1)
+  neighbourhood = lr.object_neighbourhood(objects, radius=2)
+  thresholds = [0.7, 0.2, 0.45, 0.9]  # unsorted on purpose
+  tolerance = 1.5
+  counts = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v, thresholds=thresholds,
+                                    neighbourhood=neighbourhood, tolerance=tolerance)
+  truth_contour = lr.contours_in_neighbourhood(truth_h > 0, truth_v > 0, neighbourhood)
+  truth_points = _edge_points(*truth_contour)
+  for k, t in enumerate(thresholds):
+    pred_points = _edge_points(*lr.contours_in_neighbourhood(pred_h > t, pred_v > t,
+                                                            neighbourhood))
+    assert counts.predicted[k] == len(pred_points)
+    if len(pred_points):
+      gaps = np.linalg.norm(pred_points[:, None] - truth_points[None], axis=-1).min(axis=1)
+      assert counts.false[k] == (gaps > tolerance).sum()
+    for l, level in enumerate((0.5, 1.0)):
+      level_points = _edge_points(truth_contour[0] & np.isclose(truth_h, level),
+                                  truth_contour[1] & np.isclose(truth_v, level))
+      if len(pred_points):
+        reach = np.linalg.norm(level_points[:, None] - pred_points[None], axis=-1).min(axis=1)
+        expected = (reach <= tolerance).sum()
+      else:
+        expected = 0
+      assert counts.recovered[l, k] == expected, (k, l)

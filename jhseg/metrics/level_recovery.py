@@ -274,6 +274,10 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
 
   counts = LevelRecoveryCounts.zeros(len(levels), len(thresholds))
   counts.truth[:] = [m_h.sum() + m_v.sum() for m_h, m_v in level_masks]
+  # With a tolerance, each predicted edge's largest threshold at which it is a
+  # (kept) contour; the kept contours shrink as t grows (clipping and the
+  # closedness filter are monotone), so "contour at t" is "survival >= t".
+  survival = np.full((2 * shape[0] - 1, 2 * shape[1] - 1), -np.inf) if tolerance else None
   classes = threshold_classes(pred_h, pred_v, thresholds)
   done: dict[int, int] = {}  # threshold class -> first column computed for it
   for k, threshold in enumerate(thresholds):
@@ -288,12 +292,22 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
     counts.predicted[k] = contour_h.sum() + contour_v.sum()
     counts.false[k] = ((contour_h & ~near_truth[0]).sum()
                        + (contour_v & ~near_truth[1]).sum())
-    if tolerance > 0:
-      hit_h, hit_v = _within_tolerance(contour_h, contour_v, tolerance)
+    if tolerance:
+      sites = _interpixel(contour_h, contour_v)
+      survival[sites] = np.maximum(survival[sites], threshold)
     else:
-      hit_h, hit_v = contour_h, contour_v
+      for l, (mask_h, mask_v) in enumerate(level_masks):
+        counts.recovered[l, k] = (mask_h & contour_h).sum() + (mask_v & contour_v).sum()
+  if tolerance:
+    # Best survival within `tolerance` pixels (2 * tolerance interpixel sites).
+    radius = int(np.floor(2 * tolerance + 1e-9))
+    offsets = np.arange(-radius, radius + 1)
+    disc = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= (2 * tolerance) ** 2 + 1e-9
+    reach = ndimage.grey_dilation(survival, footprint=disc, mode="constant", cval=-np.inf)
+    reach_h, reach_v = reach[::2, 1::2], reach[1::2, ::2]
     for l, (mask_h, mask_v) in enumerate(level_masks):
-      counts.recovered[l, k] = (mask_h & hit_h).sum() + (mask_v & hit_v).sum()
+      counts.recovered[l] = [(reach_h[mask_h] >= t).sum() + (reach_v[mask_v] >= t).sum()
+                             for t in thresholds]
   return counts
 
 
