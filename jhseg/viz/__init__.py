@@ -8,4 +8,5 @@ headless machines. Modules, one kind of picture each:
 - `segments`: segment colourings, contour overlays, a hierarchy's levels side by side.
 - `curves`: LRF/FDF curves like Fig. 5 of Lapertot, Chierchia, Perret.
 - `grids`: image / target UCM / predicted UCM rows.
+- `pr_curve` (with the BSDS boundary benchmark): precision-recall curves with iso-F lines.
 """
