@@ -205,6 +205,8 @@ def test_failure_modes():
     acc.add(h, v, h, v, instances=objects, instance_classes={1: 0})
   with pytest.raises(ValueError, match="needs instances"):
     acc.add(h, v, h, v, instance_classes={1: 0})
+  with pytest.raises(ValueError, match="instance ids must be integers >= 1"):
+    list(lr.instance_crops(np.full((3, 3), 0), background=255))
 
 
 def _same_partition(a, b):

@@ -312,8 +312,15 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
 
 
 def instance_crops(instances, *, radius: int = DEFAULT_RADIUS, background: int = 0):
-  """Yields (instance id, (row slice, column slice)) of each instance's enlarged box."""
+  """Yields (instance id, (row slice, column slice)) of each instance's enlarged box.
+
+  Instance ids must be integers >= 1 (any `background` value marks no object).
+  """
   instances = np.asarray(instances)
+  ids = instances[instances != background]
+  if ids.size and (not np.issubdtype(ids.dtype, np.integer) or ids.min() < 1):
+    raise ValueError(f"instance_crops: instance ids must be integers >= 1, got "
+                     f"{ids.dtype} values from {ids.min()}")
   boxes = ndimage.find_objects(np.where(instances == background, 0,
                                         instances).astype(np.int64))
   height, width = instances.shape
