@@ -70,12 +70,17 @@ def _ground_truth_from_folder(folder: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def _ground_truth_from_tfds(spec: str, data_dir: str | None) -> dict[str, bsds_io.GroundTruth]:
-  """Reads `tfds:NAME/SPLIT` (features `id`, `segmentations`, `boundaries`, as the bsds500 builder)."""
+  """Reads `tfds:NAME/SPLIT` (features `image/id`, `segmentations`, `boundaries`, as the bsds500 builder)."""
   name_split = spec[len(TFDS_PREFIX):]
   if "/" not in name_split:
     raise ValueError(f"--ground-truth: expected 'tfds:NAME/SPLIT', got {spec!r}")
   name, split = name_split.split("/", 1)
+  import importlib  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from jhseg.data import sources  # pylint: disable=g-import-not-at-top
+  base = name.split(":")[0]
+  if base in sources.LOCAL_BUILDERS:  # register this repository's builders with TFDS
+    importlib.import_module(sources.LOCAL_BUILDERS[base])
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # noqa: BLE001 -- TFDS raises many types
@@ -84,10 +89,10 @@ def _ground_truth_from_tfds(spec: str, data_dir: str | None) -> dict[str, bsds_i
   out = {}
   for k in range(len(source)):
     record = source[k]
-    for field in ("id", "segmentations", "boundaries"):
+    for field in ("image/id", "segmentations", "boundaries"):
       if field not in record:
         raise KeyError(f"--ground-truth: {spec} record {k} has no feature {field!r} (has {sorted(record)})")
-    image_id = record["id"]
+    image_id = record["image/id"]
     image_id = image_id.decode() if isinstance(image_id, bytes) else str(image_id)
     out[image_id] = bsds_io.ground_truth_from_arrays(
         list(record["segmentations"]), list(record["boundaries"]), source=f"{spec} id {image_id}")
@@ -268,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "soft boundaries in [0,1] or a (2H+1)x(2W+1) ucm2)")
   parser.add_argument("--ground-truth", "--ground_truth", dest="ground_truth", required=True,
                       metavar="DIR|tfds:NAME/SPLIT",
-                      help="a folder of BSDS groundTruth/<id>.mat files, or a TFDS dataset with features 'id', "
-                           "'segmentations', 'boundaries' (e.g. tfds:bsds500/test from tfds_builders.bsds500)")
+                      help="a folder of BSDS groundTruth/<id>.mat files, or a TFDS dataset with features 'image/id', "
+                           "'segmentations' (K,H,W), 'boundaries' (K,H,W) (e.g. tfds:bsds500/test from tfds_builders.bsds500)")
   parser.add_argument("--output", required=True, metavar="DIR",
                       help="folder for eval_*.txt (official names and formats), summary.json and pr_curve.png")
   parser.add_argument("--kind", choices=KINDS, default="auto",
