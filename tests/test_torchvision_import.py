@@ -5,10 +5,11 @@ torch build used here), so the reference network is written below with plain tor
 layers under torchvision's module names; its state_dict has torchvision's keys.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-import jax.numpy as jnp
 
 from jhseg.models import resnet
 from jhseg.models import torchvision_import
@@ -126,19 +127,18 @@ def _parity(tmp_path, depth, output_stride, suffix):
   if suffix == ".npz":
     torchvision_import.torch_state_dict_to_npz(path, tmp_path / "weights.npz")
     path = tmp_path / "weights.npz"
-  model = resnet.ResNet(depth, output_stride=output_stride, num_classes=10,
-                        rngs=nnx.Rngs(1))
-  torchvision_import.load_torchvision_resnet(model, path)
+  model = torchvision_import.resnet_from_torchvision(
+      path, depth=depth, output_stride=output_stride, num_classes=10)
   model.eval()
   images = np.random.default_rng(0).normal(size=(2, 3, 40, 36)).astype(np.float32)
   with torch.no_grad():
     logits_ref, c5_ref = (t.numpy() for t in reference(torch.from_numpy(images)))
+  c5_ref = c5_ref.transpose(0, 2, 3, 1)
   nhwc = jnp.asarray(images.transpose(0, 2, 3, 1))
-  logits = np.asarray(model(nhwc))
-  c5 = np.asarray(model.features(nhwc).c5)
-  assert c5.shape == c5_ref.transpose(0, 2, 3, 1).shape
-  assert _relative_error(c5, c5_ref.transpose(0, 2, 3, 1)) < 1e-4
-  assert _relative_error(logits, logits_ref) < 1e-4
+  logits, c5 = nnx.jit(lambda m, x: (m(x), m.features(x).c5))(model, nhwc)
+  assert c5.shape == c5_ref.shape
+  assert _relative_error(np.asarray(c5), c5_ref) < 1e-4
+  assert _relative_error(np.asarray(logits), logits_ref) < 1e-4
 
 
 def test_resnet50_parity_with_torch_forward(tmp_path):
@@ -153,8 +153,10 @@ def test_resnet18_parity_through_npz_export(tmp_path):
   _parity(tmp_path, 18, 16, ".npz")
 
 
-def _fake_state_dict(model):
+def _fake_state_dict(depth, num_classes=None):
   """Random arrays of the shapes torchvision uses, keyed like torchvision."""
+  model = nnx.eval_shape(lambda: resnet.ResNet(depth, num_classes=num_classes,
+                                               rngs=nnx.Rngs(0)))
   rng = np.random.default_rng(0)
   state = {key: rng.normal(size=shape).astype(np.float32)
            for key, (_, _, shape) in torchvision_import.torchvision_targets(model).items()}
@@ -163,29 +165,34 @@ def _fake_state_dict(model):
 
 
 def test_npz_mapping_transposes_and_ignores_fc_for_an_encoder(tmp_path):
-  classifier = resnet.ResNet(18, num_classes=7, rngs=nnx.Rngs(0))
-  state = _fake_state_dict(classifier)
+  state = _fake_state_dict(18, num_classes=7)
   np.savez(tmp_path / "w.npz", **state)
-  encoder = resnet.ResNet(18, rngs=nnx.Rngs(0))
-  torchvision_import.load_torchvision_resnet(encoder, tmp_path / "w.npz")
+  encoder = torchvision_import.resnet_from_torchvision(tmp_path / "w.npz", depth=18)
+  assert encoder.fc is None
   # OIHW -> HWIO for convolutions, BN statistics copied verbatim.
   np.testing.assert_array_equal(np.asarray(encoder.layer2[0].conv1.kernel[...]),
                                 state["layer2.0.conv1.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(np.asarray(encoder.layer3[0].downsample.bn.var[...]),
                                 state["layer3.0.downsample.1.running_var"])
-  torchvision_import.load_torchvision_resnet(classifier, tmp_path / "w.npz")
+  classifier = torchvision_import.resnet_from_torchvision(tmp_path / "w.npz", depth=18,
+                                                          num_classes=7)
   np.testing.assert_array_equal(np.asarray(classifier.fc.kernel[...]),
                                 state["fc.weight"].T)
+  # Every variable is set: nothing abstract is left from the shape-only construction.
+  assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(nnx.state(classifier)))
 
 
 def test_missing_unexpected_and_mismatched_keys_are_named(tmp_path):
-  model = resnet.ResNet(18, num_classes=7, rngs=nnx.Rngs(0))
-  state = _fake_state_dict(model)
+  good = _fake_state_dict(18, num_classes=7)
+  np.savez(tmp_path / "good.npz", **good)
+  model = torchvision_import.resnet_from_torchvision(tmp_path / "good.npz", depth=18,
+                                                     num_classes=7)
+  state = dict(good)
   del state["layer1.1.bn2.running_mean"]
   state["layer5.0.conv1.weight"] = np.zeros((1, 1, 1, 1), np.float32)
   state["fc.weight"] = np.zeros((1000, 512), np.float32)
+  state["conv1.weight"] = np.zeros_like(good["conv1.weight"])
   np.savez(tmp_path / "bad.npz", **state)
-  before = np.asarray(model.conv1.kernel[...]).copy()
   with pytest.raises(ValueError) as error:
     torchvision_import.load_torchvision_resnet(model, tmp_path / "bad.npz")
   message = str(error.value)
@@ -193,14 +200,15 @@ def test_missing_unexpected_and_mismatched_keys_are_named(tmp_path):
   assert "missing keys: layer1.1.bn2.running_mean" in message
   assert "unexpected keys: layer5.0.conv1.weight" in message
   assert "shape mismatch for fc.weight: file has (1000, 512)" in message
-  np.testing.assert_array_equal(np.asarray(model.conv1.kernel[...]), before)
+  # A failed load leaves the model unchanged.
+  np.testing.assert_array_equal(np.asarray(model.conv1.kernel[...]),
+                                good["conv1.weight"].transpose(2, 3, 1, 0))
 
 
 def test_wrong_depth_is_reported(tmp_path):
-  np.savez(tmp_path / "r18.npz", **_fake_state_dict(resnet.ResNet(18, rngs=nnx.Rngs(0))))
+  np.savez(tmp_path / "r18.npz", **_fake_state_dict(18))
   with pytest.raises(ValueError, match="ResNet-34.*missing keys: layer1.2.bn1.bias"):
-    torchvision_import.load_torchvision_resnet(resnet.ResNet(34, rngs=nnx.Rngs(0)),
-                                               tmp_path / "r18.npz")
+    torchvision_import.resnet_from_torchvision(tmp_path / "r18.npz", depth=34)
 
 
 def test_missing_file_is_named(tmp_path):

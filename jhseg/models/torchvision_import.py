@@ -4,8 +4,9 @@ Typical use, for the ImageNet initialisation of an encoder:
 
   # where torch is available:  torch.save(torchvision.models.resnet50(
   #     weights="IMAGENET1K_V1").state_dict(), "resnet50.pth")
-  encoder = ResNet(50, rngs=nnx.Rngs(0))
-  load_torchvision_resnet(encoder, "resnet50.pth")
+  encoder = resnet_from_torchvision("resnet50.pth", depth=50, output_stride=16)
+  # or, into an existing model (e.g. the encoder of a U-Net):
+  load_torchvision_resnet(unet.encoder, "resnet50.pth")
 
 Accepted files: a `torch.save`d state dict (`.pth`/`.pt`/anything not `.npz`; torch is
 imported only then), or a `.npz` whose array names are the state-dict keys
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from flax import nnx
 import jax.numpy as jnp
@@ -151,3 +152,21 @@ def load_torchvision_resnet(model: resnet.ResNet, path: str | os.PathLike) -> No
   for key, (variable, transform, _) in targets.items():
     value = transform(np.asarray(state[key], dtype=np.float32))
     variable.set_value(jnp.asarray(value, dtype=variable.dtype))
+
+
+def resnet_from_torchvision(path: str | os.PathLike, *, depth: int = 50,
+                            output_stride: int = 32,
+                            multi_grid: Sequence[int] | None = None,
+                            num_classes: int | None = None,
+                            dtype: jnp.dtype | None = None) -> resnet.ResNet:
+  """A `ResNet` holding the weights of a torchvision file, without a random init.
+
+  The model is built abstractly (`nnx.eval_shape`) and every variable is then set from
+  the file (the loader covers all of a ResNet's state), which skips initialising
+  tens of millions of parameters only to overwrite them.
+  """
+  model = nnx.eval_shape(lambda: resnet.ResNet(
+      depth, output_stride=output_stride, multi_grid=multi_grid,
+      num_classes=num_classes, dtype=dtype, rngs=nnx.Rngs(0)))
+  load_torchvision_resnet(model, path)
+  return model

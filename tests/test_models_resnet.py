@@ -1,0 +1,115 @@
+"""ResNet encoder: stage shapes per output stride, DeepLabv3 dilations, sizes, modes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jhseg.models import resnet
+
+
+def _num_params(model):
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@pytest.mark.parametrize("depth, expected", [(18, 11_689_512), (50, 25_557_032)])
+def test_parameter_count_matches_torchvision(depth, expected):
+  # torchvision's published sizes of resnet18 / resnet50 with the 1000-class head.
+  model = nnx.eval_shape(lambda: resnet.ResNet(depth, num_classes=1000,
+                                               rngs=nnx.Rngs(0)))
+  assert _num_params(model) == expected
+
+
+@pytest.mark.parametrize("output_stride, spatial", [
+    (32, (16, 8, 4, 2, 1)), (16, (16, 8, 4, 2, 2)), (8, (16, 8, 4, 4, 4))])
+def test_resnet50_stage_shapes_per_output_stride(output_stride, spatial):
+  model = nnx.eval_shape(lambda: resnet.ResNet(50, output_stride=output_stride,
+                                               rngs=nnx.Rngs(0)))
+  features = nnx.eval_shape(lambda m, x: m.features(x), model,
+                            jnp.zeros((2, 32, 32, 3)))
+  channels = (64, 256, 512, 1024, 2048)
+  assert model.stage_features == channels
+  for feature, size, width in zip(features, spatial, channels):
+    assert feature.shape == (2, size, size, width)
+    assert feature.dtype == jnp.float32
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+  """One concrete ResNet-18 (random init is the slow part on CPU), output stride 8."""
+  return resnet.ResNet(18, output_stride=8, num_classes=4, rngs=nnx.Rngs(0))
+
+
+def test_resnet18_features_run_under_jit(resnet18):
+  resnet18.eval()
+  x = jax.random.uniform(jax.random.key(0), (1, 32, 32, 3))
+  features = nnx.jit(lambda m, x: m.features(x))(resnet18, x)
+  assert [f.shape for f in features] == [
+      (1, 16, 16, 64), (1, 8, 8, 64), (1, 4, 4, 128), (1, 4, 4, 256), (1, 4, 4, 512)]
+  assert all(np.all(np.isfinite(f)) for f in features)
+  # Eval mode: each image is processed independently of the rest of the batch.
+  pair = jnp.concatenate([x, 1.0 - x])
+  np.testing.assert_allclose(nnx.jit(lambda m, x: m.features(x))(resnet18, pair).c5[:1],
+                             features.c5, rtol=1e-5, atol=1e-5)
+
+
+def test_dilation_plans_by_hand():
+  blocks = (3, 4, 6, 3)
+  # torchvision: the first block of a dilated stage keeps the previous dilation.
+  assert resnet.stage_dilations(16, blocks) == (
+      (1, (1, 1, 1)), (2, (1,) * 4), (2, (1,) * 6), (1, (1, 2, 2)))
+  assert resnet.stage_dilations(8, blocks) == (
+      (1, (1, 1, 1)), (2, (1,) * 4), (1, (1, 2, 2, 2, 2, 2)), (1, (2, 4, 4)))
+  # DeepLabv3 multi-grid: rates = stage dilation x unit rates, e.g. 2·(1, 2, 4).
+  assert resnet.stage_dilations(16, blocks, (1, 2, 4))[3] == (1, (2, 4, 8))
+  assert resnet.stage_dilations(8, blocks, (1, 2, 4))[3] == (1, (4, 8, 16))
+  assert resnet.stage_dilations(32, blocks, (1, 2, 4))[3] == (2, (1, 2, 4))
+
+
+def test_model_uses_the_planned_dilations_and_keeps_weight_shapes():
+  dilated = nnx.eval_shape(lambda: resnet.ResNet(
+      50, output_stride=16, multi_grid=(1, 2, 4), rngs=nnx.Rngs(0)))
+  assert [b.conv2.kernel_dilation for b in dilated.layer4] == [(2, 2), (4, 4), (8, 8)]
+  assert dilated.layer4[0].conv2.strides == (1, 1)
+  assert dilated.layer4[0].downsample.conv.strides == (1, 1)
+  plain = nnx.eval_shape(lambda: resnet.ResNet(50, rngs=nnx.Rngs(0)))
+  # Same parameters whatever the output stride: ImageNet weights load into any.
+  shapes = lambda m: jax.tree.map(lambda x: x.shape, nnx.state(m))
+  assert shapes(dilated) == shapes(plain)
+
+
+def test_invalid_configurations_list_valid_values():
+  with pytest.raises(ValueError, match=r"depth=42 .*\[18, 34, 50, 101\]"):
+    resnet.ResNet(42, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"output_stride=4 .*\[8, 16, 32\]"):
+    resnet.ResNet(18, output_stride=4, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="multi_grid=.*3 values"):
+    resnet.ResNet(50, multi_grid=(1, 2), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="num_classes=None"):
+    resnet.ResNet(18, rngs=nnx.Rngs(0))(jnp.zeros((1, 32, 32, 3)))
+
+
+def test_train_mode_updates_batch_norm_statistics_and_eval_mode_does_not(resnet18):
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3)) + 3.0
+  forward = nnx.jit(lambda m, x: m(x))
+  before = np.asarray(resnet18.bn1.mean[...]).copy()
+  resnet18.eval()
+  forward(resnet18, x)
+  np.testing.assert_array_equal(resnet18.bn1.mean[...], before)
+  resnet18.train()
+  logits = forward(resnet18, x)
+  assert logits.shape == (2, 4)
+  # Running mean <- 0.9 running mean + 0.1 batch mean (torch's momentum 0.1).
+  conv1 = nnx.jit(lambda m, x: m.conv1(x))(resnet18, x)
+  np.testing.assert_allclose(resnet18.bn1.mean[...],
+                             0.9 * before + 0.1 * np.mean(conv1, axis=(0, 1, 2)),
+                             rtol=1e-4, atol=1e-5)
+  resnet18.eval()
+
+
+def test_imagenet_normalize():
+  gray = jnp.full((1, 1, 1, 3), 0.5)
+  expected = (0.5 - np.array(resnet.IMAGENET_MEAN)) / np.array(resnet.IMAGENET_STD)
+  np.testing.assert_allclose(resnet.imagenet_normalize(gray)[0, 0, 0], expected,
+                             rtol=1e-6)
