@@ -346,3 +346,250 @@ def test_layout_missing_release_names_archive(tmp_path):
   assert found.context_dir is None
   with pytest.raises(FileNotFoundError, match="trainval.*LabelMap"):
     layout.find_layout(tmp_path, require_context=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Targets (need jhseg.hierarchy.filter_small_regions).
+
+def test_hierarchical_target_hand_built():
+  from tfds_builders.ultrametric_pascal_part import targets
+  ucm, instances, parts = targets.hierarchical_target(TINY_INSTANCES, TINY_PARTS, min_area=1)
+  assert ucm.shape == (11, 15) and ucm.dtype == np.float32
+  check_interpixel_layout(ucm)
+  h, v = split_interpixel(ucm)
+  np.testing.assert_array_equal(h, TINY_H)
+  np.testing.assert_array_equal(v, TINY_V)
+  np.testing.assert_array_equal(instances, TINY_INSTANCES)
+  np.testing.assert_array_equal(parts, TINY_PARTS)
+
+
+def test_hierarchical_target_removes_small_part():
+  """With min_area 3 the 2-px `leye` merges into `head`: its frontier drops to 0."""
+  from tfds_builders.ultrametric_pascal_part import targets
+  ucm, instances, parts = targets.hierarchical_target(TINY_INSTANCES, TINY_PARTS, min_area=3)
+  expected_h, expected_v = TINY_H.copy(), TINY_V.copy()
+  expected_h[1, [0, 2]] = 0
+  expected_v[0:2, 1:3] = 0
+  h, v = split_interpixel(ucm)
+  np.testing.assert_array_equal(h, expected_h)
+  np.testing.assert_array_equal(v, expected_v)
+  np.testing.assert_array_equal(parts, np.where(TINY_PARTS == 1, 2, TINY_PARTS))
+  np.testing.assert_array_equal(instances, TINY_INSTANCES)
+
+
+# A 10x12 PASCAL-Context label map: two halves (56 and 60 px) and a 4-px blob to be removed.
+CONTEXT_SHAPE = (10, 12)
+CONTEXT_LABELS = np.where(np.arange(12)[None, :] < 6, 5, 7) * np.ones((10, 1), int)
+CONTEXT_LABELS[2:4, 1:3] = 459
+
+
+def test_binary_label_target_hand_built():
+  from tfds_builders.ultrametric_pascal_part import targets
+  ucm = targets.binary_label_target(CONTEXT_LABELS)
+  check_interpixel_layout(ucm)
+  h, v = split_interpixel(ucm)
+  expected_h = np.zeros((10, 11), np.float32)
+  expected_h[:, 5] = 1  # the frontier between the halves; the blob's contour is gone
+  np.testing.assert_array_equal(h, expected_h)
+  np.testing.assert_array_equal(v, 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# TFDS builds. The real sample is built once per module (about 30 s on one core).
+
+def _build(manual_dir, data_dir, config):
+  import tensorflow_datasets as tfds
+  from tfds_builders.ultrametric_pascal_part import Builder
+  builder = Builder(data_dir=str(data_dir), config=config, file_format="array_record")
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  return builder
+
+
+def _examples(builder):
+  return {split: [builder.as_data_source(split=split)[i]
+                  for i in range(builder.info.splits[split].num_examples)]
+          for split in builder.info.splits}
+
+
+@pytest.fixture(scope="module")
+def sample_build(shared_data, tmp_path_factory):
+  builder = _build(shared_data / SAMPLE, tmp_path_factory.mktemp("tfds"), "hierarchical")
+  return builder, _examples(builder)
+
+
+def _all(sample_build):
+  return [ex for split_examples in sample_build[1].values() for ex in split_examples]
+
+
+def _id(example):
+  return example["image/id"].decode() if isinstance(example["image/id"], bytes) else example["image/id"]
+
+
+def test_sample_build_splits_and_data_source(sample_build, shared_data):
+  import tensorflow_datasets as tfds
+  builder, examples = sample_build
+  assert {s: len(e) for s, e in examples.items()} == {"train": 10, "val": 4, "test": 4}
+  ids = sorted(p.stem for p in (shared_data / SAMPLE / "Annotations_Part").glob("*.mat"))
+  expected = splits.fallback_splits(ids)
+  for split in ("train", "val", "test"):
+    assert sorted(_id(e) for e in examples[split]) == list(getattr(expected, split))
+  assert builder.info.metadata["split_rule"].startswith("fallback")
+  assert builder.info.metadata["min_region_area"] == 30
+  # The registered name works with tfds.data_source, as jhseg.data uses it.
+  source = tfds.data_source("ultrametric_pascal_part/hierarchical", split="test",
+                            data_dir=builder.data_dir_root, download=False)
+  assert len(source) == 4
+
+
+def test_sample_features_shapes_and_image(sample_build, shared_data):
+  from PIL import Image
+  for example in _all(sample_build):
+    image = example["image"]
+    height, width = image.shape[:2]
+    assert image.dtype == np.uint8 and image.shape[2] == 3
+    jpeg = np.asarray(Image.open(shared_data / SAMPLE / "JPEGImages" / f"{_id(example)}.jpg"))
+    assert np.abs(image.astype(int) - jpeg.astype(int)).mean() < 2  # same picture
+    assert example["ucm"].shape == (2 * height - 1, 2 * width - 1)
+    assert example["ucm"].dtype == np.float32
+    assert example["instances"].shape == example["parts"].shape == (height, width)
+    assert example["instances"].dtype == example["parts"].dtype == np.int32
+
+
+def test_sample_targets_are_ultrametric(sample_build):
+  """3 levels; every 0.5 edge inside one object; cuts at 0.25 and 0.75 are closed partitions."""
+  levels_seen = set()
+  for example in _all(sample_build):
+    ucm, instances, parts = example["ucm"], example["instances"], example["parts"]
+    assert set(np.unique(ucm)) <= {0.0, 0.5, 1.0}
+    levels_seen |= set(np.unique(ucm))
+    check_interpixel_layout(ucm)
+    for threshold in (0.25, 0.75):
+      assert_closed_contours(ucm, threshold)
+    for weights, (p_inst, q_inst), (p_part, q_part) in zip(
+        split_interpixel(ucm), edge_pairs(instances), edge_pairs(parts)):
+      assert np.all(p_inst[weights == 0.5] == q_inst[weights == 0.5])  # inside one object
+      assert np.all(weights[p_inst != q_inst] == 1)  # instance boundaries at level 1
+      assert np.all(weights[p_part != q_part] >= 0.5)  # part boundaries at least 0.5
+    # The maps are constant on the regions of their level.
+    for threshold, labels in ((0.75, instances), (0.25, parts)):
+      regions = regions_below(ucm, threshold)
+      pairs = np.unique(np.stack([regions.ravel(), labels.ravel()]), axis=1)
+      assert pairs.shape[1] == np.unique(regions).size
+  assert levels_seen == {0.0, 0.5, 1.0}
+
+
+def test_sample_no_region_under_30_pixels(sample_build):
+  for example in _all(sample_build):
+    for threshold in (0.25, 0.75):
+      areas = np.bincount(regions_below(example["ucm"], threshold).ravel())[1:]
+      assert areas.min() >= 30, (_id(example), threshold, areas.min())
+
+
+def test_sample_parts_never_overlap_instances(sample_build):
+  """Each part id lies inside one instance; background is background in both maps."""
+  for example in _all(sample_build):
+    parts, instances = example["parts"], example["instances"]
+    pairs = np.unique(np.stack([parts.ravel(), instances.ravel()]), axis=1)
+    assert pairs.shape[1] == np.unique(parts).size, _id(example)
+    np.testing.assert_array_equal(parts == 0, instances == 0)
+
+
+def test_sample_instance_classes_match_annotation(sample_build, shared_data):
+  for example in _all(sample_build):
+    raw = raw_loadmat_objects(shared_data / SAMPLE / "Annotations_Part" / f"{_id(example)}.mat")
+    np.testing.assert_array_equal(example["instance_classes"], [0] + [c for _, c, _ in raw])
+    assert example["instances"].max() < len(example["instance_classes"])
+
+
+def test_sample_filtering_only_relabels_small_regions(sample_build, shared_data):
+  """Stored maps differ from the plain stacking only on regions smaller than 30 px."""
+  changed_somewhere = False
+  for example in _all(sample_build):
+    path = shared_data / SAMPLE / "Annotations_Part" / f"{_id(example)}.mat"
+    annotation = pascal_part_mat.read_annotation(path)
+    stacked = stacking.stack(annotation, example["instances"].shape)
+    for raw, stored in ((stacked.instances, example["instances"]), (stacked.parts, example["parts"])):
+      changed = raw != stored
+      changed_somewhere |= changed.any()
+      # Connected components of each raw label (4-connectivity), with their areas.
+      components = np.zeros(raw.shape, np.int64)
+      offset = 0
+      for label in np.unique(raw):
+        pieces, count = scipy.ndimage.label(raw == label)
+        components[pieces > 0] = pieces[pieces > 0] + offset
+        offset += count
+      areas = np.bincount(components.ravel())
+      assert np.all(areas[components[changed]] < 30), _id(example)
+  assert changed_somewhere  # the sample does contain regions under 30 px
+
+
+def test_binary_parts_config_is_part_level_of_hierarchy(sample_build, shared_data, tmp_path):
+  """BGM_UPP on two sample images: 1 exactly where the HGM target is >= 0.5."""
+  manual = tmp_path / "manual"
+  ids = ["2008_000652", "2010_005243"]  # one object with 18 parts; 11 overlapping objects
+  for folder, suffix in (("Annotations_Part", ".mat"), ("JPEGImages", ".jpg")):
+    (manual / folder).mkdir(parents=True)
+    for image_id in ids:
+      (manual / folder / f"{image_id}{suffix}").symlink_to(
+          shared_data / SAMPLE / folder / f"{image_id}{suffix}")
+  binary = _build(manual, tmp_path / "tfds", "binary_parts")
+  hierarchical = {_id(e): e for e in _all(sample_build)}
+  got = [e for split_examples in _examples(binary).values() for e in split_examples]
+  assert sorted(_id(e) for e in got) == ids
+  for example in got:
+    reference = hierarchical[_id(example)]
+    np.testing.assert_array_equal(example["ucm"], (reference["ucm"] >= 0.5).astype(np.float32))
+    np.testing.assert_array_equal(example["parts"], reference["parts"])
+
+
+def _context_manual_dir(root, *, with_context=True, broken_id=None):
+  """Three fixture images in the release layouts, with VOC-style split lists."""
+  ids = ["2000_000001", "2000_000002", "2000_000003"]
+  for folder in ("Annotations_Part", "JPEGImages", "trainval"):
+    (root / folder).mkdir(parents=True)
+  person = ("person", 15, _rect(CONTEXT_SHAPE, (0, 10), (0, 6)),
+            [("head", _rect(CONTEXT_SHAPE, (0, 5), (0, 6)))])  # 30 + 30 px
+  for n, image_id in enumerate(ids):
+    write_pascal_part_mat(root / "Annotations_Part" / f"{image_id}.mat", image_id, [person])
+    write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", CONTEXT_SHAPE, seed=n)
+    if with_context:
+      write_context_mat(root / "trainval" / f"{image_id}.mat", CONTEXT_LABELS)
+  if broken_id:
+    (root / "Annotations_Part" / f"{broken_id}.mat").write_bytes(b"not a mat file")
+  _write_lines(root / "ImageSets/Main/train.txt", ids[:1])
+  _write_lines(root / "ImageSets/Main/val.txt", ids[:0:-1])
+  return ids
+
+
+def test_binary_context_config_on_release_format_fixture(tmp_path):
+  ids = _context_manual_dir(tmp_path / "manual")
+  builder = _build(tmp_path / "manual", tmp_path / "tfds", "binary_context")
+  examples = _examples(builder)
+  # VOC lists: train as given; val halved (sorted): first half val, second half test.
+  assert {s: [_id(e) for e in x] for s, x in examples.items()} == {
+      "train": [ids[0]], "val": [ids[1]], "test": [ids[2]]}
+  assert "PASCAL-Context" in builder.info.metadata["split_rule"]
+  expected_h = np.zeros((10, 11), np.float32)
+  expected_h[:, 5] = 1
+  for example in [e for x in examples.values() for e in x]:
+    h, v = split_interpixel(example["ucm"])
+    np.testing.assert_array_equal(h, expected_h)
+    np.testing.assert_array_equal(v, 0)
+    # Pascal-Part maps are stored as in the other configs: the person and its head.
+    np.testing.assert_array_equal(example["instances"], _rect(CONTEXT_SHAPE, (0, 10), (0, 6)))
+    np.testing.assert_array_equal(example["instance_classes"], [0, 15])
+    assert len(np.unique(example["parts"])) == 3  # background, head, remainder
+
+
+def test_binary_context_without_context_release_fails_clearly(tmp_path):
+  _context_manual_dir(tmp_path / "manual", with_context=False)
+  with pytest.raises(FileNotFoundError, match="trainval.*PASCAL-Context trainval.tar.gz"):
+    _build(tmp_path / "manual", tmp_path / "tfds", "binary_context")
+
+
+def test_build_error_names_the_broken_file(tmp_path):
+  _context_manual_dir(tmp_path / "manual", broken_id="2000_000002")
+  with pytest.raises(pascal_part_mat.PascalPartFormatError) as error:
+    _build(tmp_path / "manual", tmp_path / "tfds", "hierarchical")
+  assert str(tmp_path / "manual" / "Annotations_Part" / "2000_000002.mat") in str(error.value)

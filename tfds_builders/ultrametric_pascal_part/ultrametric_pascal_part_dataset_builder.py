@@ -109,9 +109,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     split_ids = splits.make_splits(manual_dir, available)
     self.info.metadata.update({"split_rule": split_ids.rule, "min_region_area":
                                targets.MIN_REGION_AREA, "target": self.builder_config.target})
+    # TFDS cannot write an empty split; a tiny manual_dir may leave val or test empty.
     return {name: self._generate_examples(releases, ids)
             for name, ids in (("train", split_ids.train), ("val", split_ids.val),
-                              ("test", split_ids.test))}
+                              ("test", split_ids.test)) if ids}
 
   def _generate_examples(self, releases: layout.ReleaseLayout, ids: tuple[str, ...]):
     for image_id in ids:
