@@ -1,0 +1,171 @@
+"""HSG clustering transformers: nesting across levels, masks, shapes, equivariance."""
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jhseg.models import clustering_transformer as ct
+
+DIM = 16
+
+
+def _model(dropout=0.0, seed=0, num_clusters=(8, 4)):
+  # One encoder and one decoder layer and no dropout (its random bits dominate XLA's
+  # CPU compile time) keep the tests cheap on the shared CPU; the paper's 2 + 2 layers
+  # and dropout 0.1 are checked structurally in `test_paper_defaults`, dropout itself
+  # in `test_dropout_is_random_in_training_and_off_in_eval`.
+  return ct.HierarchicalClustering(DIM, num_clusters=num_clusters, dropout=dropout,
+                                   num_encoder_layers=1, num_decoder_layers=1,
+                                   rngs=nnx.Rngs(seed))
+
+
+def test_paper_defaults():
+  model = ct.HierarchicalClustering(DIM, rngs=nnx.Rngs(0))
+  assert model.num_clusters == (8, 4)
+  for level, k in zip(model.levels, (8, 4)):
+    assert len(level.encoder) == 2 and len(level.decoder) == 2
+    assert level.queries.shape == (k, DIM)
+    attn = level.encoder[0].self_attn
+    assert attn.num_heads == 4 and attn.dropout_rate == 0.1
+    assert level.encoder[0].dropout1.rate == 0.1
+    assert isinstance(level.encoder[0].norm1.norm, nnx.BatchNorm)
+    assert level.encoder[0].ffn.linear1.out_features == 2 * DIM
+
+
+def _inputs(seed=1, b=2, n=12, counts=(12, 7)):
+  x = jax.random.normal(jax.random.key(seed), (b, n, DIM))
+  mask = jnp.arange(n)[None] < jnp.asarray(counts)[:, None]
+  return x, mask
+
+
+def test_shapes_dtypes_and_masked_rows():
+  model = _model()
+  x, mask = _inputs()
+  out = model(x, mask)
+  assert len(out.levels) == 2
+  for k, level, p, g in zip((8, 4), out.levels, out.assignments, out.labels):
+    assert p.shape == (2, 12, k) and g.shape == (2, 12) and g.dtype == jnp.int32
+    assert level.centroids.shape == (2, k, DIM) and level.features.shape == (2, k, DIM)
+    rows = np.asarray(p.sum(-1))
+    np.testing.assert_allclose(rows[np.asarray(mask)], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(rows[~np.asarray(mask)], 0.0)
+    assert (np.asarray(g)[~np.asarray(mask)] == -1).all()
+    assert ((np.asarray(g)[np.asarray(mask)] >= 0)
+            & (np.asarray(g)[np.asarray(mask)] < k)).all()
+  assert out.levels[0].memory.shape == (2, 12, DIM)
+  assert out.levels[1].memory.shape == (2, 8, DIM)  # level 2 runs on the 8 clusters
+
+
+def test_levels_nest_and_compose():
+  """G_{l+1} is a function of G_l, and P_2 = P_1 C_2 (checked with NumPy)."""
+  for seed in range(3):
+    model = _model(seed=seed)
+    x, mask = _inputs(seed=seed + 10)
+    out = model(x, mask)
+    g1, g2 = np.asarray(out.labels[0]), np.asarray(out.labels[1])
+    for b in range(2):
+      parent_of = {}
+      for s1, s2 in zip(g1[b], g2[b]):
+        if s1 < 0:
+          assert s2 < 0
+          continue
+        assert parent_of.setdefault(int(s1), int(s2)) == int(s2)
+    # The level-1 hard labels are the winner-take-all of P_1.
+    np.testing.assert_array_equal(g1[np.asarray(mask)],
+                                  np.argmax(np.asarray(out.assignments[0]), -1)[np.asarray(mask)])
+    c2 = np.asarray(out.levels[1].assignment)
+    np.testing.assert_allclose(out.assignments[1],
+                               np.einsum("bnj,bjk->bnk", np.asarray(out.assignments[0]), c2),
+                               atol=1e-6)
+    # Level-2 labels follow each level-1 cluster's own winner.
+    want = np.take_along_axis(np.argmax(c2, -1), np.maximum(g1, 0), 1)
+    np.testing.assert_array_equal(g2[np.asarray(mask)], want[np.asarray(mask)])
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_padding_contents_and_size_do_not_matter(train):
+  model = _model()
+  if not train:
+    model.eval()
+  x, mask = _inputs()
+  out = model(x, mask)
+  # Garbage in padded rows, then a larger padded size: valid outputs are unchanged.
+  garbage = jnp.where(mask[..., None], x, 1e3)
+  wider = jnp.concatenate([garbage, jnp.full((2, 5, DIM), -7.0)], axis=1)
+  wider_mask = jnp.concatenate([mask, jnp.zeros((2, 5), bool)], axis=1)
+  # Garbage padding gives identical results; a wider padding only changes float32
+  # summation order (exact in float64), which the low-temperature softmax amplifies.
+  for other, other_mask, atol in ((garbage, mask, 1e-6), (wider, wider_mask, 2e-3)):
+    got = model(other, other_mask)
+    for lvl in range(2):
+      m = np.asarray(mask)
+      np.testing.assert_allclose(np.asarray(got.assignments[lvl])[:, :12][m],
+                                 np.asarray(out.assignments[lvl])[m], atol=atol)
+      np.testing.assert_allclose(got.levels[lvl].centroids, out.levels[lvl].centroids,
+                                 atol=10 * atol)
+
+
+def test_permuting_segments_permutes_outputs():
+  model = _model()
+  x, mask = _inputs(counts=(12, 12))
+  perm = np.random.default_rng(0).permutation(12)
+  out = model(x, mask)
+  got = model(x[:, perm], mask[:, perm])
+  for lvl in range(2):
+    np.testing.assert_allclose(got.assignments[lvl], np.asarray(out.assignments[lvl])[:, perm],
+                               atol=2e-5)
+    np.testing.assert_array_equal(got.labels[lvl], np.asarray(out.labels[lvl])[:, perm])
+
+
+def test_dropout_is_random_in_training_and_off_in_eval():
+  model = ct.ClusteringTransformer(DIM, 3, dropout=0.5, num_encoder_layers=1,
+                                   num_decoder_layers=1, rngs=nnx.Rngs(0))
+  x, mask = _inputs()
+  a = model(x, mask).assignment
+  b = model(x, mask).assignment
+  assert not np.allclose(a, b)
+  model.eval()
+  np.testing.assert_array_equal(model(x, mask).assignment, model(x, mask).assignment)
+
+
+def test_jit_positions_and_finite_gradients():
+  model = _model()
+  x, mask = _inputs(counts=(12, 1))  # a single-segment image
+  pos = jax.random.normal(jax.random.key(3), x.shape)
+
+  @nnx.jit
+  def loss_fn(model, x):
+    out = model(x, mask, pos)
+    return sum(jnp.sum(p ** 2) for p in out.assignments) + jnp.sum(
+        out.levels[-1].centroids ** 2)
+
+  loss, grads = nnx.value_and_grad(loss_fn)(model, x)
+  assert np.isfinite(float(loss))
+  leaves = jax.tree.leaves(grads)
+  assert leaves and all(np.isfinite(np.asarray(g)).all() for g in leaves)
+  assert any(np.abs(np.asarray(g)).sum() > 0 for g in leaves)
+
+
+def test_bad_inputs_are_named():
+  model = _model()
+  with pytest.raises(ValueError, match="x must be"):
+    model(jnp.ones((2, 12, DIM + 1)))
+  with pytest.raises(ValueError, match="mask must be"):
+    model(jnp.ones((2, 12, DIM)), jnp.ones((2, 11), bool))
+  with pytest.raises(ValueError, match="divisible"):
+    ct.ClusteringTransformer(10, 4, num_heads=4, rngs=nnx.Rngs(0))
+
+
+def test_masked_mean_std_by_hand():
+  y = jnp.asarray([[[1.0], [3.0], [100.0]]])
+  mean, std = ct.masked_mean_std(y, jnp.asarray([[True, True, False]]))
+  np.testing.assert_allclose(mean, [[2.0]])
+  np.testing.assert_allclose(std, [[np.sqrt(1.0 + 1e-6)]], rtol=1e-6)
+
+
+def test_pixel_labels_by_hand():
+  seg = jnp.asarray([[[0, 1], [2, -1]]])
+  labels = jnp.asarray([[5, 6, -1]])
+  np.testing.assert_array_equal(ct.pixel_labels(seg, labels), [[[5, 6], [-1, -1]]])
