@@ -6,3 +6,10 @@ from jhseg.losses.ultrametric import edge_level_probabilities
 from jhseg.losses.ultrametric import edge_mask_from_pixel_mask
 from jhseg.losses.ultrametric import level_indices
 from jhseg.losses.ultrametric import predicted_dissimilarity
+from jhseg.losses.hsg import centroid_separation_loss
+from jhseg.losses.hsg import collapse_regularization
+from jhseg.losses.hsg import grouping_loss
+from jhseg.losses.hsg import knn_affinity
+from jhseg.losses.hsg import modularity
+from jhseg.losses.hsg import pixel_segment_contrastive_loss
+from jhseg.losses.hsg import total_loss
