@@ -243,3 +243,19 @@ def test_bad_inputs_are_reported():
     losses.balanced_edge_cross_entropy((log_p, log_p), jnp.zeros((1, 2, 3), jnp.int32))
   with pytest.raises(ValueError, match=r"pixel_logits should have shape \(B, H, W, L\)"):
     losses.edge_level_log_probabilities(jnp.zeros((2, 3, 3)))
+
+
+def test_batch_sharded_across_devices_gives_the_same_losses():
+  if jax.device_count() < 4:
+    pytest.skip("needs the 4 fake CPU devices of tests/conftest.py")
+  rng = np.random.default_rng(9)
+  logits = jnp.asarray(rng.normal(size=(4, 3, 5, 3)), jnp.float32)
+  h_target = jnp.asarray(rng.integers(0, 3, size=(4, 3, 4)), jnp.int32)
+  v_target = jnp.asarray(rng.integers(0, 3, size=(4, 2, 5)), jnp.int32)
+  mesh = jax.make_mesh((4,), ("data",))
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  sharded = [jax.device_put(x, batch) for x in (logits, h_target, v_target)]
+  loss = jax.jit(_loss_from_logits)(*sharded)
+  assert loss.sharding.is_equivalent_to(batch, loss.ndim)
+  np.testing.assert_allclose(loss, _loss_from_logits(logits, h_target, v_target),
+                             rtol=1e-6)

@@ -54,6 +54,24 @@ def test_resnet18_features_run_under_jit(resnet18):
                              features.c5, rtol=1e-5, atol=1e-5)
 
 
+def test_with_output_stride_shares_weights_and_only_changes_dilated_stages(resnet18):
+  resnet18.eval()
+  strided = resnet.with_output_stride(resnet18, 32)
+  assert strided.bn1.use_running_average
+  assert strided.layer4[1].conv2.kernel_dilation == (1, 1)
+  assert strided.layer3[0].conv1.strides == (2, 2)  # BasicBlock: stride on conv1
+  np.testing.assert_array_equal(strided.layer4[1].conv2.kernel[...],
+                                resnet18.layer4[1].conv2.kernel[...])
+  x = jax.random.uniform(jax.random.key(2), (1, 32, 32, 3))
+  features = nnx.jit(lambda m, x: m.features(x))
+  dilated_out, strided_out = features(resnet18, x), features(strided, x)
+  # Output stride 8 dilates layer3 and layer4 only: c1..c3 are the same computation.
+  for name in ("c1", "c2", "c3"):
+    np.testing.assert_allclose(getattr(dilated_out, name), getattr(strided_out, name),
+                               rtol=1e-5, atol=1e-6)
+  assert strided_out.c5.shape == (1, 1, 1, 512) and dilated_out.c5.shape == (1, 4, 4, 512)
+
+
 def test_dilation_plans_by_hand():
   blocks = (3, 4, 6, 3)
   # torchvision: the first block of a dilated stage keeps the previous dilation.

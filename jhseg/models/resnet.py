@@ -37,7 +37,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # torchvision's BatchNorm2d defaults: eps 1e-5 and momentum 0.1 on the new batch,
-# i.e. flax momentum 0.9 on the running average.
+# i.e. flax momentum 0.9 on the running average. (torch accumulates the unbiased batch
+# variance, flax the biased one: this only affects training updates, not inference.)
 _BN_EPSILON = 1e-5
 _BN_MOMENTUM = 0.9
 # torchvision initialises convolutions with kaiming_normal_(mode="fan_out", relu).
@@ -216,6 +217,10 @@ class ResNet(nnx.Module):
     block_cls = _BLOCKS[spec.block]
     self.depth = depth
     self.output_stride = output_stride
+    self.multi_grid = None if multi_grid is None else tuple(multi_grid)
+    self.num_classes = num_classes
+    self.in_features = in_features
+    self.dtype = dtype
     self.conv1 = nnx.Conv(
         in_features, 64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
         use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
@@ -267,3 +272,22 @@ class ResNet(nnx.Module):
                        "model.features(x) or build it with num_classes set")
     pooled = jnp.mean(self.features(x).c5, axis=(1, 2))
     return self.fc(pooled)
+
+
+def with_output_stride(model: ResNet, output_stride: int,
+                       multi_grid: Sequence[int] | None = None) -> ResNet:
+  """The same weights and statistics in a ResNet of another output stride.
+
+  Dilation changes no parameter shape, so DeepLabv3-style models can train at output
+  stride 16 and be evaluated at 8 (HSG does so). `multi_grid` defaults to the model's.
+  The returned model shares the (immutable) arrays of `model`; it starts in the same
+  BatchNorm mode.
+  """
+  multi_grid = model.multi_grid if multi_grid is None else multi_grid
+  other = nnx.eval_shape(lambda: ResNet(
+      model.depth, output_stride=output_stride, multi_grid=multi_grid,
+      num_classes=model.num_classes, in_features=model.in_features, dtype=model.dtype,
+      rngs=nnx.Rngs(0)))
+  nnx.update(other, nnx.state(model))
+  other.set_attributes(use_running_average=model.bn1.use_running_average)
+  return other
