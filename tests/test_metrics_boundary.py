@@ -132,6 +132,10 @@ def test_collect_by_hand():
   assert res.ois_precision == pytest.approx(5 / 9)
   with pytest.raises(ValueError, match="thresholds"):
     boundary.collect_boundary_counts([a, boundary.BoundaryCounts(t[:1], *(np.ones(1),) * 4)])
+  acc = boundary.BoundaryBenchmark()
+  acc.add(a)
+  acc.add(b)
+  assert acc.result().ods_f == res.ods_f
 
 
 # ----------------------------------------------------------------------------- official sample

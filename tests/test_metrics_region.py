@@ -69,6 +69,10 @@ def test_collect_by_hand():
   assert res.pri_ois == pytest.approx(0.85)
   assert res.voi_ods == pytest.approx(1.4) and res.voi_ods_threshold == 2.0
   assert res.voi_ois == pytest.approx(1.25)
+  acc = region.RegionBenchmark()
+  acc.add(a)
+  acc.add(b)
+  assert acc.result().covering_ois == res.covering_ois
 
 
 @functools.cache

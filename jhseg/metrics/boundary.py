@@ -385,3 +385,16 @@ def collect_boundary_counts(counts: Sequence[BoundaryCounts]) -> BoundaryResult:
       f=f_measure(recall, precision), ods_threshold=ods[0], ods_recall=ods[1], ods_precision=ods[2],
       ods_f=ods[3], ois_recall=ois_r, ois_precision=ois_p, ois_f=float(f_measure(ois_r, ois_p)),
       ap=average_precision(recall, precision), per_image=np.array(per_image, np.float64).reshape(-1, 4))
+
+
+class BoundaryBenchmark:
+  """Accumulates per-image counts (`add`) and reduces them (`result`), as `collect_eval_bdry.m`."""
+
+  def __init__(self):
+    self._counts: list[BoundaryCounts] = []
+
+  def add(self, counts: BoundaryCounts) -> None:
+    self._counts.append(counts)
+
+  def result(self) -> BoundaryResult:
+    return collect_boundary_counts(self._counts)

@@ -249,3 +249,16 @@ def collect_region_counts(counts: Sequence[RegionCounts]) -> RegionResult:
       voi_ods_threshold=float(thresholds[voi_ods]), voi_ods=float(voi[voi_ods]),
       voi_ois=float(np.mean([c.voi.min() for c in counts])),
       covering_per_image=np.array(per_image, np.float64).reshape(-1, 3))
+
+
+class RegionBenchmark:
+  """Accumulates per-image statistics (`add`) and reduces them (`result`), as `collect_eval_reg.m`."""
+
+  def __init__(self):
+    self._counts: list[RegionCounts] = []
+
+  def add(self, counts: RegionCounts) -> None:
+    self._counts.append(counts)
+
+  def result(self) -> RegionResult:
+    return collect_region_counts(self._counts)
