@@ -1,0 +1,132 @@
+"""HSG Table 6 on CPU: cost of deriving 25 / 16 / 9 / 4 segments from pixel embeddings,
+as ratios to the embedding network's cost in the same run.
+
+    python bench/hsg.py [--size 640] [--repeats 3] [--output-stride 8] [--depth 50]
+
+Embedding network: FCN-ResNet (jhseg.models.resnet, DeepLabv3 dilations with multi-grid
+(1, 2, 4)) plus HSG's head 1x1 conv - BatchNorm - ReLU - 1x1 conv to 128-d unit
+embeddings, in inference mode, on one `size` x `size` image (80 x 80 embeddings for
+640 at output stride 8). Grouping pipelines on top of the embeddings, each jitted
+and timed on its own (median of `repeats` after a compile/warm-up call):
+
+  no hierarchy    one spherical k-means into 25 segments (5 x 5 grid, 30 iterations)
+  k-means         spherical k-means into 25, 16, 9 and 4 segments (grids 5x5 ... 2x2,
+                  30 iterations each, run independently on the pixels)
+  transformers    the 25-segment k-means, then clustering transformers 25 -> 16 -> 9 -> 4
+                  (m = 128, 4 heads, 2 + 2 layers) and the labels of every level
+                  propagated to the pixels
+
+The ratio column divides each pipeline's time by the embedding network's. Numbers on
+this shared 2-core CPU are indicative only; the ranking is what carries over.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from flax import nnx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jhseg.models import clustering_transformer as ct  # noqa: E402
+from jhseg.models import resnet  # noqa: E402
+from jhseg.models import spherical_kmeans as skm  # noqa: E402
+
+EMBED_DIM = 128
+KMEANS_ITERATIONS = 30
+LEVEL_GRIDS = ((5, 5), (4, 4), (3, 3), (2, 2))   # 25, 16, 9, 4 segments
+
+
+class EmbeddingNetwork(nnx.Module):
+  """FCN-ResNet + HSG head (1x1 conv - BN - ReLU - 1x1 conv), unit-length output."""
+
+  def __init__(self, depth: int, output_stride: int, *, rngs: nnx.Rngs):
+    self.backbone = resnet.ResNet(depth, output_stride=output_stride,
+                                  multi_grid=(1, 2, 4), rngs=rngs)
+    width = self.backbone.num_features
+    self.conv1 = nnx.Conv(width, width, (1, 1), use_bias=False, rngs=rngs)
+    self.bn = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
+    self.conv2 = nnx.Conv(width, EMBED_DIM, (1, 1), rngs=rngs)
+
+  def __call__(self, images):
+    c5 = self.backbone.features(resnet.imagenet_normalize(images)).c5
+    return skm.unit_normalize(self.conv2(nnx.relu(self.bn(self.conv1(c5)))))
+
+
+def median_ms(fn, args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))  # compile + warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--size", type=int, default=640)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--output-stride", type=int, default=8)
+  parser.add_argument("--depth", type=int, default=50)
+  args = parser.parse_args()
+
+  rngs = nnx.Rngs(0)
+  embedder = EmbeddingNetwork(args.depth, args.output_stride, rngs=rngs)
+  hierarchy = ct.HierarchicalClustering(
+      EMBED_DIM, num_clusters=tuple(r * c for r, c in LEVEL_GRIDS[1:]), rngs=rngs)
+  embedder.eval()
+  hierarchy.eval()
+  images = jax.random.uniform(jax.random.key(1), (1, args.size, args.size, 3))
+
+  # Models enter jax.jit as (graphdef, state): nnx.jit re-walks the module graph on
+  # every call (about 0.1 s here), which would swamp the small transformers.
+  embed_def, embed_state = nnx.split(embedder)
+  hier_def, hier_state = nnx.split(hierarchy)
+
+  @jax.jit
+  def embed(state, x):
+    return nnx.merge(embed_def, state)(x)
+
+  @jax.jit
+  def no_hierarchy(emb):
+    return skm.spherical_kmeans(emb, grid=LEVEL_GRIDS[0],
+                                num_iterations=KMEANS_ITERATIONS).labels
+
+  @jax.jit
+  def kmeans_levels(emb):
+    return [skm.spherical_kmeans(emb, grid=g, num_iterations=KMEANS_ITERATIONS).labels
+            for g in LEVEL_GRIDS]
+
+  @jax.jit
+  def transformers(state, emb):
+    base = skm.spherical_kmeans(emb, grid=LEVEL_GRIDS[0],
+                                num_iterations=KMEANS_ITERATIONS)
+    out = nnx.merge(hier_def, state)(base.prototypes, base.counts > 0)
+    return [base.labels] + [ct.pixel_labels(base.labels, g) for g in out.labels]
+
+  emb = embed(embed_state, images)
+  rows = [("embedding network", median_ms(embed, (embed_state, images), args.repeats))]
+  rows.append(("no hierarchy: k-means 25",
+               median_ms(no_hierarchy, (emb,), args.repeats)))
+  rows.append(("k-means 25/16/9/4 (30 it. each)",
+               median_ms(kmeans_levels, (emb,), args.repeats)))
+  rows.append(("k-means 25 + transformers 16/9/4",
+               median_ms(transformers, (hier_state, emb), args.repeats)))
+
+  base_ms = rows[0][1]
+  print(f"HSG Table 6 on {jax.devices()[0].platform}: {args.size}x{args.size} image, "
+        f"ResNet-{args.depth} output stride {args.output_stride} -> "
+        f"{emb.shape[1]}x{emb.shape[2]}x{emb.shape[3]} embeddings, "
+        f"median of {args.repeats}")
+  print(f"{'pipeline':36s} {'ms':>10s} {'ratio to embedding':>20s}")
+  for name, ms in rows:
+    print(f"{name:36s} {ms:10.1f} {ms / base_ms:20.3f}")
+
+
+if __name__ == "__main__":
+  main()
