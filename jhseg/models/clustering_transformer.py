@@ -36,6 +36,12 @@ Choices of ours, stated where they differ:
 
 Shapes are fixed: the n_0 base segments of an image are padded to a static N with a
 boolean mask; padded rows of C and P are zero and their labels are -1.
+
+One batch item is one grouping problem. The authors stack the base segments of all
+augmented views of an image into one item, so that every level's clusters are shared
+by the views (what makes L_f(G_l) contrast across views); do the same here by
+concatenating the views' segments along N. BatchNorm in training mode needs B > 1 for
+the statistical feature mapping (one vector per item) to carry information.
 """
 
 from __future__ import annotations
