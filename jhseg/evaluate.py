@@ -27,6 +27,7 @@ import os
 import pathlib
 import sys
 from typing import Sequence
+import warnings
 
 import numpy as np
 
@@ -163,6 +164,7 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
     if data.shape != (2 * h + 1, 2 * w + 1):
       raise bsds_io.BSDSFormatError(
           f"{task.prediction}: ucm2 of shape {data.shape}, expected {(2 * h + 1, 2 * w + 1)} for ground truth {h}x{w}")
+    _warn_if_frame_not_replicated(data, task.prediction)
     b = boundary.counts_from_ucm2(data, gt.boundaries, num_thresholds=task.num_thresholds, **opts)
     r = region.region_counts_from_ucm2(data, gt.segmentations, num_thresholds=task.num_thresholds)
   elif pred.kind == "segs":
@@ -180,14 +182,29 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
   return ImageCounts(task.image_id, b, r)
 
 
+def _warn_if_frame_not_replicated(ucm2: np.ndarray, path: pathlib.Path) -> None:
+  """BSDS ucm2 files repeat the outer interpixel rows/columns on their frame.
+
+  (`ucm2 == np.pad(ucm2[1:-1, 1:-1], 1, mode="edge")` for every file of the
+  release.) With another frame, e.g. zeros, `ucm2 <= t` connects every region
+  along the frame and the region benchmark sees a single region.
+  """
+  inner = ucm2[1:-1, 1:-1]
+  if not np.array_equal(ucm2, np.pad(inner, 1, mode="edge")):
+    warnings.warn(f"{path}: the ucm2 frame does not repeat the adjacent rows/columns as BSDS ucm2 files do "
+                  f"(np.pad(interpixel, 1, mode='edge')); regions may merge along the frame", stacklevel=2)
+
+
 def evaluate_tasks(tasks: Sequence[ImageTask], *, workers: int = 1, progress: bool = True) -> list[ImageCounts]:
   """Scores the images, in `workers` processes (1: in this process), in task order."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   bar = dict(total=len(tasks), desc="bsds images", unit="img", disable=not progress)
   if workers <= 1:
     return [evaluate_image(t) for t in tqdm(tasks, **bar)]
-  # fork: workers inherit the imported modules (no JAX backend is initialised by the metrics).
-  method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+  # fork: workers inherit the imported modules (the metrics initialise no JAX backend); spawn once
+  # TensorFlow (TFDS ground truth) is loaded, whose threads make fork unsafe.
+  fork_ok = "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
+  method = "fork" if fork_ok else "spawn"
   with multiprocessing.get_context(method).Pool(workers) as pool:
     return list(tqdm(pool.imap(evaluate_image, tasks, chunksize=1), **bar))
 

@@ -107,3 +107,19 @@ def test_bad_paths_and_files_are_named(bench, tmp_path, capsys):
   assert _run("--predictions", preds, "--ground-truth", gts, "--output", tmp_path / "o", "--kind", "npy",
               "--workers", 1) == 2
   assert "2018.npy" in capsys.readouterr().err
+
+
+def test_zero_frame_ucm2_is_flagged(bench, tmp_path):
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  preds, gts = tmp_path / "npy", tmp_path / "gt"
+  preds.mkdir()
+  gts.mkdir()
+  ucm2 = scipy.io.loadmat(bench / "ucm2" / "5096.mat")["ucm2"]
+  assert np.array_equal(ucm2, np.pad(ucm2[1:-1, 1:-1], 1, mode="edge"))  # the release's convention
+  ucm2[[0, -1], :] = 0
+  ucm2[:, [0, -1]] = 0
+  np.save(preds / "5096.npy", ucm2)
+  shutil.copy(bench / "groundTruth" / "5096.mat", gts)
+  with pytest.warns(UserWarning, match="5096.npy.*frame"):
+    assert _run("--predictions", preds, "--ground-truth", gts, "--output", tmp_path / "o", "--thresholds", 3,
+                "--workers", 1) == 0
