@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), metavar="N",
                       help="worker processes over images (1: evaluate in this process)")
   parser.add_argument("--tfds-data-dir", "--tfds_data_dir", dest="tfds_data_dir", default=None, metavar="DIR",
-                      help="TFDS data_dir for a tfds: ground truth (default: TFDS's own default)")
+                      help="TFDS data_dir for a tfds: ground truth (None: TFDS's default, ~/tensorflow_datasets)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser
 
