@@ -231,6 +231,21 @@ def test_reader_errors_name_file_and_field(tmp_path, kind):
   assert field in str(error.value)
 
 
+def test_annotation_without_objects_gives_empty_target(tmp_path):
+  path = tmp_path / "2000_000001.mat"
+  write_pascal_part_mat(path, "2000_000001", [])
+  annotation = pascal_part_mat.read_annotation(path)
+  assert annotation.objects == ()
+  stacked = stacking.stack(annotation, (4, 5))
+  np.testing.assert_array_equal(stacked.instances, 0)
+  np.testing.assert_array_equal(stacked.instance_classes, [0])
+  from tfds_builders.ultrametric_pascal_part import targets
+  ucm, instances, parts = targets.hierarchical_target(stacked.instances, stacked.parts)
+  assert ucm.shape == (7, 9)
+  np.testing.assert_array_equal(ucm, 0)
+  np.testing.assert_array_equal(instances, 0)
+
+
 def test_context_reader(tmp_path):
   labels = np.arange(12, dtype=np.uint16).reshape(3, 4) + 400  # beyond uint8 on purpose
   write_context_mat(tmp_path / "2000_000001.mat", labels)
@@ -471,6 +486,8 @@ def test_sample_targets_are_ultrametric(sample_build):
     check_interpixel_layout(ucm)
     for threshold in (0.25, 0.75):
       assert_closed_contours(ucm, threshold)
+    fine, coarse = regions_below(ucm, 0.25), regions_below(ucm, 0.75)
+    assert num_pairs(fine, coarse) == np.unique(fine).size  # the part cut refines the object cut
     for weights, (p_inst, q_inst), (p_part, q_part) in zip(
         split_interpixel(ucm), edge_pairs(instances), edge_pairs(parts)):
       assert np.all(p_inst[weights == 0.5] == q_inst[weights == 0.5])  # inside one object
