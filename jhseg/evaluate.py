@@ -262,6 +262,11 @@ def run(args: argparse.Namespace) -> dict:
   tasks = make_tasks(args.predictions, args.ground_truth, kind=args.kind, num_thresholds=args.thresholds,
                      max_distance=args.max_distance, thin=not args.no_thin, tfds_data_dir=args.tfds_data_dir)
   counts = evaluate_tasks(tasks, workers=args.workers, progress=not args.quiet)
+  first = counts[0]
+  for c in counts[1:]:
+    if not np.array_equal(c.boundary.thresholds, first.boundary.thresholds):
+      raise ValueError(f"image {c.image_id}: {len(c.boundary.thresholds)} thresholds (segmentations) but image "
+                       f"{first.image_id} has {len(first.boundary.thresholds)}; the benchmark needs the same for all")
   with_region = [c.region is not None for c in counts]
   if any(with_region) and not all(with_region):
     raise ValueError("mixed prediction kinds: region benchmarks apply to some images only; use one --kind")

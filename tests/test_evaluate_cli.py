@@ -123,3 +123,17 @@ def test_zero_frame_ucm2_is_flagged(bench, tmp_path):
   with pytest.warns(UserWarning, match="5096.npy.*frame"):
     assert _run("--predictions", preds, "--ground-truth", gts, "--output", tmp_path / "o", "--thresholds", 3,
                 "--workers", 1) == 0
+
+
+def test_segmentation_lists_of_different_lengths_are_named(bench, tmp_path, capsys):
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  preds, gts = tmp_path / "segs", tmp_path / "gt"
+  preds.mkdir()
+  gts.mkdir()
+  for i, keep in (("5096", 3), ("6046", 2)):
+    segs = scipy.io.loadmat(bench / "segs" / f"{i}.mat")["segs"]
+    scipy.io.savemat(preds / f"{i}.mat", {"segs": segs[:, :keep]})
+    shutil.copy(bench / "groundTruth" / f"{i}.mat", gts)
+  assert _run("--predictions", preds, "--ground-truth", gts, "--output", tmp_path / "o", "--workers", 1) == 2
+  err = capsys.readouterr().err
+  assert "6046" in err and "thresholds" in err
