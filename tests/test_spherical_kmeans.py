@@ -146,8 +146,10 @@ def test_split_by_regions_matches_reference_and_nests():
     np.testing.assert_array_equal(res.labels[n], want)
     assert int(res.num_segments[n]) == len(keys)
     np.testing.assert_array_equal(res.valid[n], np.arange(16) < len(keys))
-    np.testing.assert_array_equal(res.parent[n, :len(keys)], [k[0] for k in keys])
-    assert (np.asarray(res.parent[n, len(keys):]) == -1).all()
+    np.testing.assert_array_equal(res.label_a[n, :len(keys)], [k[0] for k in keys])
+    np.testing.assert_array_equal(res.label_b[n, :len(keys)], [k[1] for k in keys])
+    assert (np.asarray(res.label_a[n, len(keys):]) == -1).all()
+    assert (np.asarray(res.label_b[n, len(keys):]) == -1).all()
 
 
 def test_split_by_regions_overflow_drops_extra_regions():
@@ -171,3 +173,32 @@ def test_segment_prototypes_ignores_out_of_range_and_masked():
   # Finite gradients through an empty segment's normalisation.
   g = jax.grad(lambda e: skm.segment_prototypes(e, labels, 3, mask=mask)[0].sum())(emb)
   assert np.isfinite(np.asarray(g)).all()
+
+
+def test_base_grouping_splits_kmeans_by_regions():
+  rng = np.random.default_rng(3)
+  emb = _blobs(rng, 2, 8, 8, 4)
+  regions = np.zeros((2, 8, 8), np.int64)
+  regions[:, 4:, :] = 5                   # a horizontal cut through every cluster
+  plain = skm.spherical_kmeans(emb, grid=(2, 2), num_iterations=4)
+  got = jax.jit(lambda e, r: skm.base_grouping(e, r, grid=(2, 2), num_iterations=4,
+                                               max_segments=12))(emb, regions)
+  assert got.labels.shape == (2, 8, 8) and got.prototypes.shape == (2, 12, 4)
+  for n in range(2):
+    want, keys = _np_split(np.asarray(plain.labels[n]), regions[n],
+                           np.ones((8, 8), bool))
+    np.testing.assert_array_equal(got.labels[n], want)
+    np.testing.assert_array_equal(got.region[n, :len(keys)], [k[1] for k in keys])
+    np.testing.assert_array_equal(got.valid[n], np.arange(12) < len(keys))
+    for s_id in range(len(keys)):
+      sel = want == s_id
+      np.testing.assert_allclose(got.prototypes[n, s_id],
+                                 _np_unit(_np_unit(emb[n][sel]).sum(0)), atol=1e-5)
+  # Without regions G0 is the k-means itself; prototypes carry the gradient.
+  g0 = skm.base_grouping(emb, grid=(2, 2), num_iterations=4)
+  np.testing.assert_array_equal(g0.labels, plain.labels)
+  grad = jax.grad(lambda e: skm.base_grouping(e, grid=(2, 2), num_iterations=4)
+                  .prototypes[:, 0, 0].sum())(jnp.asarray(emb))
+  assert np.isfinite(np.asarray(grad)).all() and np.abs(np.asarray(grad)).sum() > 0
+  with pytest.raises(ValueError, match="max_segments"):
+    skm.base_grouping(emb, regions)

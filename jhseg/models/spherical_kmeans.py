@@ -160,13 +160,16 @@ class SplitResult(NamedTuple):
   valid: (B, max_segments) bool, True for ids that hold at least one pixel.
   num_segments: (B,) int32 number of distinct regions before truncation (compare to
     `max_segments` to detect overflow).
-  parent: (B, max_segments) int32 label of `labels_a` each new segment lies in
-    (-1 for unused ids), so the split stays nested in the k-means regions.
+  label_a: (B, max_segments) int32 label of `labels_a` each new segment lies in
+    (-1 for unused ids), e.g. its k-means cluster.
+  label_b: (B, max_segments) int32 label of `labels_b` each new segment lies in
+    (-1 for unused ids), e.g. its coherent region.
   """
   labels: jax.Array
   valid: jax.Array
   num_segments: jax.Array
-  parent: jax.Array
+  label_a: jax.Array
+  label_b: jax.Array
 
 
 def split_by_regions(labels_a: jax.Array, labels_b: jax.Array, *, max_segments: int,
@@ -215,7 +218,63 @@ def _split_one(a, b, valid, max_segments, shape) -> SplitResult:
   sorted_ids = jnp.where(sorted_ids < max_segments, sorted_ids, -1)
   ids = jnp.zeros((n,), jnp.int32).at[order].set(sorted_ids)
   seg_valid = jnp.arange(max_segments) < jnp.minimum(num, max_segments)
-  # Parent label: every pixel of a segment has the same `a`, so a max-scatter is exact.
-  parent = jnp.full((max_segments,), -1, jnp.int32).at[
-      jnp.where(ids >= 0, ids, max_segments)].max(a, mode="drop")
-  return SplitResult(ids.reshape(shape), seg_valid, num.astype(jnp.int32), parent)
+  # Every pixel of a segment has the same a and b, so a max-scatter is exact.
+  target = jnp.where(ids >= 0, ids, max_segments)
+  empty = jnp.full((max_segments,), -1, jnp.int32)
+  label_a = empty.at[target].max(a, mode="drop")
+  label_b = empty.at[target].max(b, mode="drop")
+  return SplitResult(ids.reshape(shape), seg_valid, num.astype(jnp.int32), label_a,
+                     label_b)
+
+
+class BaseGrouping(NamedTuple):
+  """HSG's base grouping G0 of a batch, padded to S segments per image.
+
+  labels: (B, H, W) int32 segment ids in [0, S), -1 for invalid pixels.
+  prototypes: (B, S, D) unit mean embeddings of the segments (differentiable in the
+    embeddings; 0 for unused ids).
+  valid: (B, S) bool, True for non-empty segments.
+  region: (B, S) int32 coherent region (G_e label) of each segment, -1 for unused ids;
+    the k-means cluster id when no regions were given.
+  """
+  labels: jax.Array
+  prototypes: jax.Array
+  valid: jax.Array
+  region: jax.Array
+
+
+def base_grouping(embeddings: jax.Array, coherent_regions: jax.Array | None = None, *,
+                  grid: tuple[int, int] = (4, 4), num_iterations: int = 15,
+                  max_segments: int | None = None, mask: jax.Array | None = None,
+                  location_weight: float = 1.0) -> BaseGrouping:
+  """G0: spherical k-means of the embeddings, each cluster split by the regions G_e.
+
+  Without `coherent_regions` (inference) G0 is the k-means clustering itself with
+  S = grid[0] * grid[1]. With them (training) each k-means cluster is split by the
+  coherent regions (`split_by_regions`) into at most `max_segments` segments.
+
+  Args:
+    embeddings: (B, H, W, D) pixel embeddings (unit-normalised here).
+    coherent_regions: optional (B, H, W) int G_e labels (negative = invalid).
+    grid, num_iterations, location_weight: see `spherical_kmeans`.
+    max_segments: S when splitting (required with `coherent_regions`).
+    mask: optional (B, H, W) bool valid pixels.
+  """
+  km = spherical_kmeans(jax.lax.stop_gradient(embeddings), grid=grid,
+                        num_iterations=num_iterations, mask=mask,
+                        location_weight=location_weight)
+  b, h, w, d = embeddings.shape
+  flat = unit_normalize(embeddings.astype(jnp.float32)).reshape(b, h * w, d)
+  if coherent_regions is None:
+    k = grid[0] * grid[1]
+    labels = km.labels
+    region = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, k))
+  else:
+    if max_segments is None:
+      raise ValueError("base_grouping: max_segments is required with coherent_regions")
+    split = split_by_regions(km.labels, coherent_regions, max_segments=max_segments,
+                             mask=mask)
+    k, labels, region = max_segments, split.labels, split.label_b
+  protos, counts = segment_prototypes(flat, labels.reshape(b, h * w), k)
+  valid = counts > 0
+  return BaseGrouping(labels, protos, valid, jnp.where(valid, region, -1))
