@@ -211,6 +211,16 @@ def test_wrong_depth_is_reported(tmp_path):
     torchvision_import.resnet_from_torchvision(tmp_path / "r18.npz", depth=34)
 
 
+def test_resnet50_key_count_matches_torchvision():
+  # torchvision's resnet50 has 161 parameter tensors and 53 BatchNorm layers, each with
+  # running_mean, running_var and num_batches_tracked buffers: 320 state-dict entries.
+  model = nnx.eval_shape(lambda: resnet.ResNet(50, num_classes=1000, rngs=nnx.Rngs(0)))
+  keys = torchvision_import.torchvision_targets(model)
+  running = [k for k in keys if k.endswith(("running_mean", "running_var"))]
+  assert len(keys) - len(running) == 161 and len(running) == 2 * 53
+  assert {"layer1.0.downsample.0.weight", "layer4.2.bn3.running_var", "fc.bias"} <= set(keys)
+
+
 def test_missing_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="nowhere.pth"):
     torchvision_import.read_state_dict(tmp_path / "nowhere.pth")
