@@ -74,6 +74,14 @@ def pixel_segment_contrastive_loss(
 
   Returns:
     Scalar mean loss over valid pixels (0 if there are none).
+
+  Example (L_f(G_e) over V views of each image, batch item = one view)::
+
+    g0 = spherical_kmeans.base_grouping(emb, regions, max_segments=S)  # (B,H,W,D)
+    labels = g0.region + image_index[:, None] * num_regions  # same image, same label
+    loss = pixel_segment_contrastive_loss(
+        emb.reshape(B, H * W, D), g0.labels.reshape(B, H * W), g0.prototypes,
+        labels, segment_mask=g0.valid)
   """
   if pixel_embeddings.ndim != 3 or segment_prototypes.ndim != 3:
     raise ValueError("pixel_segment_contrastive_loss: pixel_embeddings must be (B, N, D)"
