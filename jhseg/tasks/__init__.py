@@ -1,9 +1,11 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
 from jhseg.tasks.pixel_classification import PixelClassification
+from jhseg.tasks.ultrametric import UltrametricUNet
 
 TASKS: dict[str, type[Task]] = {
     "pixel_classification": PixelClassification,
+    "ultrametric": UltrametricUNet,
 }
 
 
