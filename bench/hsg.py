@@ -35,7 +35,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from flax import nnx  # noqa: E402
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from jhseg.models import clustering_transformer as ct  # noqa: E402
 from jhseg.models import resnet  # noqa: E402
