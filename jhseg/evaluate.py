@@ -31,6 +31,7 @@ import warnings
 
 import numpy as np
 
+from jhseg.hierarchy import matching
 from jhseg.metrics import boundary
 from jhseg.metrics import bsds_io
 from jhseg.metrics import region
@@ -49,6 +50,7 @@ class ImageTask:
   num_thresholds: int
   max_distance: float
   thin: bool
+  matcher: str = matching.DEFAULT_MATCHER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,10 +130,12 @@ def _prediction_file(folder: pathlib.Path, image_id: str, kind: str) -> tuple[pa
 def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str = "auto",
                num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS,
                max_distance: float = boundary.DEFAULT_MAX_DISTANCE, thin: bool = True,
-               tfds_data_dir: str | None = None) -> list[ImageTask]:
+               matcher: str = matching.DEFAULT_MATCHER, tfds_data_dir: str | None = None) -> list[ImageTask]:
   """One task per ground-truth image, in the official (ASCII-sorted file name) order."""
   if kind not in KINDS:
     raise ValueError(f"unknown --kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+  if matcher not in matching.MATCHERS:
+    raise ValueError(f"unknown --matcher {matcher!r}; valid matchers: {', '.join(matching.MATCHERS)}")
   predictions = pathlib.Path(predictions)
   if not predictions.is_dir():
     raise FileNotFoundError(f"--predictions: {predictions} is not a folder")
@@ -142,7 +146,7 @@ def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str =
   tasks = []
   for image_id in sorted(gts):
     path, image_kind = _prediction_file(predictions, image_id, kind)
-    tasks.append(ImageTask(image_id, path, image_kind, gts[image_id], num_thresholds, max_distance, thin))
+    tasks.append(ImageTask(image_id, path, image_kind, gts[image_id], num_thresholds, max_distance, thin, matcher))
   return tasks
 
 
@@ -156,7 +160,7 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
     gt = bsds_io.load_ground_truth(gt)
   pred = bsds_io.load_prediction(task.prediction, task.kind)
   h, w = gt.shape
-  opts = dict(max_distance=task.max_distance, thin_maps=task.thin)
+  opts = dict(max_distance=task.max_distance, thin_maps=task.thin, matcher=task.matcher)
   data = pred.data
   if pred.kind == "pb" and data.shape == (2 * h + 1, 2 * w + 1):  # a .npy ucm2
     pred = bsds_io.Prediction("ucm2", data)
@@ -260,7 +264,8 @@ def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
 def run(args: argparse.Namespace) -> dict:
   """Evaluates and writes every output; returns the JSON summary."""
   tasks = make_tasks(args.predictions, args.ground_truth, kind=args.kind, num_thresholds=args.thresholds,
-                     max_distance=args.max_distance, thin=not args.no_thin, tfds_data_dir=args.tfds_data_dir)
+                     max_distance=args.max_distance, thin=not args.no_thin, matcher=args.matcher,
+                     tfds_data_dir=args.tfds_data_dir)
   counts = evaluate_tasks(tasks, workers=args.workers, progress=not args.quiet)
   first = counts[0]
   for c in counts[1:]:
@@ -307,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--max-distance", "--max_distance", dest="max_distance", type=float,
                       default=boundary.DEFAULT_MAX_DISTANCE,
                       help="boundary matching tolerance, as a fraction of the image diagonal")
+  parser.add_argument("--matcher", choices=tuple(matching.MATCHERS), default=matching.DEFAULT_MATCHER,
+                      help="boundary pixel matcher: 'bsds' = the official correspondPixels cost model solved exactly "
+                           "(SciPy sparse LAPJV), 'higra' = Higra's match_pixels_image_2d (max cardinality, then min "
+                           "distance; ~3x slower); see jhseg.hierarchy.matching")
   parser.add_argument("--no-thin", "--no_thin", dest="no_thin", action="store_true",
                       help="do not thin the binarised machine boundaries (the official benchmark thins)")
   parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), metavar="N",

@@ -78,7 +78,7 @@ def test_help_documents_every_option():
   for action in parser._actions:  # pylint: disable=protected-access
     assert action.help, action.dest
   for option in ("--predictions", "--ground-truth", "--output", "--kind", "--thresholds", "--workers",
-                 "--max-distance", "--no-thin", "--tfds-data-dir"):
+                 "--max-distance", "--no-thin", "--matcher", "--tfds-data-dir"):
     assert option in text
 
 

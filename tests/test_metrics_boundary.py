@@ -60,31 +60,49 @@ def test_thin_preserves_holes_and_components():
   assert thinned.sum() < ring.sum()
 
 
-def test_matching_of_identical_and_distant_maps():
+@pytest.mark.parametrize("matcher", sorted(matching.MATCHERS))
+def test_matching_of_identical_and_distant_maps(matcher):
   a = np.zeros((40, 60), bool)
   a[10, 5:50] = True
-  mm, mt = matching.match_boundary_pixels(a, a)
+  match = lambda x, y, **kw: matching.match_boundary_pixels(x, y, matcher=matcher, **kw)
+  mm, mt = match(a, a)
   np.testing.assert_array_equal(mm, a)
   np.testing.assert_array_equal(mt, a)
   # 0.0075 * diag(40, 60) = 0.54 px: a one-pixel shift is out of reach ...
   shifted = np.roll(a, 1, axis=0)
-  mm, mt = matching.match_boundary_pixels(a, shifted)
+  mm, mt = match(a, shifted)
   assert not mm.any() and not mt.any()
   # ... but within reach at 0.02 * diag = 1.44 px.
-  mm, mt = matching.match_boundary_pixels(a, shifted, max_distance=0.02)
+  mm, mt = match(a, shifted, max_distance=0.02)
   np.testing.assert_array_equal(mm, a)
   np.testing.assert_array_equal(mt, shifted)
   with pytest.raises(ValueError, match="same shape"):
-    matching.match_boundary_pixels(a, a[:-1])
+    match(a, a[:-1])
+  assert not any(m.any() for m in match(np.zeros_like(a), a))
 
 
-def test_matching_is_one_to_one():
+@pytest.mark.parametrize("matcher", sorted(matching.MATCHERS))
+def test_matching_is_one_to_one_and_prefers_short_pairs(matcher):
   machine = np.zeros((30, 30), bool)
   machine[15, 10:20] = True
   truth = np.zeros((30, 30), bool)
   truth[15, 10:15] = True  # half as many human pixels
-  mm, mt = matching.match_boundary_pixels(machine, truth, max_distance=0.1)
+  mm, mt = matching.match_boundary_pixels(machine, truth, max_distance=0.1, matcher=matcher)
   assert mm.sum() == mt.sum() == 5
+  # Each human pixel has its coincident machine pixel: the zero-cost matching is the unique optimum.
+  np.testing.assert_array_equal(mm, truth)
+  with pytest.raises(ValueError, match="valid matchers"):
+    matching.match_boundary_pixels(machine, truth, matcher="hungarian")
+
+
+def test_matchable_pairs_by_hand():
+  machine = np.zeros((5, 5), bool)
+  machine[2, 2] = True
+  truth = np.zeros((5, 5), bool)
+  truth[2, 3] = truth[4, 4] = truth[0, 2] = True
+  m, t, d = matching.matchable_pairs(machine, truth, 2.0)  # (4, 4) is sqrt(8) > 2 away
+  assert m.tolist() == [12, 12]
+  assert sorted(zip(t.tolist(), d.tolist())) == [(2, 2.0), (13, 1.0)]
 
 
 def test_counts_of_a_perfect_map():
@@ -147,20 +165,20 @@ def _ground_truth(root):
 
 
 @functools.cache
-def _dataset_result(root, kind):
+def _dataset_result(root, kind, matcher):
   gts = _ground_truth(root)
   counts = []
   for i in IDS:
     truths = gts[i].boundaries
     if kind == "ucm2":
       pred = bsds_io.load_prediction(root / "ucm2" / f"{i}.mat", "ucm2")
-      counts.append(boundary.counts_from_ucm2(pred.data, truths, num_thresholds=5))
+      counts.append(boundary.counts_from_ucm2(pred.data, truths, num_thresholds=5, matcher=matcher))
     elif kind == "png":
       pred = bsds_io.load_prediction(root / "png" / f"{i}.png", "png")
-      counts.append(boundary.counts_from_soft_map(pred.data, truths, num_thresholds=5))
+      counts.append(boundary.counts_from_soft_map(pred.data, truths, num_thresholds=5, matcher=matcher))
     else:
       pred = bsds_io.load_prediction(root / "segs" / f"{i}.mat", "segs")
-      counts.append(boundary.counts_from_segmentations(pred.data, truths))
+      counts.append(boundary.counts_from_segmentations(pred.data, truths, matcher=matcher))
   return boundary.collect_boundary_counts(counts)
 
 
@@ -180,10 +198,11 @@ def test_release_boundaries_are_thinned_seg2bdry(bench):
       assert (thinned == bdry).all(), f"image {i} annotator {k + 1}"
 
 
-@pytest.mark.parametrize("test_dir, kind", [("test_1", "ucm2"), ("test_2", "png"), ("test_3", "segs"),
-                                            ("test_4", "segs")])
-def test_official_boundary_outputs(bench, test_dir, kind):
-  res = _dataset_result(bench, kind)
+@pytest.mark.parametrize("test_dir, kind, matcher", [
+    ("test_1", "ucm2", "bsds"), ("test_2", "png", "bsds"), ("test_3", "segs", "bsds"), ("test_4", "segs", "bsds"),
+    ("test_1", "ucm2", "higra")])
+def test_official_boundary_outputs(bench, test_dir, kind, matcher):
+  res = _dataset_result(bench, kind, matcher)
   ref = np.loadtxt(bench / test_dir / "eval_bdry.txt")
   mine = list(res.summary().values())
   np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-3)
@@ -203,10 +222,23 @@ def test_official_runs_disagree_per_image_by_more_than_1e3(bench):
   assert spread.max() > 1e-3
 
 
-def test_reuse_equals_naive_loop(bench):
+@pytest.mark.parametrize("matcher", sorted(matching.MATCHERS))
+def test_reuse_equals_naive_loop(bench, matcher):
   gt = _ground_truth(bench)["5096"]
   ucm2 = bsds_io.load_prediction(bench / "ucm2" / "5096.mat", "ucm2").data
-  fast = boundary.counts_from_ucm2(ucm2, gt.boundaries, num_thresholds=7)
-  naive = boundary.counts_from_ucm2(ucm2, gt.boundaries, num_thresholds=7, reuse_identical=False)
+  fast = boundary.counts_from_ucm2(ucm2, gt.boundaries, num_thresholds=7, matcher=matcher)
+  naive = boundary.counts_from_ucm2(ucm2, gt.boundaries, num_thresholds=7, reuse_identical=False, matcher=matcher)
   for field in ("cnt_r", "sum_r", "cnt_p", "sum_p"):
     np.testing.assert_array_equal(getattr(fast, field), getattr(naive, field))
+
+
+def test_matchers_agree_on_the_number_of_matches(bench):
+  """Both matchers are exact; on real maps the official cost model keeps every possible match."""
+  gt = _ground_truth(bench)["3063"]
+  ucm2 = bsds_io.load_prediction(bench / "ucm2" / "3063.mat", "ucm2").data
+  thinned = boundary.thin(ucm2[2::2, 2::2] >= 0.1)
+  for truth in gt.boundaries:
+    mm_b, mt_b = matching.match_boundary_pixels(thinned, truth, matcher="bsds")
+    mm_h, mt_h = matching.match_boundary_pixels(thinned, truth, matcher="higra")
+    assert mt_b.sum() == mt_h.sum() == mm_b.sum() == mm_h.sum()
+    assert (mm_b <= thinned).all() and (mt_b <= truth).all()

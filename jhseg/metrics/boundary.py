@@ -13,7 +13,8 @@ Arbelaez, Maire, Fowlkes & Malik, PAMI 2011, BSR `bench/`):
    `bwmorph(bmap, 'thin', Inf)`, see `thin`).
 3. For each human annotator i, the thinned map is matched to the human
    boundaries B_i within 0.0075 of the image diagonal
-   (`jhseg.hierarchy.matching`). Counts per threshold:
+   (`jhseg.hierarchy.matching`: by default the official cost model solved
+   exactly; Higra's matcher on request). Counts per threshold:
      cntR = sum_i |matched pixels of B_i|,  sumR = sum_i |B_i|,
      cntP = |union_i matched machine pixels|, sumP = |machine pixels|.
 4. Dataset reduction (`collect_eval_bdry.m`): recall R = cntR / sumR and
@@ -28,7 +29,7 @@ Arbelaez, Maire, Fowlkes & Malik, PAMI 2011, BSR `bench/`):
 Speed (`bench/metrics.py`): consecutive thresholds often give the same binary
 map (UCMs have few distinct levels); matching depends only on the thinned map,
 so each distinct thinned map is matched once per annotator. The results are
-bit-identical to one match per threshold and annotator.
+bit-identical to one match per threshold and annotator with the same matcher.
 """
 import dataclasses
 from typing import Iterable, Sequence
@@ -154,11 +155,12 @@ class BoundaryCounts:
   sum_p: np.ndarray
 
 
-def _match_counts(thinned: np.ndarray, truths: Sequence[np.ndarray], max_distance: float) -> tuple[int, int, int, int]:
+def _match_counts(thinned: np.ndarray, truths: Sequence[np.ndarray], max_distance: float,
+                  matcher: str) -> tuple[int, int, int, int]:
   matched_machine = np.zeros(thinned.shape, bool)
   cnt_r = sum_r = 0
   for truth in truths:
-    mm, mt = matching.match_boundary_pixels(thinned, truth, max_distance=max_distance)
+    mm, mt = matching.match_boundary_pixels(thinned, truth, max_distance=max_distance, matcher=matcher)
     matched_machine |= mm
     cnt_r += int(mt.sum())
     sum_r += int(truth.sum())
@@ -173,6 +175,7 @@ def counts_from_binary_maps(
     max_distance: float = DEFAULT_MAX_DISTANCE,
     thin_maps: bool = True,
     reuse_identical: bool = True,
+    matcher: str = matching.DEFAULT_MATCHER,
 ) -> BoundaryCounts:
   """Boundary counts for one binary map per threshold.
 
@@ -186,6 +189,7 @@ def counts_from_binary_maps(
     reuse_identical: match each distinct thinned map only once. Disable to get
       the naive loop (one match per threshold and annotator); results are the
       same.
+    matcher: pixel matcher, a name in `jhseg.hierarchy.matching.MATCHERS`.
   """
   truths = [np.asarray(t, bool) for t in truths]
   rows = []
@@ -203,7 +207,7 @@ def counts_from_binary_maps(
     if reuse_identical and key in cache:
       row = cache[key]
     else:
-      row = _match_counts(thinned, truths, max_distance)
+      row = _match_counts(thinned, truths, max_distance, matcher)
       if reuse_identical:
         cache[key] = row
     rows.append(row)
@@ -223,6 +227,7 @@ def counts_from_soft_map(
     max_distance: float = DEFAULT_MAX_DISTANCE,
     thin_maps: bool = True,
     reuse_identical: bool = True,
+    matcher: str = matching.DEFAULT_MATCHER,
 ) -> BoundaryCounts:
   """Boundary counts of a soft boundary map `pb` (HxW, in [0, 1]) at the official thresholds."""
   pb = np.asarray(pb, np.float64)
@@ -242,7 +247,7 @@ def counts_from_soft_map(
         yield distinct[b]
     bmaps = generate()
   return counts_from_binary_maps(bmaps, truths, thresholds, max_distance=max_distance, thin_maps=thin_maps,
-                                 reuse_identical=reuse_identical)
+                                 reuse_identical=reuse_identical, matcher=matcher)
 
 
 def counts_from_ucm2(ucm2: np.ndarray, truths: Sequence[np.ndarray], **kwargs) -> BoundaryCounts:
@@ -258,11 +263,12 @@ def counts_from_segmentations(
     max_distance: float = DEFAULT_MAX_DISTANCE,
     thin_maps: bool = True,
     reuse_identical: bool = True,
+    matcher: str = matching.DEFAULT_MATCHER,
 ) -> BoundaryCounts:
   """Boundary counts of a list of segmentations: thresholds 1..S, one per segmentation."""
   bmaps = (boundaries_from_segmentation(s) for s in segmentations)
   return counts_from_binary_maps(bmaps, truths, np.arange(1, len(segmentations) + 1), max_distance=max_distance,
-                                 thin_maps=thin_maps, reuse_identical=reuse_identical)
+                                 thin_maps=thin_maps, reuse_identical=reuse_identical, matcher=matcher)
 
 
 # ----------------------------------------------------------------------------- dataset reduction
