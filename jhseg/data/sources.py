@@ -16,6 +16,7 @@ LOCAL_BUILDERS = {
     "synthetic_scenes": "tfds_builders.synthetic_scenes",
     "bsds500": "tfds_builders.bsds500",
     "ultrametric_pascal_part": "tfds_builders.ultrametric_pascal_part",
+    "voc2012_sbd": "tfds_builders.voc2012_sbd",
 }
 # Local builders that generate their data and may be built on first use.
 SELF_BUILDING = ("synthetic_scenes",)
