@@ -140,3 +140,24 @@ def test_edge_source_table_and_bad_input_errors(tmp_path):
   with pytest.raises(ValueError, match="coherent_regions.*max_region"):
     cr.CoherentRegions.from_config({"max_region": 10})
   assert cr.CoherentRegions.from_config({"max_regions": 10}).max_regions == 10
+
+
+def test_first_cut_with_at_most_matches_threshold_cuts():
+  from jhseg import hierarchy  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(5)
+  h = rng.integers(0, 5, (7, 6)).astype(np.float64) / 4
+  v = rng.integers(0, 5, (6, 7)).astype(np.float64) / 4
+  thresholds = [0.25, 0.5, 0.75, 1.0]
+  counts = [_components(h, v, t)[0] for t in thresholds]
+  for n in sorted(set(counts)):
+    labels, k = edge_hierarchy.first_cut_with_at_most(h, v, thresholds=thresholds, max_regions=n)
+    assert k == next(i for i, c in enumerate(counts) if c <= n)
+    np.testing.assert_array_equal(labels, hierarchy.cut_at_threshold(h, v, thresholds[k]))
+  # None qualifies: the last threshold's cut, as a loop running out of thresholds.
+  labels, k = edge_hierarchy.first_cut_with_at_most(h, v, thresholds=[0.0, 0.25], max_regions=1)
+  assert k == 1 and labels.max() + 1 == counts[0]
+  with pytest.raises(ValueError, match="max_regions"):
+    edge_hierarchy.first_cut_with_at_most(h, v, thresholds=[0.5], max_regions=0)
+  single, _ = edge_hierarchy.first_cut_with_at_most(np.zeros((1, 0)), np.zeros((0, 1)),
+                                                    thresholds=[0.5], max_regions=1)
+  np.testing.assert_array_equal(single, [[0]])
