@@ -90,12 +90,13 @@ class ColourGradientEdges:
   sigmas: tuple[float, ...] = (1.0, 2.0, 4.0)
 
   def __call__(self, example: Example) -> np.ndarray:
-    image = as_float_image(example["image"]).astype(np.float64)
-    response = np.zeros(image.shape[:2])
+    image = as_float_image(example["image"])  # float32: the filters run twice as fast
+    response = np.zeros(image.shape[:2], np.float32)
     for sigma in self.sigmas:
-      squared = sum(ndimage.gaussian_gradient_magnitude(image[..., c], sigma, mode="nearest") ** 2
+      squared = sum(np.square(ndimage.gaussian_gradient_magnitude(image[..., c], sigma,
+                                                                  mode="nearest"))
                     for c in range(3))
-      response += np.sqrt(2.0 * np.pi) * sigma * np.sqrt(squared)
+      response += np.float32(np.sqrt(2.0 * np.pi) * sigma) * np.sqrt(squared)
     return np.clip(response / len(self.sigmas), 0.0, 1.0).astype(np.float32)
 
 

@@ -1,0 +1,88 @@
+"""Host cost per image of HSG's data side: coherent regions G_e and the multiview views.
+
+    python bench/hsg_data.py [--repeats 3] [--images DIR]
+
+Per image size (short side 240, 375 (VOC), 480 (COCO)), the median time of each step
+on real photos (the shared VOC/BSDS samples, resized; random noise if absent):
+decoding the JPEG (the baseline every pipeline pays), the built-in edge detector,
+the watershed mean-boundary UCM, the raised-threshold cut (<= 48 regions), and the
+multiview transform (2 views, 224 crop). Ratios are to the JPEG decode in the same run.
+G_e is deterministic, so its cost is paid once per image per epoch; a dataset that
+stores it (or its edges, edge source 'stored') pays only the multiview row.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import pathlib
+import statistics
+import time
+
+import numpy as np
+from PIL import Image
+
+from jhseg.data import coherent_regions as cr
+from jhseg.data import multiview as mv
+
+SIZES = ((240, 320), (375, 500), (480, 640))
+SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def photos(folder: pathlib.Path | None, count: int = 3) -> list[np.ndarray]:
+  files = sorted(folder.rglob("*.jpg"))[:count] if folder and folder.is_dir() else []
+  if not files:
+    rng = np.random.default_rng(0)
+    return [(rng.random((400, 600, 3)) * 255).astype(np.uint8) for _ in range(count)]
+  return [np.asarray(Image.open(f).convert("RGB")) for f in files]
+
+
+def median_time(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--images", type=pathlib.Path, default=SAMPLES / "pascal_part_sample")
+  args = parser.parse_args()
+  multiview = mv.make_multiview(mv.MultiviewConfig(crop_size=224))
+  print(f"{'size':>9} {'step':<22} {'ms/image':>9} {'x decode':>9} {'regions':>8}")
+  for height, width in SIZES:
+    rows: dict[str, list[float]] = {}
+    counts = []
+    for photo in photos(args.images):
+      image = np.asarray(Image.fromarray(photo).resize((width, height), Image.BILINEAR))
+      buffer = io.BytesIO()
+      Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+      jpeg = buffer.getvalue()
+      edges = cr.ColourGradientEdges()({"image": image})
+      h, v = cr.edge_map_ucm(edges)
+      labels, _ = cr.raised_threshold_cut(h, v, max_regions=48, start_threshold=0.25,
+                                          threshold_step=0.01)
+      counts.append(int(labels.max()) + 1)
+      example = {"image": image, "regions": labels}
+      steps = {
+          "decode JPEG": lambda: np.asarray(Image.open(io.BytesIO(jpeg))),
+          "edges (builtin)": lambda: cr.ColourGradientEdges()({"image": image}),
+          "UCM (watershed+mean)": lambda: cr.edge_map_ucm(edges),
+          "cut (<= 48 regions)": lambda: cr.raised_threshold_cut(
+              h, v, max_regions=48, start_threshold=0.25, threshold_step=0.01),
+          "G_e total": lambda: cr.CoherentRegions()({"image": image}),
+          "multiview (2 x 224)": lambda: multiview(example, np.random.default_rng(0)),
+      }
+      for name, fn in steps.items():
+        rows.setdefault(name, []).append(median_time(fn, args.repeats))
+    base = statistics.mean(rows["decode JPEG"])
+    for name, times in rows.items():
+      t = statistics.mean(times)
+      extra = f"{statistics.mean(counts):8.1f}" if name == "G_e total" else ""
+      print(f"{height:>4}x{width:<4} {name:<22} {1e3 * t:9.1f} {t / base:9.1f} {extra}")
+
+
+if __name__ == "__main__":
+  main()
