@@ -157,3 +157,16 @@ def test_pipeline_regions_then_views():
   again = transforms.apply_transforms({"image": image}, steps, seed=0, position=5)
   np.testing.assert_array_equal(out["view_regions"], again["view_regions"])
   assert set(np.unique(out["view_regions"])) <= {-1, 0, 1}
+
+
+def test_grain_training_batches_stack():
+  from jhseg.data import pipeline  # pylint: disable=g-import-not-at-top
+  from jhseg.data.coherent_regions import CoherentRegions  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  source = [{"image": (rng.random((h, w, 3)) * 255).astype(np.uint8)}
+            for h, w in ((20, 24), (31, 17), (16, 16))]
+  steps = [CoherentRegions(max_regions=8), mv.make_multiview(mv.MultiviewConfig(crop_size=12))]
+  batch = next(iter(pipeline.train_dataset(source, steps, seed=1, local_batch_size=2,
+                                           num_threads=1)))
+  assert batch["views"].shape == (2, 2, 12, 12, 3) and batch["view_regions"].shape == (2, 2, 12, 12)
+  assert batch["view_regions"].max() < 8
