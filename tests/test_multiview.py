@@ -76,15 +76,19 @@ def test_outside_pixels_are_minus_one_and_padded():
   image = np.full((4, 3, 3), 0.9, np.float32)
   regions = np.array([[0, 0, 1]] * 4, np.int32)
   semantic = np.full((4, 3), 7, np.int32)
-  out = _run({"image": image, "regions": regions, "segmentation": semantic}, crop_size=6,
-             min_scale=1.0, max_scale=1.0, flip_probability=0.0, label_fields=("segmentation",),
-             **GEOMETRY_ONLY)
+  nested = np.stack([np.full((4, 3), 2), regions + 5]).astype(np.int16)  # e.g. objects, parts
+  out = _run({"image": image, "regions": regions, "segmentation": semantic, "nested": nested},
+             crop_size=6, min_scale=1.0, max_scale=1.0, flip_probability=0.0,
+             label_fields=("segmentation", "nested"), **GEOMETRY_ONLY)
+  assert out["view_nested"].shape == (2, 2, 6, 6) and out["view_nested"].dtype == np.int32
   inside = np.zeros((6, 6), bool)
   inside[:4, :3] = True  # bottom/right padding, crop at (0, 0)
   for v in range(2):
     np.testing.assert_array_equal(out["view_regions"][v] >= 0, inside)
     np.testing.assert_array_equal(out["view_regions"][v][:4, :3], regions)
     np.testing.assert_array_equal(out["view_segmentation"][v], np.where(inside, 7, -1))
+    np.testing.assert_array_equal(out["view_nested"][v][1][:4, :3], regions + 5)
+    assert np.all(out["view_nested"][v][:, ~inside] == -1)
     np.testing.assert_allclose(out["views"][v][~inside], np.tile(mv.IMAGENET_MEAN, (24, 1)),
                                atol=1e-6)
     np.testing.assert_allclose(out["views"][v][inside], 0.9, atol=1e-6)

@@ -34,8 +34,9 @@ included, as theirs (computed on floats instead of their uint8 PIL round trip).
 
 Output fields (fixed shapes, so examples batch): `views` (V, S, S, 3) float32 in
 [0, 1], `view_regions` (V, S, S) int32 (the input's region ids, -1 outside),
-`view_transforms` (V, 2, 3) float32, and `view_<name>` (V, S, S) int32 for every
-`label_fields` name (-1 outside); `keep_fields` are copied unchanged; all other
+`view_transforms` (V, 2, 3) float32, and `view_<name>` (V, ..., S, S) int32 for every
+`label_fields` name ((..., H, W) integer maps, e.g. semantic classes or stacked
+object/part ids; values copied, -1 outside, so a void label such as VOC's 255 stays); `keep_fields` are copied unchanged; all other
 fields (the variable-size image and maps) are dropped.
 """
 from __future__ import annotations
@@ -150,9 +151,9 @@ def nearest_pixels(coords: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarr
 
 
 def warp_labels(labels: np.ndarray, coords: np.ndarray, *, fill: int = -1) -> np.ndarray:
-  """Nearest-neighbour resampling of an (H, W) label map; `fill` outside the image."""
-  rows, cols, inside = nearest_pixels(coords, labels.shape[:2])
-  return np.where(inside, labels[rows, cols], fill).astype(np.int32)
+  """Nearest-neighbour resampling of (..., H, W) label maps; `fill` outside the image."""
+  rows, cols, inside = nearest_pixels(coords, labels.shape[-2:])
+  return np.where(inside, labels[..., rows, cols], fill).astype(np.int32)
 
 
 def warp_image(image: np.ndarray, coords: np.ndarray, pad_value: Sequence[float]) -> np.ndarray:
@@ -233,13 +234,16 @@ def photometric(image: np.ndarray, rng: np.random.Generator, config: MultiviewCo
 # --- The transform. ---
 
 
-def _label_map(example: Example, field: str, shape: tuple[int, int]) -> np.ndarray:
+def _label_map(example: Example, field: str, shape: tuple[int, int], *,
+               leading_dims: bool) -> np.ndarray:
   if field not in example:
     raise KeyError(f"multiview: the example has no field {field!r} (fields: {sorted(example)})")
   labels = np.asarray(example[field])
-  if labels.shape != shape or not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"field {field!r}: expected an integer (H, W) = {shape} label map like the "
-                     f"image; got {labels.dtype} {labels.shape}")
+  ok_shape = labels.shape[-2:] == shape and (leading_dims or labels.ndim == 2)
+  if not ok_shape or not np.issubdtype(labels.dtype, np.integer):
+    expected = "(..., H, W)" if leading_dims else "(H, W)"
+    raise ValueError(f"field {field!r}: expected integer {expected} label maps with (H, W) = "
+                     f"{shape} as the image; got {labels.dtype} {labels.shape}")
   return labels
 
 
@@ -252,8 +256,10 @@ def make_multiview(config: MultiviewConfig):
       raise KeyError(f"multiview: the example has no field 'image' (fields: {sorted(example)})")
     image = as_float_image(example["image"])
     shape = image.shape[:2]
-    label_maps = {name: _label_map(example, name, shape)
-                  for name in (config.regions_field, *config.label_fields)}
+    label_maps = {config.regions_field: _label_map(example, config.regions_field, shape,
+                                                   leading_dims=False)}
+    for name in config.label_fields:
+      label_maps[name] = _label_map(example, name, shape, leading_dims=True)
     out = {name: example[name] for name in config.keep_fields}
     views, transforms = [], []
     warped = {name: [] for name in label_maps}
