@@ -33,9 +33,9 @@ def test_ucm_callback_sharded_equals_numpy(mesh, monkeypatch):
   seen_shapes = []
   original = callbacks._per_image_on_host
 
-  def spy(fn, image_outputs, h, v):
+  def spy(fn, image_outputs, h, v, **kwargs):
     seen_shapes.append(h.shape)
-    return original(fn, image_outputs, h, v)
+    return original(fn, image_outputs, h, v, **kwargs)
 
   monkeypatch.setattr(callbacks, "_per_image_on_host", spy)
   fn = jax.jit(functools.partial(hy.ucm_from_dissimilarity_jax, min_region_area=4, mesh=mesh))
@@ -92,3 +92,23 @@ def test_callback_errors(mesh):
     hy.ucm_from_dissimilarity_jax(h, v, linkage="single")
   with pytest.raises(ValueError, match="`num_regions` must be >= 1"):
     hy.cut_with_num_regions_jax(h, v, 0)
+
+
+def test_large_images_on_cpu_mesh_do_not_deadlock(mesh):
+  """Per-device operands above the CPU runtime's 100 KiB inline-copy limit (the deadlock
+  case that chunked operands avoid); results still equal the NumPy path."""
+  h, v = _batch(4, height=140, width=200, seed=5)
+  assert h[0].nbytes > 100 * 1024
+  got_h, got_v = jax.jit(functools.partial(hy.ucm_from_dissimilarity_jax, mesh=mesh))(h, v)
+  want_h, want_v = _numpy_ucms(h, v, 30)
+  np.testing.assert_array_equal(np.asarray(got_h), want_h)
+  np.testing.assert_array_equal(np.asarray(got_v), want_v)
+
+
+def test_chunks_round_trip_with_vmapped_leading_dims():
+  x = np.arange(15, dtype=np.float32).reshape(3, 5)
+  chunks = callbacks._to_chunks(jnp.asarray(x), 16)  # 4 floats per chunk
+  assert len(chunks) == 4 and all(c.size <= 4 for c in chunks)
+  np.testing.assert_array_equal(callbacks._from_chunks(chunks, (3, 5), True), x)
+  stacked = [np.stack([np.asarray(c), 2 * np.asarray(c)]) for c in chunks]  # as vmap adds a dim
+  np.testing.assert_array_equal(callbacks._from_chunks(stacked, (3, 5), True), np.stack([x, 2 * x]))

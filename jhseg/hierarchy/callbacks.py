@@ -10,6 +10,13 @@ differentiated function (their cotangent is zero).
 
 Callbacks of different devices may run concurrently on several host threads; the NumPy
 functions build their own Higra graphs per call and pass leaf graphs explicitly.
+
+Several CPU devices in one process (tests' fake devices): JAX copies every callback operand
+to CPU device 0 before calling back, and operands of >= 100 KiB are copied asynchronously by
+the CPU runtime, which deadlocks when every device is blocked inside its callback (observed
+with jax 0.10.2 and 4 fake CPU devices at 321x481 inputs). On CPU meshes of more than one
+device the operands are therefore sent as flat chunks of `CPU_CHUNK_BYTES` (copied inline)
+and reassembled on the host; accelerator meshes send whole arrays.
 """
 from __future__ import annotations
 
@@ -27,17 +34,42 @@ from jhseg.hierarchy import ucm
 from jhseg.hierarchy import watershed
 
 DATA_AXIS = "data"
+CPU_CHUNK_BYTES = 64 * 1024  # below the CPU runtime's 100 KiB inline-copy limit
+
+
+def _to_chunks(x, max_bytes: int | None) -> list:
+  """x -> flat pieces of at most max_bytes (or [x] if max_bytes is None)."""
+  if max_bytes is None:
+    return [x]
+  step = max(1, max_bytes // x.dtype.itemsize)
+  flat = x.reshape(-1)
+  return [flat[i:i + step] for i in range(0, max(flat.size, 1), step)]
+
+
+def _from_chunks(chunks, shape: tuple[int, ...], chunked: bool) -> np.ndarray:
+  """Host side of `_to_chunks`; keeps leading dims that vmap may have added to every chunk."""
+  if not chunked:
+    return np.asarray(chunks[0])
+  chunks = [np.asarray(c) for c in chunks]
+  lead = chunks[0].shape[:-1]
+  return np.concatenate(chunks, axis=-1).reshape(lead + shape)
 
 
 def _per_image_on_host(fn: Callable, image_outputs: tuple[tuple[tuple[int, ...], np.dtype], ...],
-                       h, v):
+                       h, v, *, chunk_bytes: int | None = None):
   """pure_callback running fn(h_i, v_i) -> arrays of `image_outputs` (shape, dtype) per image i.
 
   The host allocates outputs from the leading dims it actually receives, which under
-  `jax.vmap` (vmap_method='broadcast_all') include the vmapped dimension.
+  `jax.vmap` (vmap_method='broadcast_all') include the vmapped dimension. With
+  `chunk_bytes`, h and v travel as flat chunks of at most that size (see module doc).
   """
-  def host(h, v):
-    h, v = np.asarray(h), np.asarray(v)
+  h_shape, v_shape = tuple(h.shape), tuple(v.shape)
+  h_chunks, v_chunks = _to_chunks(h, chunk_bytes), _to_chunks(v, chunk_bytes)
+  chunked = chunk_bytes is not None
+
+  def host(*chunks):
+    h = _from_chunks(chunks[:len(h_chunks)], h_shape, chunked)
+    v = _from_chunks(chunks[len(h_chunks):], v_shape, chunked)
     batch = h.shape[:-2]
     results = tuple(np.empty(batch + shape, dtype) for shape, dtype in image_outputs)
     for index in np.ndindex(batch):
@@ -47,8 +79,8 @@ def _per_image_on_host(fn: Callable, image_outputs: tuple[tuple[tuple[int, ...],
 
   batch = h.shape[:-2]
   outputs = tuple(jax.ShapeDtypeStruct(batch + shape, dtype) for shape, dtype in image_outputs)
-  h, v = jax.lax.stop_gradient(h), jax.lax.stop_gradient(v)
-  return jax.pure_callback(host, outputs, h, v, vmap_method="broadcast_all")
+  operands = [jax.lax.stop_gradient(c) for c in h_chunks + v_chunks]
+  return jax.pure_callback(host, outputs, *operands, vmap_method="broadcast_all")
 
 
 def _run(fn: Callable, output_shapes, output_dtypes, h, v, mesh, caller: str):
@@ -68,6 +100,8 @@ def _run(fn: Callable, output_shapes, output_dtypes, h, v, mesh, caller: str):
         f"{caller}: with a mesh, argument `h` must have shape (B, H, W-1) with B divisible by the "
         f"'{DATA_AXIS}' axis size {num_shards}; got {h.shape}.")
   spec = P(DATA_AXIS)
+  if mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu":
+    local = functools.partial(local, chunk_bytes=CPU_CHUNK_BYTES)
   if dict(zip(mesh.axis_names, mesh.axis_types))[DATA_AXIS] == jax.sharding.AxisType.Explicit:
     # Explicit axes type every array's sharding: put the batch on 'data' first.
     sharding = jax.NamedSharding(mesh, spec)

@@ -27,15 +27,30 @@ def float_dtype(*arrays) -> np.dtype:
   return np.result_type(np.float32, *[a.dtype for a in arrays])
 
 
+def _right_down_mask(shape: tuple[int, int]) -> np.ndarray:
+  """(H, W, 2) mask of the existing (right, down) edges of each pixel: raveled, Higra's order."""
+  height, width = shape
+  exists = np.zeros((height, width, 2), dtype=bool)
+  exists[:, :width - 1, 0] = True
+  exists[:height - 1, :, 1] = True
+  return exists
+
+
 def to_flat(h: np.ndarray, v: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
   """(h, v) -> weights in the edge order of `hg.get_4_adjacency_graph(shape)`."""
-  return np.concatenate([h.ravel(), v.ravel()])[grid.flat_edge_permutation(shape)]
+  height, width = shape
+  right_down = np.zeros((height, width, 2), dtype=np.result_type(h, v))
+  right_down[:, :width - 1, 0] = h
+  right_down[:height - 1, :, 1] = v
+  return right_down[_right_down_mask(shape)]
 
 
 def from_flat(w: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
   """Weights in Higra's 4-adjacency edge order -> (h (H, W-1), v (H-1, W))."""
-  h_pos, v_pos = grid.flat_edge_positions(shape)
-  return w[h_pos], w[v_pos]
+  height, width = shape
+  right_down = np.zeros((height, width, 2), dtype=w.dtype)
+  right_down[_right_down_mask(shape)] = w
+  return right_down[:, :width - 1, 0].copy(), right_down[:height - 1, :, 1].copy()
 
 
 def fresh_graph(shape: tuple[int, int]) -> hg.UndirectedGraph:
@@ -44,9 +59,11 @@ def fresh_graph(shape: tuple[int, int]) -> hg.UndirectedGraph:
 
 
 def raster_order_labels(labels: np.ndarray) -> np.ndarray:
-  """Relabels to 0..n-1 numbered by each region's first pixel in raster order (int32)."""
+  """Relabels non-negative labels to 0..n-1 numbered by each region's first pixel in raster order."""
   flat = np.asarray(labels).ravel()
-  _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+  first = np.full(int(flat.max()) + 1, flat.size)
+  np.minimum.at(first, flat, np.arange(flat.size))
+  used = np.flatnonzero(first < flat.size)
   rank = np.empty(first.size, dtype=np.int32)
-  rank[np.argsort(first)] = np.arange(first.size, dtype=np.int32)
-  return rank[inverse.ravel()].reshape(np.shape(labels))
+  rank[used[np.argsort(first[used])]] = np.arange(used.size, dtype=np.int32)
+  return rank[flat].reshape(np.shape(labels))

@@ -13,6 +13,9 @@ pixel 4-adjacency edges into a UCM by:
      (default 30, as in the paper), counting *pixels* although leaves are superpixels
      (Perret et al., PRL 2019; see `area_filter`);
   4. saliency of the filtered hierarchy back on the pixel edges (0 inside superpixels).
+
+The RAG is computed here in NumPy from the label image (no Higra RAG object, whose
+vertex/edge maps live in Higra's process-wide attribute cache).
 """
 from __future__ import annotations
 
@@ -59,26 +62,53 @@ def ucm_from_dissimilarity(h, v, *, min_region_area: float = 30,
                      f"regions); got min {np.nanmin(weights)}, NaN or inf present: "
                      f"{not np.all(np.isfinite(weights))}.")
   graph = pixel_graph.fresh_graph(shape)
-  superpixels = hg.labelisation_watershed(graph, weights)
-  rag = hg.make_region_adjacency_graph_from_labelisation(graph, np.ravel(superpixels))
-  # Read right after creation from our own fresh RAG object (see pixel_graph's note).
-  vertex_map, edge_map = np.asarray(rag.vertex_map), np.asarray(rag.edge_map)
-  if rag.num_edges() == 0:  # a single superpixel: no boundary at all
-    return pixel_graph.from_flat(np.zeros(weights.shape, dtype), shape)
+  superpixels = pixel_graph.raster_order_labels(
+      np.reshape(hg.labelisation_watershed(graph, weights), shape))
+  adjacency = _RegionAdjacency(superpixels, h, v)
+  if adjacency.num_edges == 0:  # a single superpixel: no boundary at all
+    return np.zeros(h.shape, dtype), np.zeros(v.shape, dtype)
 
-  on_boundary = edge_map >= 0
-  rag_edge = edge_map[on_boundary]
-  length = np.bincount(rag_edge, minlength=rag.num_edges()).astype(np.float64)
-  mean = np.bincount(rag_edge, weights=weights[on_boundary], minlength=rag.num_edges()) / length
-  tree, altitudes = LINKAGES[linkage](rag, mean, length)
-
-  rag_sources, rag_targets = rag.edge_list()
+  tree, altitudes = LINKAGES[linkage](adjacency.graph(), adjacency.mean, adjacency.length)
   if min_region_area > 0:
-    area = np.bincount(vertex_map, minlength=rag.num_vertices())
     tree, altitudes = area_filter.filter_small_frontiers(
-        tree, altitudes, rag_sources, rag_targets, np.argsort(mean, kind="stable"), area,
-        min_region_area)
-  rag_saliency = area_filter.leaf_graph_saliency(tree, altitudes, rag_sources, rag_targets)
-  saliency = np.zeros(weights.shape, dtype)
-  saliency[on_boundary] = rag_saliency[rag_edge]
-  return pixel_graph.from_flat(saliency, shape)
+        tree, altitudes, adjacency.sources, adjacency.targets,
+        np.argsort(adjacency.mean, kind="stable"), adjacency.area, min_region_area)
+  saliency = area_filter.leaf_graph_saliency(tree, altitudes, adjacency.sources, adjacency.targets)
+  return adjacency.back_project(saliency, dtype)
+
+
+class _RegionAdjacency:
+  """Region adjacency graph of a label image, computed in NumPy on the (h, v) layout.
+
+  RAG edge k joins regions sources[k] < targets[k]; `length[k]` is the number of pixel
+  edges of their common boundary and `mean[k]` the mean of (h, v) over them.
+  """
+
+  def __init__(self, labels: np.ndarray, h: np.ndarray, v: np.ndarray):
+    self.num_regions = int(labels.max()) + 1
+    self.area = np.bincount(labels.ravel(), minlength=self.num_regions)
+    self.on_h = labels[:, 1:] != labels[:, :-1]
+    self.on_v = labels[1:, :] != labels[:-1, :]
+    first = np.concatenate([labels[:, :-1][self.on_h], labels[:-1, :][self.on_v]]).astype(np.int64)
+    second = np.concatenate([labels[:, 1:][self.on_h], labels[1:, :][self.on_v]]).astype(np.int64)
+    keys, self.pixel_to_rag = np.unique(
+        np.minimum(first, second) * self.num_regions + np.maximum(first, second), return_inverse=True)
+    self.sources, self.targets = keys // self.num_regions, keys % self.num_regions
+    self.num_edges = keys.size
+    along = np.concatenate([h[self.on_h], v[self.on_v]]).astype(np.float64)
+    self.length = np.bincount(self.pixel_to_rag, minlength=self.num_edges).astype(np.float64)
+    self.mean = np.bincount(self.pixel_to_rag, weights=along, minlength=self.num_edges) / self.length
+
+  def graph(self) -> hg.UndirectedGraph:
+    graph = hg.UndirectedGraph(self.num_regions)
+    graph.add_edges(self.sources, self.targets)
+    return graph
+
+  def back_project(self, rag_weights: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """RAG edge weights -> pixel edges (h, v); 0 inside regions."""
+    out_h = np.zeros(self.on_h.shape, dtype)
+    out_v = np.zeros(self.on_v.shape, dtype)
+    num_h = int(self.on_h.sum())
+    out_h[self.on_h] = rag_weights[self.pixel_to_rag[:num_h]]
+    out_v[self.on_v] = rag_weights[self.pixel_to_rag[num_h:]]
+    return out_h, out_v
