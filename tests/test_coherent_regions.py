@@ -161,3 +161,32 @@ def test_first_cut_with_at_most_matches_threshold_cuts():
   single, _ = edge_hierarchy.first_cut_with_at_most(np.zeros((1, 0)), np.zeros((0, 1)),
                                                     thresholds=[0.5], max_regions=1)
   np.testing.assert_array_equal(single, [[0]])
+
+
+def test_opencv_sed_glue_passes_rgb_float_in_unit_range(tmp_path, monkeypatch):
+  """With a stand-in cv2 module: what reaches detectEdges, and what comes back."""
+  import sys  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  seen = {}
+
+  class Detector:
+
+    def detectEdges(self, image):  # pylint: disable=invalid-name
+      seen["image"] = image
+      return image[..., 0] * 2.0 - 0.5  # out of [0, 1] on purpose: must be clipped
+
+  fake = types.ModuleType("cv2")
+  fake.ximgproc = types.SimpleNamespace(
+      createStructuredEdgeDetector=lambda path: seen.setdefault("model", path) and Detector())
+  monkeypatch.setitem(sys.modules, "cv2", fake)
+  model = tmp_path / "model.yml.gz"
+  model.write_bytes(b"")
+  source = cr.make_edge_source("opencv_sed", model_path=str(model))
+  image = np.zeros((4, 5, 3), np.uint8)
+  image[:, :, 0] = [0, 64, 128, 191, 255]
+  edges = source({"image": image})
+  assert seen["model"] == str(model)
+  assert seen["image"].dtype == np.float32 and seen["image"].flags.c_contiguous
+  np.testing.assert_allclose(seen["image"][0, :, 0], np.array([0, 64, 128, 191, 255]) / 255)
+  np.testing.assert_allclose(edges[0], np.clip(np.array([0, 64, 128, 191, 255]) / 255 * 2 - 0.5, 0, 1),
+                             atol=1e-6)
