@@ -14,9 +14,11 @@ Rows, all in the same run on the 481x321 sample images (gPb-owt-ucm `ucm2`):
   pixels, precision counts may differ by tie-breaking between equal-cost
   matchings (shown in pixels, and as the change of ODS/OIS/AP).
 
-Prints images/s, seconds per image, the speed-up over the naive loop and the
-projected time of the 200-image BSDS500 test set. The machine is shared, so
-absolute times are upper bounds; the ratios are measured in the same run.
+Prints images/s, wall and CPU seconds per image, the speed-up over the naive
+loop, the projected wall time of the 200-image BSDS500 test set at the measured
+rate, and the projection for an idle 2-core machine (CPU seconds per image x
+200 / 2 workers). The development machine is shared, so wall times are upper
+bounds; the ratios are measured in the same run.
 """
 from __future__ import annotations
 
@@ -81,29 +83,36 @@ def main() -> None:
 
   rows, results = [], {}
   naive_tasks = tasks_for("higra")[:args.naive_images]
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   naive = [naive_image(t) for t in naive_tasks]
   naive_seconds = (time.perf_counter() - start) / len(naive_tasks)
-  rows.append(("naive loop: Higra per threshold x annotator", 1, len(naive_tasks), naive_seconds, "reference"))
+  naive_cpu = (time.process_time() - cpu_start) / len(naive_tasks)
+  rows.append(("naive loop: Higra per threshold x annotator", 1, len(naive_tasks), naive_seconds, naive_cpu,
+               "reference"))
 
   for matcher, workers in (("higra", 1), ("bsds", 1), ("bsds", 2)):
     tasks = tasks_for(matcher)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     fast = evaluate.evaluate_tasks(tasks, workers=workers, progress=False)
     seconds = (time.perf_counter() - start) / len(tasks)
+    # In-process CPU time; with worker processes it is spent in the children (not measured here).
+    cpu = (time.process_time() - cpu_start) / len(tasks) if workers == 1 else float("nan")
     results[matcher] = fast
-    rows.append((f"jhseg.evaluate --matcher {matcher}", workers, len(tasks), seconds,
+    rows.append((f"jhseg.evaluate --matcher {matcher}", workers, len(tasks), seconds, cpu,
                  _compare(fast[:len(naive)], naive)))
 
   print(f"BSDS boundary + region benchmark, {args.thresholds} thresholds, 481x321 gPb ucm2 sample, "
         f"{os.cpu_count()} CPUs visible, load average {os.getloadavg()[0]:.1f} at the end (shared machine)")
-  header = (f"{'method':45s} {'workers':>7s} {'images':>6s} {'img/s':>6s} {'s/img':>6s} {'speed-up':>8s} "
-            f"{'proj. ' + str(args.test_set_size) + ' img':>13s}  counts vs naive loop")
+  header = (f"{'method':45s} {'workers':>7s} {'images':>6s} {'img/s':>6s} {'s/img':>6s} {'cpu s/img':>9s} "
+            f"{'speed-up':>8s} {'proj. ' + str(args.test_set_size) + ' img':>13s} {'idle 2 cores':>12s}  "
+            f"counts vs naive loop")
   print(header)
   print("-" * len(header))
-  for name, workers, n, seconds, same in rows:
-    print(f"{name:45s} {workers:7d} {n:6d} {1 / seconds:6.3f} {seconds:6.2f} {naive_seconds / seconds:7.1f}x "
-          f"{seconds * args.test_set_size / 60:9.1f} min  {same}")
+  for name, workers, n, seconds, cpu, same in rows:
+    # Projection for an idle 2-core machine: CPU time per image shared by 2 worker processes.
+    idle = f"{cpu * args.test_set_size / 2 / 60:8.1f} min" if np.isfinite(cpu) else f"{'':12s}"
+    print(f"{name:45s} {workers:7d} {n:6d} {1 / seconds:6.3f} {seconds:6.2f} {cpu:9.2f} "
+          f"{naive_seconds / seconds:7.1f}x {seconds * args.test_set_size / 60:9.1f} min {idle}  {same}")
 
   print()
   print(f"dataset results on all {len(results['bsds'])} images, {args.thresholds} thresholds")
