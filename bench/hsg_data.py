@@ -1,6 +1,6 @@
 """Host cost per image of HSG's data side: coherent regions G_e and the multiview views.
 
-    python bench/hsg_data.py [--repeats 3] [--images DIR]
+    python bench/hsg_data.py [--repeats 3] [--images DIR] [--png FIGURE.png]
 
 Per image size (short side 240, 375 (VOC), 480 (COCO)), the median time of each step
 on real photos (the shared VOC/BSDS samples, resized; random noise if absent):
@@ -9,6 +9,9 @@ the watershed mean-boundary UCM, the raised-threshold cut (<= 48 regions), and t
 multiview transform (2 views, 224 crop). Ratios are to the JPEG decode in the same run.
 G_e is deterministic, so its cost is paid once per image per epoch; a dataset that
 stores it (or its edges, edge source 'stored') pays only the multiview row.
+With --png, also writes a picture of the first photo: image, builtin edges, G_e (one
+colour per region id) and two views with their warped regions in the same colours
+(black outside the image), to check by eye that ids correspond across views.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from PIL import Image
 
 from jhseg.data import coherent_regions as cr
 from jhseg.data import multiview as mv
+from jhseg.viz import segments
 
 SIZES = ((240, 320), (375, 500), (480, 640))
 SAMPLES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -45,11 +49,40 @@ def median_time(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
+def write_figure(photo: np.ndarray, path: pathlib.Path) -> None:
+  example = cr.CoherentRegions()({"image": photo})
+  edges = cr.ColourGradientEdges()({"image": photo})
+  out = mv.make_multiview(mv.MultiviewConfig(crop_size=224))(example, np.random.default_rng(3))
+  palette = segments.label_palette(48)
+
+  def regions_rgb(labels):
+    return np.where(labels[..., None] >= 0, palette[np.maximum(labels, 0)], 0.0)
+
+  top = [photo / 255.0, np.repeat(edges[..., None], 3, -1), regions_rgb(example["regions"])]
+  bottom = [out["views"][0], regions_rgb(out["view_regions"][0]),
+            out["views"][1], regions_rgb(out["view_regions"][1])]
+  height = max(photo.shape[0], 224)
+
+  def row(panels):
+    return np.concatenate([np.pad(p, ((0, height - p.shape[0]), (0, 6), (0, 0)), constant_values=1)
+                           for p in panels], 1)
+
+  rows = [row(top), row(bottom)]
+  width = max(r.shape[1] for r in rows)
+  canvas = np.concatenate([np.pad(r, ((0, 6), (0, width - r.shape[1]), (0, 0)), constant_values=1)
+                           for r in rows])
+  Image.fromarray((np.clip(canvas, 0, 1) * 255).astype(np.uint8)).save(path)
+  print(f"wrote {path}")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--images", type=pathlib.Path, default=SAMPLES / "pascal_part_sample")
+  parser.add_argument("--png", type=pathlib.Path, default=None)
   args = parser.parse_args()
+  if args.png:
+    write_figure(photos(args.images, count=1)[0], args.png)
   multiview = mv.make_multiview(mv.MultiviewConfig(crop_size=224))
   print(f"{'size':>9} {'step':<22} {'ms/image':>9} {'x decode':>9} {'regions':>8}")
   for height, width in SIZES:
