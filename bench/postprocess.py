@@ -30,7 +30,8 @@ from jhseg import hierarchy as hy  # noqa: E402
 HEIGHT, WIDTH = 321, 481
 
 
-def smooth_dissimilarity(seed: int) -> tuple[np.ndarray, np.ndarray]:
+def smooth_boundary_map(seed: int) -> np.ndarray:
+  """A (H, W) float32 map in [0, 1] standing in for a predicted boundary probability."""
   rng = np.random.default_rng(seed)
   field = ndimage.gaussian_filter(rng.standard_normal((HEIGHT, WIDTH)), sigma=4)
   field = (field - field.min()) / np.ptp(field)
@@ -38,7 +39,11 @@ def smooth_dissimilarity(seed: int) -> tuple[np.ndarray, np.ndarray]:
   boundary = np.zeros((HEIGHT, WIDTH))
   boundary[:, 1:] += regions[:, 1:] != regions[:, :-1]
   boundary[1:, :] += regions[1:, :] != regions[:-1, :]
-  x = np.clip(0.5 * field + 0.6 * ndimage.gaussian_filter(boundary, 1.5), 0, 1).astype(np.float32)
+  return np.clip(0.5 * field + 0.6 * ndimage.gaussian_filter(boundary, 1.5), 0, 1).astype(np.float32)
+
+
+def smooth_dissimilarity(seed: int) -> tuple[np.ndarray, np.ndarray]:
+  x = smooth_boundary_map(seed)
   h = 0.5 * (x[:, 1:] + x[:, :-1])  # jhseg.grid.pixel_edges(x, reduction='mean'), in NumPy
   v = 0.5 * (x[1:, :] + x[:-1, :])
   return h, v
@@ -56,11 +61,34 @@ def median_ms(fn, repeats: int) -> tuple[float, float]:
   return 1e3 * statistics.median(wall), 1e3 * statistics.median(cpu)
 
 
+def save_picture(path: str, boundary_map: np.ndarray, ucm, labels: np.ndarray) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from jhseg import grid
+  interpixel = np.asarray(grid.edges_to_interpixel(*ucm))
+  colours = np.random.default_rng(0).random((labels.max() + 1, 3))
+  panels = [(boundary_map, "input boundary map (edges = 'mean')", "gray_r"),
+            (interpixel, "UCM (interpixel), min area 30 px", "magma"),
+            (colours[labels], f"cut with <= 48 regions ({labels.max() + 1})", None)]
+  fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+  for ax, (image, title, cmap) in zip(axes, panels):
+    ax.imshow(image, cmap=cmap)
+    ax.set_title(title)
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--min-area", type=float, default=30)
+  parser.add_argument("--png", default=None,
+                      help="also write a picture of the input, its UCM and the 48-region cut here")
   args = parser.parse_args()
 
   h, v = smooth_dissimilarity(0)
@@ -105,6 +133,9 @@ def main():
   for name, (wall, cpu) in results:
     print(f"{name:<62} {wall:8.1f} {cpu:8.1f} {cpu / baseline_cpu:18.2f}")
   wall, cpu = results[2][1]
+  if args.png:
+    save_picture(args.png, smooth_boundary_map(0), ucm, hy.cut_with_num_regions(*ucm, 48))
+    print(f"picture: {args.png}")
   print(f"\ntarget < 100 ms per prediction for the full post-processing: "
         f"{'met' if cpu < 100 else 'NOT met'} in CPU time ({cpu:.1f} ms; wall {wall:.1f} ms)")
 

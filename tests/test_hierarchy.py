@@ -268,3 +268,16 @@ def test_tree_errors():
     hy.ultrametric_from_tree(tree, altitudes, (2, 3))
   with pytest.raises(ValueError, match="`altitudes` must have shape"):
     hy.ultrametric_from_tree(tree, altitudes[:-1], (2, 2))
+
+
+def test_numpy_functions_are_thread_safe():
+  """Callbacks of several devices run concurrently: same results from 4 threads as serially."""
+  from concurrent.futures import ThreadPoolExecutor
+  rng = np.random.default_rng(7)
+  images = [(rng.random((20, 29)), rng.random((19, 30))) for _ in range(8)]
+  serial = [hy.ucm_from_dissimilarity(h, v, min_region_area=5) for h, v in images]
+  with ThreadPoolExecutor(4) as pool:
+    threaded = list(pool.map(lambda hv: hy.ucm_from_dissimilarity(*hv, min_region_area=5), images))
+  for (sh, sv), (th, tv) in zip(serial, threaded):
+    np.testing.assert_array_equal(sh, th)
+    np.testing.assert_array_equal(sv, tv)

@@ -112,3 +112,15 @@ def test_chunks_round_trip_with_vmapped_leading_dims():
   np.testing.assert_array_equal(callbacks._from_chunks(chunks, (3, 5), True), x)
   stacked = [np.stack([np.asarray(c), 2 * np.asarray(c)]) for c in chunks]  # as vmap adds a dim
   np.testing.assert_array_equal(callbacks._from_chunks(stacked, (3, 5), True), np.stack([x, 2 * x]))
+
+
+def test_bfloat16_inputs_under_jit():
+  h, v = _batch(2, seed=6)
+  got_h, got_v = jax.jit(hy.ucm_from_dissimilarity_jax)(jnp.asarray(h, jnp.bfloat16),
+                                                        jnp.asarray(v, jnp.bfloat16))
+  assert got_h.dtype == jnp.float32
+  h16 = np.asarray(jnp.asarray(h, jnp.bfloat16).astype(jnp.float32))
+  v16 = np.asarray(jnp.asarray(v, jnp.bfloat16).astype(jnp.float32))
+  want_h, want_v = _numpy_ucms(h16, v16, 30)
+  np.testing.assert_array_equal(got_h, want_h)
+  np.testing.assert_array_equal(got_v, want_v)

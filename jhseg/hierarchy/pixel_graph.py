@@ -13,9 +13,16 @@ import numpy as np
 from jhseg import grid
 
 
+def _as_higra_dtype(x: np.ndarray) -> np.ndarray:
+  """Higra takes float32/float64 (and ints); bfloat16/float16 become float32, ints/bools float64."""
+  if x.dtype in (np.float32, np.float64):
+    return x
+  return x.astype(np.float64 if x.dtype.kind in "iub" else np.float32)
+
+
 def check_edges(h, v, *, caller: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
   """NumPy (h, v) of one image and its (H, W); raises a ValueError naming the bad argument."""
-  h, v = np.asarray(h), np.asarray(v)
+  h, v = _as_higra_dtype(np.asarray(h)), _as_higra_dtype(np.asarray(v))
   if h.ndim != 2:
     raise ValueError(f"{caller}: argument `h` must have shape (H, W-1) for one image; got {h.shape}.")
   shape = grid.grid_shape_from_edges(h, v, caller=caller)
