@@ -38,6 +38,11 @@ Output fields (fixed shapes, so examples batch): `views` (V, S, S, 3) float32 in
 `label_fields` name ((..., H, W) integer maps, e.g. semantic classes or stacked
 object/part ids; values copied, -1 outside, so a void label such as VOC's 255 stays); `keep_fields` are copied unchanged; all other
 fields (the variable-size image and maps) are dropped.
+
+Usage (training transforms of a task; G_e first, once per image):
+
+    transforms = [CoherentRegions.from_config(config.data.coherent_regions),
+                  make_multiview(MultiviewConfig.from_config(config.data.multiview))]
 """
 from __future__ import annotations
 
