@@ -95,6 +95,27 @@ def test_matching_is_one_to_one_and_prefers_short_pairs(matcher):
     matching.match_boundary_pixels(machine, truth, matcher="hungarian")
 
 
+def test_official_cost_model_can_prefer_one_match_less():
+  """A long chain shifted by one pixel: correspondPixels' objective drops one match, Higra does not.
+
+  Machine pixels x = 0..199, human pixels x = 1..200 on one row, r = 1.2 px. All 200 can be matched
+  by shifting every pair by one pixel (cost 200 * rint(100 * 1) = 20000, plus ow * (400 - 200));
+  matching the 199 coincident pixels costs 0 + ow * (400 - 199) with ow = ceil(100 * 100 * 1.2)
+  = 12000: cheaper by 20000 - 12000. Max-cardinality matching (Higra) keeps all 200.
+  """
+  machine = np.zeros((1, 201), bool)
+  machine[0, :200] = True
+  truth = np.zeros((1, 201), bool)
+  truth[0, 1:] = True
+  max_distance = 1.2 / np.hypot(1, 201)
+  mm, mt = matching.match_boundary_pixels(machine, truth, max_distance=max_distance, matcher="bsds")
+  np.testing.assert_array_equal(mm, machine & truth)
+  np.testing.assert_array_equal(mt, machine & truth)
+  mm, mt = matching.match_boundary_pixels(machine, truth, max_distance=max_distance, matcher="higra")
+  np.testing.assert_array_equal(mm, machine)
+  np.testing.assert_array_equal(mt, truth)
+
+
 def test_matchable_pairs_by_hand():
   machine = np.zeros((5, 5), bool)
   machine[2, 2] = True
