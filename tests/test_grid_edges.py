@@ -119,3 +119,9 @@ def test_pixel_edges_gradient_flows():
   g = jax.grad(lambda x: jnp.sum(grid.pixel_edges(x, reduction="mean")[0]))(jnp.asarray(X))
   # each pixel counts 0.5 per incident horizontal edge: 1 edge at the ends, 2 in the middle
   np.testing.assert_allclose(g, [[0.5, 1, 0.5], [0.5, 1, 0.5]])
+
+
+def test_absdiff_over_channels_has_finite_gradient_at_equal_pixels():
+  x = jnp.zeros((2, 2, 3))  # all pixels equal: the norm is at its kink everywhere
+  g = jax.grad(lambda x: jnp.sum(grid.pixel_edges(x, reduction="absdiff", num_channel_dims=1)[0]))(x)
+  assert np.all(np.isfinite(g))

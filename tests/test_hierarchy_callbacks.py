@@ -124,3 +124,13 @@ def test_bfloat16_inputs_under_jit():
   want_h, want_v = _numpy_ucms(h16, v16, 30)
   np.testing.assert_array_equal(got_h, want_h)
   np.testing.assert_array_equal(got_v, want_v)
+
+
+def test_mesh_with_a_model_axis():
+  """Images split over 'data', replicated over 'model': each replica computes its data shard."""
+  mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  h, v = _batch(4, seed=8)
+  got_h, got_v = jax.jit(functools.partial(hy.ucm_from_dissimilarity_jax, mesh=mesh))(h, v)
+  want_h, want_v = _numpy_ucms(h, v, 30)
+  np.testing.assert_array_equal(np.asarray(got_h), want_h)
+  np.testing.assert_array_equal(np.asarray(got_v), want_v)

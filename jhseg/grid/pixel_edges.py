@@ -30,7 +30,11 @@ def _max(a, b, channel_axes):
 def _absdiff(a, b, channel_axes):
   if not channel_axes:
     return jnp.abs(a - b)
-  return jnp.sqrt(jnp.sum(jnp.square(a - b), axis=channel_axes))
+  squared = jnp.sum(jnp.square(a - b), axis=channel_axes)
+  # sqrt has an infinite derivative at 0: differentiate through a safe branch instead
+  # (gradient 0 where two pixels are equal, as |.| for one channel).
+  positive = squared > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1)), 0)
 
 
 # name -> (f(x_p, x_q, channel_axes), accepts channel dimensions)

@@ -4,7 +4,8 @@ Each wrapper takes batched edge arrays h (B, H, W-1), v (B, H-1, W), calls the N
 function of this package once per image through `jax.pure_callback` with fixed output
 shapes, and -- given a mesh -- runs under `jax.shard_map` over the mesh's 'data' axis so
 that every device ships only its (B / n_data) images to the host (no gather of the batch
-on one device). Leading dims other than B are allowed without a mesh. The outputs are not
+on one device; on meshes with other axes, e.g. 'model', each replica of a data shard
+calls back for it). Leading dims other than B are allowed without a mesh. The outputs are not
 differentiable: inputs go through `lax.stop_gradient`, so the wrappers can sit inside a
 differentiated function (their cotangent is zero).
 
