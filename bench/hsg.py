@@ -3,8 +3,8 @@ as ratios to the embedding network's cost in the same run.
 
     python bench/hsg.py [--size 640] [--repeats 3] [--output-stride 8] [--depth 50]
 
-Embedding network: FCN-ResNet (jhseg.models.resnet, DeepLabv3 dilations with multi-grid
-(1, 2, 4)) plus HSG's head 1x1 conv - BatchNorm - ReLU - 1x1 conv to 128-d unit
+Embedding network: `jhseg.models.embedding.FCNEmbedding` -- FCN-ResNet (DeepLabv3 dilations,
+multi-grid (1, 2, 4)) plus HSG's head 1x1 conv - BatchNorm - ReLU - 1x1 conv to 128-d unit
 embeddings, in inference mode, on one `size` x `size` image (80 x 80 embeddings for
 640 at output stride 8). Grouping pipelines on top of the embeddings, each jitted
 and timed on its own (median of `repeats` after a compile/warm-up call):
@@ -37,30 +37,12 @@ from flax import nnx  # noqa: E402
 import jax  # noqa: E402
 
 from jhseg.models import clustering_transformer as ct  # noqa: E402
-from jhseg.models import resnet  # noqa: E402
+from jhseg.models import embedding  # noqa: E402
 from jhseg.models import spherical_kmeans as skm  # noqa: E402
 
 EMBED_DIM = 128
 KMEANS_ITERATIONS = 30
 LEVEL_GRIDS = ((5, 5), (4, 4), (3, 3), (2, 2))   # 25, 16, 9, 4 segments
-
-
-class EmbeddingNetwork(nnx.Module):
-  """FCN-ResNet + HSG head (1x1 conv - BN - ReLU - 1x1 conv), unit-length output."""
-
-  def __init__(self, depth: int, output_stride: int, *, rngs: nnx.Rngs):
-    # Multi-grid needs the 3 blocks of layer4 of ResNet-50/101.
-    multi_grid = (1, 2, 4) if depth >= 50 else None
-    self.backbone = resnet.ResNet(depth, output_stride=output_stride,
-                                  multi_grid=multi_grid, rngs=rngs)
-    width = self.backbone.num_features
-    self.conv1 = nnx.Conv(width, width, (1, 1), use_bias=False, rngs=rngs)
-    self.bn = nnx.BatchNorm(width, momentum=0.9, rngs=rngs)
-    self.conv2 = nnx.Conv(width, EMBED_DIM, (1, 1), rngs=rngs)
-
-  def __call__(self, images):
-    c5 = self.backbone.features(resnet.imagenet_normalize(images)).c5
-    return skm.unit_normalize(self.conv2(nnx.relu(self.bn(self.conv1(c5)))))
 
 
 def median_ms(fn, args, repeats: int) -> float:
@@ -83,7 +65,11 @@ def main():
   args = parser.parse_args()
 
   rngs = nnx.Rngs(0)
-  embedder = EmbeddingNetwork(args.depth, args.output_stride, rngs=rngs)
+  # Multi-grid needs the 3 blocks of layer4 of ResNet-50/101.
+  embedder = embedding.FCNEmbedding(
+      depth=args.depth, output_stride=args.output_stride,
+      multi_grid=(1, 2, 4) if args.depth >= 50 else None, embedding_dim=EMBED_DIM,
+      rngs=rngs)
   hierarchy = ct.HierarchicalClustering(
       EMBED_DIM, num_clusters=tuple(r * c for r, c in LEVEL_GRIDS[1:]), rngs=rngs)
   embedder.eval()
