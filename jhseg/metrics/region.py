@@ -61,6 +61,16 @@ def segmentations_from_ucm2(ucm2: np.ndarray, thresholds: Sequence[float]) -> li
 
 def _dense_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
   """Relabels to 0..n keeping 0 as the non-region label; returns (labels, n)."""
+  flat = labels.ravel()
+  if flat.size and flat.min() >= 0 and flat.max() < 4 * flat.size:
+    # Non-negative labels: rank the present ones with a bincount (no sort of the pixels).
+    present = np.bincount(flat) > 0
+    present[0] = False
+    rank = np.cumsum(present)  # label v -> number of present positive labels <= v; 0 -> 0
+    n = int(rank[-1])
+    if n == len(present) - 1:  # already 1..n
+      return labels, n
+    return rank[labels], n
   values, inverse = np.unique(labels, return_inverse=True)
   if values[0] != 0:
     return (inverse + 1).reshape(labels.shape), len(values)
