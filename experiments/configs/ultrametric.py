@@ -28,9 +28,10 @@ the paper is silent, with reasons:
 - epochs are counted on PASCAL-Context train (4998 images): 625 steps of 8, so
   `phase_boundaries` (counted in optimizer updates) is 30 epochs = 2342 updates,
   evaluation (validation loss for the plateau rule) runs once per epoch on `val`,
-  and the full hierarchy metrics once, at the end (eval.hierarchy_every_steps);
-  evaluate the test split with --config.data.eval_split=test on the final
-  checkpoint (see the README of the task).
+  and the full hierarchy metrics once, at the end (eval.hierarchy_every_steps).
+  The engine evaluates one split; the paper reports its numbers on `test`, which
+  needs a final evaluation of the last checkpoint on a second split (an engine
+  feature not available yet: the end-of-training metrics here are on `val`).
 """
 import os
 

@@ -12,8 +12,9 @@ nearest-neighbour warping of edges can open contours). Instead:
 2. the image is resampled bilinearly and every L_k with nearest neighbour *at
    the same source point*, so every pixel keeps one coherent set of labels and
    the maps stay nested;
-3. the target is rebuilt with `jhseg.grid.nested_labels_to_ultrametric` on the
-   warped maps: an edge gets the largest a_k whose map separates its pixels.
+3. the target is rebuilt from the warped maps as
+   `jhseg.grid.nested_labels_to_ultrametric` does (`ultrametric_from_cuts`): an
+   edge gets the largest a_k whose map separates its pixels.
 
 Cutting the stored target (rather than rebuilding from instance/part maps)
 keeps one code path for every target of the paper -- BGM_PC's target comes from
@@ -42,11 +43,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-import jax
 import numpy as np
 from scipy import ndimage
 
-from jhseg import grid
 from jhseg.data.transforms import random_transform
 
 Example = dict[str, np.ndarray]
@@ -77,12 +76,29 @@ def nested_cuts(ucm: np.ndarray, levels: Sequence[float]) -> np.ndarray:
 
 
 def ultrametric_from_cuts(cuts: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-  """Interpixel UCM (2H-1, 2W-1) of nested label maps via `jhseg.grid` (on the host CPU)."""
-  # Data workers must not place arrays on an accelerator.
-  with jax.default_device(jax.local_devices(backend="cpu")[0]):
-    h, v = grid.nested_labels_to_ultrametric(np.asarray(cuts, np.int32),
-                                             np.asarray(levels, np.float32))
-    return np.asarray(grid.edges_to_interpixel(h, v), np.float32)
+  """Interpixel UCM (2H-1, 2W-1) of nested label maps (K, H, W), finest first.
+
+  The formula of `jhseg.grid.nested_labels_to_ultrametric`, w(e) = max_k a_k
+  [L_k(p) != L_k(q)], with corners as `jhseg.grid.edges_to_interpixel` (the max
+  of their four edges); the tests check both against jhseg.grid. Written in
+  NumPy because it runs in the data workers: JAX ops dispatched from those host
+  threads compete with the devices' own computations (on CPU they starved an
+  all-reduce of the train step into a rendezvous timeout) and would land on the
+  accelerator elsewhere.
+  """
+  cuts = np.asarray(cuts)
+  altitudes = np.asarray(levels, np.float32).reshape(-1, 1, 1)
+  if cuts.ndim != 3 or cuts.shape[0] != altitudes.shape[0]:
+    raise ValueError(f"ultrametric_from_cuts: cuts must be (K, H, W) with K = {len(levels)} "
+                     f"levels, got shape {cuts.shape}")
+  h = np.max(np.where(cuts[:, :, 1:] != cuts[:, :, :-1], altitudes, 0.0), axis=0)
+  v = np.max(np.where(cuts[:, 1:, :] != cuts[:, :-1, :], altitudes, 0.0), axis=0)
+  height, width = cuts.shape[1:]
+  ucm = np.zeros((2 * height - 1, 2 * width - 1), np.float32)
+  ucm[0::2, 1::2] = h
+  ucm[1::2, 0::2] = v
+  ucm[1::2, 1::2] = np.maximum(np.maximum(h[:-1, :], h[1:, :]), np.maximum(v[:, :-1], v[:, 1:]))
+  return ucm
 
 
 def target_levels(ucm: np.ndarray) -> tuple[float, ...]:

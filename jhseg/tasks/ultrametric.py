@@ -34,8 +34,8 @@ BSDS boundary benchmark ODS/OIS/AP (`jhseg.metrics.boundary`) where, at every
 threshold t, the machine boundaries are the contours C(t) = {edges with UCM > t}
 clipped to the neighbourhood and kept only if closed (the same C(t) as LRF), and
 the ground truth is the target's contours (all levels > 0) under the same
-protocol, drawn at image resolution as the official `seg2bdry` and matched
-within 0.0075 of the diagonal.
+protocol, both drawn at image resolution as the official `seg2bdry`, thinned,
+and matched within 0.0075 of the diagonal.
 
 "Levels recovered in order" (the paper's Fig. 5 reading) is checked by the
 scalar `level_order_ok` (1 or 0), defined for the positive levels
@@ -212,8 +212,10 @@ def boundary_counts(pred_h, pred_v, truth_h, truth_v, *, thresholds: np.ndarray,
                     neighbourhood: np.ndarray | None,
                     max_distance: float) -> boundary.BoundaryCounts:
   """BSDS counts of the protocol's contours C(t) against the target's contours."""
-  truth = image_boundaries(*level_recovery.contours_in_neighbourhood(
-      truth_h > 0, truth_v > 0, neighbourhood))
+  # Thinned as the release's `Boundaries` = thin(seg2bdry(...)); machine maps are thinned
+  # by `counts_from_binary_maps`, so a perfect prediction matches exactly.
+  truth = boundary.thin(image_boundaries(*level_recovery.contours_in_neighbourhood(
+      truth_h > 0, truth_v > 0, neighbourhood)))
   classes = level_recovery.threshold_classes(pred_h, pred_v, thresholds)
   maps: dict[int, np.ndarray] = {}
 

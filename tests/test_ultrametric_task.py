@@ -1,0 +1,258 @@
+"""Ultrametric U-Net task: end to end through the engine, padding, augmentations, evaluation."""
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import ndimage
+
+from experiments.configs import ultrametric as configs
+from jhseg import grid
+from jhseg import hierarchy
+from jhseg.data import augment
+from jhseg.data.sources import load_source
+from jhseg.metrics import level_recovery
+from jhseg.tasks import ultrametric
+from jhseg.train import train_and_evaluate
+
+LEVELS = (0.0, 0.5, 1.0)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny_config(data_dir: str):
+  config = configs.get_config("tiny")
+  config.data.data_dir = data_dir
+  config.num_train_steps = 3
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.log_every_steps = 3
+  config.data.batch_size = 4
+  config.data.eval_batch_size = 4
+  config.data.num_eval_examples = 6  # two batches, the second one padded
+  return config
+
+
+def _scenes(data_dir: str, count: int):
+  source = load_source(_tiny_config(data_dir).data, "train")
+  return [source[i] for i in range(count)]
+
+
+def _edges(ucm: np.ndarray):
+  return ucm[0::2, 1::2], ucm[1::2, 0::2]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_path):
+  config = _tiny_config(synthetic_data_dir)
+  summary = train_and_evaluate(config, str(tmp_path))
+
+  assert np.isfinite(summary["train/loss"]) and summary["train/loss"] > 0
+  assert np.isfinite(summary["eval/loss"]) and summary["eval/loss"] > 0
+  for key in ("eval/ods_f", "eval/ois_f", "eval/ap", "eval/fdf_mean",
+              "eval/lrf_parts_t0.25", "eval/lrf_objects_t0.75"):
+    assert 0.0 <= summary[key] <= 1.0, key
+  assert summary["eval/level_order_ok"] in (0.0, 1.0)
+
+  out = tmp_path / "eval" / "3"
+  for name in ("lrf_fdf.png", "pr_curve.png", "ucm_grid.png", "per_class.png"):
+    assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name
+  report = json.loads((out / "summary.json").read_text())
+  assert report["num_images"] == 6
+  lrf = np.asarray(report["lrf_fdf"]["lrf"], float)
+  assert lrf.shape == (2, config.eval.num_thresholds)
+  assert np.all(np.diff(lrf, axis=1) <= 1e-12)  # LRF never grows with the threshold
+  assert set(report["levels"].values()) == {"parts", "objects"}
+  assert report["per_class"], "synthetic scenes have object classes"
+  assert set(report["per_class"]) <= set(configs.SYNTHETIC_CLASSES)
+  assert report["scalars"]["ods_f"] == pytest.approx(summary["eval/ods_f"])
+
+
+# ----------------------------------------------------------------------------- padding
+
+
+class PixelwiseModel(nnx.Module):
+  """A 1x1 convolution: each pixel's logits depend on that pixel only."""
+
+  def __init__(self, rngs):
+    self.conv = nnx.Conv(3, 3, (1, 1), rngs=rngs)
+
+  def __call__(self, images):
+    return self.conv(images) * 4.0
+
+
+def test_padding_is_ignored_by_the_loss(synthetic_data_dir):
+  task = ultrametric.UltrametricUNet(configs.get_config("tiny"))
+  model = PixelwiseModel(nnx.Rngs(0))
+  scene = ultrametric.decode(_scenes(synthetic_data_dir, 1)[0], with_instances=False)
+  height, width = scene["image"].shape[:2]
+  crop = {k: v[None] for k, v in ultrametric.pad_example(scene, None).items()}
+  padded = ultrametric.pad_example(scene, (height + 5, width + 3))
+  rng = np.random.default_rng(0)
+  # Garbage in the padding: random pixels and random target levels.
+  pad = ~padded["valid"]
+  padded["image"][pad] = rng.random((pad.sum(), 3))
+  padded["ucm"][2 * height:, :] = rng.choice(LEVELS, padded["ucm"][2 * height:, :].shape)
+  padded["ucm"][:, 2 * width:] = rng.choice(LEVELS, padded["ucm"][:, 2 * width:].shape)
+  padded = {k: v[None] for k, v in padded.items()}
+
+  loss_crop, _ = task.loss(model, crop, jax.random.key(0))
+  loss_padded, _ = task.loss(model, padded, jax.random.key(0))
+  assert float(loss_padded) == pytest.approx(float(loss_crop), rel=1e-5)
+  # The check can fail: counting the padding edges changes the loss.
+  everything = dict(padded, valid=np.ones_like(padded["valid"]))
+  loss_all, _ = task.loss(model, everything, jax.random.key(0))
+  assert abs(float(loss_all) - float(loss_crop)) > 1e-3
+
+
+def test_image_larger_than_the_padded_size_is_a_clear_error(synthetic_data_dir):
+  scene = ultrametric.decode(_scenes(synthetic_data_dir, 1)[0], with_instances=False)
+  with pytest.raises(ValueError, match="config.data.image_size"):
+    ultrametric.pad_example(scene, (4, 4))
+
+
+def test_missing_target_field_is_a_clear_error():
+  with pytest.raises(ValueError, match="no field 'ucm'"):
+    ultrametric.decode({"image": np.zeros((4, 4, 3), np.uint8)}, with_instances=False)
+
+
+# ----------------------------------------------------------------------------- augmentations
+
+
+def test_regions_below_matches_the_hierarchy_cut(synthetic_data_dir):
+  for example in _scenes(synthetic_data_dir, 3):
+    ucm = np.asarray(example["ucm"])
+    for threshold in (0.25, 0.75):
+      ours = augment.regions_below(ucm, threshold)
+      # cut_at_threshold keeps edges <= t; no weight lies in (0.25, 0.5) or (0.75, 1).
+      reference = hierarchy.cut_at_threshold(*_edges(ucm), threshold)
+      assert np.array_equal(grid.boundary_edges(ours)[0], grid.boundary_edges(reference)[0])
+      assert np.array_equal(grid.boundary_edges(ours)[1], grid.boundary_edges(reference)[1])
+      assert len(np.unique(ours)) == len(np.unique(reference))
+
+
+def test_identity_warp_returns_the_stored_target(synthetic_data_dir):
+  ucm = np.asarray(_scenes(synthetic_data_dir, 1)[0]["ucm"], np.float32)
+  levels = augment.target_levels(ucm)
+  assert levels == (0.5, 1.0)
+  rebuilt = augment.ultrametric_from_cuts(augment.nested_cuts(ucm, levels), levels)
+  assert np.array_equal(rebuilt, ucm)
+
+
+def test_ultrametric_from_cuts_matches_jhseg_grid():
+  rng = np.random.default_rng(0)
+  coarse = rng.integers(0, 3, (9, 11))
+  fine = coarse * 10 + rng.integers(0, 4, (9, 11))  # refines `coarse`
+  ours = augment.ultrametric_from_cuts(np.stack([fine, coarse]), (0.5, 1.0))
+  h, v = grid.nested_labels_to_ultrametric(np.stack([fine, coarse]).astype(np.int32),
+                                           np.array([0.5, 1.0], np.float32))
+  np.testing.assert_array_equal(ours, np.asarray(grid.edges_to_interpixel(h, v)))
+  assert set(np.unique(ours)) == {0.0, 0.5, 1.0}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_augmentations_keep_targets_ultrametric(synthetic_data_dir, seed):
+  example = ultrametric.decode(_scenes(synthetic_data_dir, 4)[seed], with_instances=False)
+  transform = augment.make_augment(augment.AugmentConfig(probability=1.0, max_rotation=15.0))
+  out = transform(dict(example), np.random.default_rng(seed))
+
+  ucm = out["ucm"]
+  assert ucm.shape == example["ucm"].shape and out["image"].shape == example["image"].shape
+  assert set(np.unique(ucm)) <= {0.0, 0.5, 1.0}
+  h, v = _edges(ucm)
+  assert hierarchy.is_ultrametric(h, v)
+  fine = hierarchy.cut_at_threshold(h, v, 0.25)
+  coarse = hierarchy.cut_at_threshold(h, v, 0.75)
+  assert bool(grid.is_nested(fine, coarse))
+  # The geometry really changed, and pixels rotated in from outside are invalid.
+  assert not np.array_equal(ucm, example["ucm"])
+  assert 0.5 < out["valid"].mean() < 1.0
+  assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
+
+
+def test_warped_target_follows_the_warped_image(synthetic_data_dir):
+  """Boundaries of the rebuilt target are where the warped instance map changes."""
+  raw = _scenes(synthetic_data_dir, 1)[0]
+  example = ultrametric.decode(raw, with_instances=False)
+  coords = augment.sampling_grid(example["image"].shape[:2], angle_degrees=12.0,
+                                 distortion=0.05)
+  levels = augment.target_levels(example["ucm"])
+  example["cuts"] = augment.nested_cuts(example["ucm"], levels)
+  example["instances"] = np.asarray(raw["instances"], np.int32)
+  warped = augment.warp(example, coords, ("cuts", "instances"))
+  ucm = augment.ultrametric_from_cuts(warped["cuts"], levels)
+  h, v = _edges(ucm)
+  inst_h, inst_v = (np.asarray(b) for b in grid.boundary_edges(warped["instances"]))
+  assert np.array_equal(h == 1.0, inst_h) and np.array_equal(v == 1.0, inst_v)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_callback_ucm_equals_numpy_postprocessing_on_padded_batches():
+  mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  sizes = [(24, 30), (20, 30), (24, 17), (13, 22)]
+  valid = np.zeros((4, 24, 30), bool)
+  for b, (height, width) in enumerate(sizes):
+    valid[b, :height, :width] = True
+  rng = np.random.default_rng(0)
+  logits = ndimage.gaussian_filter(rng.normal(size=(4, 24, 30, 3)), (0, 2, 2, 0)) * 5
+
+  @jax.jit
+  def evaluate(logits, valid):
+    h, v = ultrametric.dissimilarity(logits, LEVELS)
+    return (h, v), ultrametric.predicted_ucm(h, v, valid, min_region_area=30,
+                                             linkage="average", mesh=mesh)
+
+  sharding = jax.NamedSharding(mesh, jax.P("data"))
+  (dh, dv), (uh, uv) = evaluate(jax.device_put(jnp.asarray(logits, jnp.float32), sharding),
+                                jax.device_put(valid, sharding))
+  dh, dv, uh, uv = (np.asarray(x) for x in (dh, dv, uh, uv))
+  for b, (height, width) in enumerate(sizes):
+    ref_h, ref_v = hierarchy.ucm_from_dissimilarity(dh[b, :height, :width - 1],
+                                                    dv[b, :height - 1, :width],
+                                                    min_region_area=30)
+    assert len(np.unique(ref_h)) > 2  # a real hierarchy, not a constant
+    np.testing.assert_array_equal(uh[b, :height, :width - 1], ref_h)
+    np.testing.assert_array_equal(uv[b, :height - 1, :width], ref_v)
+    assert not uh[b, :, width - 1:].any() and not uv[b, height - 1:, :].any()
+
+
+def _result(part_curve, object_curve, thresholds):
+  return {"thresholds": thresholds, "levels": (0.5, 1.0),
+          "lrf": np.stack([part_curve, object_curve])}
+
+
+def test_level_order_check_on_hand_built_curves():
+  t = level_recovery.default_thresholds(99)
+  # The target itself: parts (0.5) are contours for t < 0.5, objects (1) for t < 1.
+  perfect = ultrametric.level_order_check(_result((t < 0.5) * 1.0, (t < 1.0) * 1.0, t))
+  assert perfect["level_order_ok"]
+  assert perfect["survival"] == {"0.5": pytest.approx(0.49), "1.0": pytest.approx(0.99)}
+  # Levels swapped: parts outlive objects.
+  swapped = ultrametric.level_order_check(_result((t < 1.0) * 1.0, (t < 0.5) * 1.0, t))
+  assert not swapped["level_order_ok"]
+  # Objects fine but parts lost early (before t = 0.25): not recovered in order.
+  early = ultrametric.level_order_check(_result((t < 0.1) * 1.0, (t < 1.0) * 1.0, t))
+  assert not early["level_order_ok"]
+
+
+def test_boundary_counts_of_the_target_itself_are_perfect(synthetic_data_dir):
+  raw = _scenes(synthetic_data_dir, 1)[0]
+  h, v = _edges(np.asarray(raw["ucm"]))
+  thresholds = np.array([0.25, 0.75, 0.99])
+  neighbourhood = level_recovery.object_neighbourhood(np.asarray(raw["instances"]), radius=20)
+  counts = ultrametric.boundary_counts(h, v, h, v, thresholds=thresholds,
+                                       neighbourhood=neighbourhood, max_distance=0.0075)
+  # t = 0.25: every target contour, matched exactly.
+  assert counts.cnt_r[0] == counts.sum_r[0] > 0
+  assert counts.cnt_p[0] == counts.sum_p[0] > 0
+  # t = 0.75 and 0.99: the objects only; parts are missed. (Thinning moves a few junction
+  # pixels of the objects-only map, unmatched at 0.0075 of a 32-px diagonal.)
+  assert counts.cnt_r[1] < counts.sum_r[1]
+  assert counts.cnt_p[1] >= 0.9 * counts.sum_p[1]
+  assert counts.cnt_r[2] == counts.cnt_r[1] and counts.sum_p[2] == counts.sum_p[1]
