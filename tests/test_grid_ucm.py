@@ -13,11 +13,15 @@ def test_interpixel_by_hand():
   ucm = grid.edges_to_interpixel(H2, V2)
   np.testing.assert_array_equal(ucm, [[0, 1, 0], [3, 4, 4], [0, 2, 0]])
   ucm2 = grid.interpixel_to_ucm2(ucm)
-  expected = np.zeros((5, 5))
-  expected[1:4, 1:4] = [[0, 1, 0], [3, 4, 4], [0, 2, 0]]
-  np.testing.assert_array_equal(ucm2, expected)
-  # image-resolution boundaries as the BSDS code reads them: corner below-right of each pixel
-  np.testing.assert_array_equal(ucm2[2::2, 2::2], [[4, 0], [0, 0]])
+  # border replicates the outer rows/columns, as the official BSDS ucm2 files
+  np.testing.assert_array_equal(ucm2, [[0, 0, 1, 0, 0],
+                                       [0, 0, 1, 0, 0],
+                                       [3, 3, 4, 4, 4],
+                                       [0, 0, 2, 0, 0],
+                                       [0, 0, 2, 0, 0]])
+  # image-resolution boundaries as the BSDS code reads them: corner below-right of each pixel;
+  # pixel (0, 1) gets v[0, 1] and pixel (1, 0) gets h[1, 0] from the replicated border
+  np.testing.assert_array_equal(ucm2[2::2, 2::2], [[4, 4], [2, 0]])
 
 
 def test_round_trips_batched_jit():
@@ -37,6 +41,19 @@ def test_round_trips_batched_jit():
       ucm[0, 3, 5], max(h[0, 1, 2], h[0, 2, 2], v[0, 1, 2], v[0, 1, 3]))
   # pixels are 0
   np.testing.assert_array_equal(ucm[:, 0::2, 0::2], 0)
+
+
+def test_real_bsds_ucm2_round_trip(shared_data):
+  """The official benchmark sample's ucm2 files are exactly interpixel_to_ucm2 of their interior."""
+  import scipy.io
+  for name in ("2018", "3063"):
+    ucm2 = scipy.io.loadmat(shared_data / "bsds500_bench" / "ucm2" / f"{name}.mat")["ucm2"]
+    interpixel = np.asarray(grid.ucm2_to_interpixel(ucm2))
+    assert interpixel.shape == (ucm2.shape[0] - 2, ucm2.shape[1] - 2)
+    np.testing.assert_array_equal(grid.interpixel_to_ucm2(interpixel), ucm2.astype(np.float32))
+    # corners of real UCMs are the max of their incident edges; pixel sites are 0
+    h, v = grid.interpixel_to_edges(interpixel)
+    np.testing.assert_array_equal(grid.edges_to_interpixel(h, v), interpixel.astype(np.float32))
 
 
 def test_single_row_image():

@@ -3,9 +3,12 @@
 interpixel (2H-1, 2W-1): pixel (i, j) at (2i, 2j) (value 0), h[i, j] at (2i, 2j+1),
   v[i, j] at (2i+1, 2j), and the corner (2i+1, 2j+1) holds the max of its four
   incident edges h[i, j], h[i+1, j], v[i, j], v[i, j+1].
-BSDS ucm2 (2H+1, 2W+1): the interpixel map padded by one zero on each side, as
-  written by the BSDS500 code (Arbelaez et al., TPAMI 2011); the image-resolution
-  boundary map is ucm2[2::2, 2::2] (the corner below-right of each pixel).
+BSDS ucm2 (2H+1, 2W+1): the interpixel map padded by one on each side by replicating
+  its outer rows and columns, as in the BSDS500 gPb-owt-ucm files (Arbelaez et al.,
+  TPAMI 2011; checked on the official benchmark sample: every file equals the edge-mode
+  padding of its interior, none the zero padding). The image-resolution boundary map
+  is ucm2[2::2, 2::2]: the corner below-right of each pixel, which for the last row
+  (column) is the replicated horizontal (vertical) edge to the pixel's right (below).
 """
 from __future__ import annotations
 
@@ -46,10 +49,10 @@ def interpixel_to_edges(ucm) -> tuple[jnp.ndarray, jnp.ndarray]:
 
 
 def interpixel_to_ucm2(ucm) -> jnp.ndarray:
-  """Interpixel map (..., 2H-1, 2W-1) -> BSDS ucm2 (..., 2H+1, 2W+1) with a zero border."""
+  """Interpixel map (..., 2H-1, 2W-1) -> BSDS ucm2 (..., 2H+1, 2W+1), border replicated."""
   _check_odd(ucm, "ucm", "interpixel_to_ucm2", 1)
   ucm = jnp.asarray(ucm)
-  return jnp.pad(ucm, [(0, 0)] * (ucm.ndim - 2) + [(1, 1), (1, 1)])
+  return jnp.pad(ucm, [(0, 0)] * (ucm.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
 
 
 def ucm2_to_interpixel(ucm2) -> jnp.ndarray:
