@@ -11,7 +11,11 @@ pixel 4-adjacency edges into a UCM by:
      exact boundary means);
   3. area filtering: removal of the regions with fewer than `min_region_area` pixels
      (default 30, as in the paper), counting *pixels* although leaves are superpixels
-     (Perret et al., PRL 2019; see `area_filter`);
+     (Perret et al., PRL 2019; see `area_filter`). A removed frontier merges the small
+     region into its sibling through the RAG edge of lowest mean dissimilarity between
+     them -- our choice: the filter needs one spanning edge per merge, Higra takes its
+     MST's, which an average-linkage tree does not define; the most similar boundary is
+     the natural one (for single-linkage trees both choices coincide);
   4. saliency of the filtered hierarchy back on the pixel edges (0 inside superpixels).
 
 The RAG is computed here in NumPy from the label image (no Higra RAG object, whose
