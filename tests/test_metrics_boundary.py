@@ -232,15 +232,9 @@ def test_official_boundary_outputs(bench, test_dir, kind, matcher):
   ref_img = np.loadtxt(bench / test_dir / "eval_bdry_img.txt")
   np.testing.assert_array_equal(ref_img[:, 0], np.arange(1, 6))
   np.testing.assert_allclose(res.per_image[:, 0], ref_img[:, 1], rtol=0, atol=1e-5)  # same best thresholds
-  # Per image the official matcher's own run-to-run noise exceeds 1e-3 (see the next test): 1.5e-3.
+  # Per image, the official matcher's own run-to-run noise exceeds 1e-3: test_1..test_4 thin to the same
+  # binary maps, yet their recalls of image 2 span 0.595908..0.596991 (1.1e-3). Hence 1.5e-3 here.
   np.testing.assert_allclose(res.per_image[:, 1:], ref_img[:, 2:], rtol=0, atol=1.5e-3)
-
-
-def test_official_runs_disagree_per_image_by_more_than_1e3(bench):
-  """test_1/3/4 binarise to the same thinned maps, yet the official per-image recalls differ by > 1e-3."""
-  imgs = [np.loadtxt(bench / d / "eval_bdry_img.txt")[:, 2:] for d in ("test_1", "test_2", "test_3", "test_4")]
-  spread = np.max(imgs, axis=0) - np.min(imgs, axis=0)
-  assert spread.max() > 1e-3
 
 
 @pytest.mark.parametrize("matcher", sorted(matching.MATCHERS))
