@@ -13,9 +13,10 @@ pixel 4-adjacency edges into a UCM by:
      (default 30, as in the paper), counting *pixels* although leaves are superpixels
      (Perret et al., PRL 2019; see `area_filter`). A removed frontier merges the small
      region into its sibling through the RAG edge of lowest mean dissimilarity between
-     them -- our choice: the filter needs one spanning edge per merge, Higra takes its
-     MST's, which an average-linkage tree does not define; the most similar boundary is
-     the natural one (for single-linkage trees both choices coincide);
+     them -- our choice: the filter needs one spanning edge per merge, and on an
+     average-linkage tree `hg.filter_small_nodes_from_tree` would rebuild a canonical
+     BPT from the saliency and so take the lowest-index edge, an arbitrary one; the most
+     similar boundary is the natural choice (for single-linkage trees both coincide);
   4. saliency of the filtered hierarchy back on the pixel edges (0 inside superpixels).
 
 The RAG is computed here in NumPy from the label image (no Higra RAG object, whose
