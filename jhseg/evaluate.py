@@ -14,6 +14,9 @@ UCMs and segmentations also `eval_cover.txt`, `eval_cover_th.txt`,
 `summary.json`, and the PR curve with iso-F lines `pr_curve.png`. Images are
 evaluated in worker processes with a progress bar.
 
+From Python: `boundary_result, region_result = evaluate_folder(predictions_dir,
+ground_truth_dir_or_tfds, workers=2, kind="ucm2", num_thresholds=99)`.
+
 Options use argparse (not absl) to keep the dashed option names of the
 benchmark's documentation (`--ground-truth`).
 """
@@ -261,12 +264,10 @@ def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
   return out
 
 
-def run(args: argparse.Namespace) -> dict:
-  """Evaluates and writes every output; returns the JSON summary."""
-  tasks = make_tasks(args.predictions, args.ground_truth, kind=args.kind, num_thresholds=args.thresholds,
-                     max_distance=args.max_distance, thin=not args.no_thin, matcher=args.matcher,
-                     tfds_data_dir=args.tfds_data_dir)
-  counts = evaluate_tasks(tasks, workers=args.workers, progress=not args.quiet)
+def collect(counts: Sequence[ImageCounts]) -> tuple[boundary.BoundaryResult, region.RegionResult | None]:
+  """Dataset results of per-image counts (region results only if every image has them)."""
+  if not counts:
+    raise ValueError("no images to evaluate")
   first = counts[0]
   for c in counts[1:]:
     if not np.array_equal(c.boundary.thresholds, first.boundary.thresholds):
@@ -277,6 +278,23 @@ def run(args: argparse.Namespace) -> dict:
     raise ValueError("mixed prediction kinds: region benchmarks apply to some images only; use one --kind")
   bdry = boundary.collect_boundary_counts([c.boundary for c in counts])
   reg = region.collect_region_counts([c.region for c in counts]) if all(with_region) else None
+  return bdry, reg
+
+
+def evaluate_folder(predictions: str | os.PathLike, ground_truth: str, *, workers: int = 1, progress: bool = False,
+                    **task_options) -> tuple[boundary.BoundaryResult, region.RegionResult | None]:
+  """Python entry point: `make_tasks(predictions, ground_truth, **task_options)`, scored and collected."""
+  tasks = make_tasks(predictions, ground_truth, **task_options)
+  return collect(evaluate_tasks(tasks, workers=workers, progress=progress))
+
+
+def run(args: argparse.Namespace) -> dict:
+  """Evaluates and writes every output; returns the JSON summary."""
+  tasks = make_tasks(args.predictions, args.ground_truth, kind=args.kind, num_thresholds=args.thresholds,
+                     max_distance=args.max_distance, thin=not args.no_thin, matcher=args.matcher,
+                     tfds_data_dir=args.tfds_data_dir)
+  counts = evaluate_tasks(tasks, workers=args.workers, progress=not args.quiet)
+  bdry, reg = collect(counts)
   output = pathlib.Path(args.output)
   output.mkdir(parents=True, exist_ok=True)
   write_official_files(output, bdry, reg)

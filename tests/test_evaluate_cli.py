@@ -70,6 +70,10 @@ def test_npy_ucm2_equals_mat_ucm2_and_workers_agree(bench, tmp_path):
               "--workers", 1) == 0
   for name in BOUNDARY_FILES + REGION_FILES:
     assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+  bdry, reg = evaluate.evaluate_folder(mats, str(gts), num_thresholds=3)
+  summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+  assert bdry.ods_f == pytest.approx(summary["boundary"]["ods_f"])
+  assert reg.covering_ods == pytest.approx(summary["region"]["covering_ods"])
 
 
 def test_help_documents_every_option():
