@@ -22,6 +22,12 @@ def test_interpixel_by_hand():
   # image-resolution boundaries as the BSDS code reads them: corner below-right of each pixel;
   # pixel (0, 1) gets v[0, 1] and pixel (1, 0) gets h[1, 0] from the replicated border
   np.testing.assert_array_equal(ucm2[2::2, 2::2], [[4, 4], [2, 0]])
+  zero = grid.interpixel_to_ucm2(ucm, border="zero")
+  np.testing.assert_array_equal(zero[1:-1, 1:-1], ucm)
+  assert not np.any(zero[0]) and not np.any(zero[-1]) and not np.any(zero[:, 0]) and not np.any(zero[:, -1])
+  np.testing.assert_array_equal(zero[2::2, 2::2], [[4, 0], [0, 0]])
+  with pytest.raises(ValueError, match=r"valid names: \['replicate', 'zero'\]"):
+    grid.interpixel_to_ucm2(ucm, border="reflect")
 
 
 def test_round_trips_batched_jit():

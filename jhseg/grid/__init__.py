@@ -14,6 +14,7 @@ from jhseg.grid.labels import is_nested
 from jhseg.grid.labels import nested_labels_to_ultrametric
 from jhseg.grid.pixel_edges import REDUCTIONS
 from jhseg.grid.pixel_edges import pixel_edges
+from jhseg.grid.ucm import UCM2_BORDERS
 from jhseg.grid.ucm import edges_to_interpixel
 from jhseg.grid.ucm import interpixel_to_edges
 from jhseg.grid.ucm import interpixel_to_ucm2
@@ -21,6 +22,7 @@ from jhseg.grid.ucm import ucm2_to_interpixel
 
 __all__ = [
     "REDUCTIONS",
+    "UCM2_BORDERS",
     "boundary_edges",
     "edges_to_flat",
     "edges_to_interpixel",

@@ -48,11 +48,25 @@ def interpixel_to_edges(ucm) -> tuple[jnp.ndarray, jnp.ndarray]:
   return ucm[..., 0::2, 1::2], ucm[..., 1::2, 0::2]
 
 
-def interpixel_to_ucm2(ucm) -> jnp.ndarray:
-  """Interpixel map (..., 2H-1, 2W-1) -> BSDS ucm2 (..., 2H+1, 2W+1), border replicated."""
+# border name -> jnp.pad mode
+UCM2_BORDERS = {"replicate": "edge", "zero": "constant"}
+
+
+def interpixel_to_ucm2(ucm, *, border: str = "replicate") -> jnp.ndarray:
+  """Interpixel map (..., 2H-1, 2W-1) -> BSDS ucm2 (..., 2H+1, 2W+1).
+
+  Args:
+    ucm: interpixel map.
+    border: 'replicate' (default) copies the outer rows/columns, exactly as the official
+      BSDS500 ucm2 files; 'zero' pads with 0, which drops the last row's horizontal and
+      the last column's vertical edges from the image-resolution map ucm2[2::2, 2::2].
+  """
+  if border not in UCM2_BORDERS:
+    raise ValueError(f"interpixel_to_ucm2: unknown border {border!r}; valid names: "
+                     f"{sorted(UCM2_BORDERS)}.")
   _check_odd(ucm, "ucm", "interpixel_to_ucm2", 1)
   ucm = jnp.asarray(ucm)
-  return jnp.pad(ucm, [(0, 0)] * (ucm.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
+  return jnp.pad(ucm, [(0, 0)] * (ucm.ndim - 2) + [(1, 1), (1, 1)], mode=UCM2_BORDERS[border])
 
 
 def ucm2_to_interpixel(ucm2) -> jnp.ndarray:
