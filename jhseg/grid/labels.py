@@ -65,7 +65,8 @@ def nested_labels_to_ultrametric(labels_fine_to_coarse, altitudes) -> tuple[jnp.
   For nested maps (every L_k refines L_{k+1}; check with `is_nested`) the levels
   separating an edge are 0..m for some m, so w(e) = a_m is the altitude of the
   coarsest level still separating it, and the cut of w at any t in [a_k, a_{k+1})
-  (boundaries = edges with w > t) is exactly L_{k+1}; cutting below a_0 gives L_0.
+  (boundaries = edges with w > t) is L_{k+1}; cutting below a_0 gives L_0 (regions
+  being connected components: a label split in several pieces gives several regions).
   Nesting is not checked here (that would need a host sync under jit); for
   non-nested maps the result is still defined but need not be an ultrametric.
 
