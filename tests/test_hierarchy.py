@@ -304,3 +304,18 @@ def test_real_bsds_ucm2_cuts_match_the_benchmark_labelling(shared_data):
   h2, v2 = hy.ultrametric_from_tree(tree, altitudes, (h.shape[0], v.shape[1]))
   np.testing.assert_array_equal(h2, h)
   np.testing.assert_array_equal(v2, v)
+
+
+def test_apply_per_image():
+  rng = np.random.default_rng(9)
+  h, v = rng.random((2, 3, 5, 4)), rng.random((2, 3, 4, 5))
+  ucm_h, ucm_v = hy.apply_per_image(hy.ucm_from_dissimilarity, h, v, min_region_area=2)
+  assert ucm_h.shape == h.shape and ucm_v.shape == v.shape
+  want = hy.ucm_from_dissimilarity(h[1, 2], v[1, 2], min_region_area=2)
+  np.testing.assert_array_equal(ucm_h[1, 2], want[0])
+  np.testing.assert_array_equal(ucm_v[1, 2], want[1])
+  labels = hy.apply_per_image(hy.watershed_superpixels, h, v)
+  assert labels.shape == (2, 3, 5, 5) and labels.dtype == np.int32
+  np.testing.assert_array_equal(labels[0, 1], hy.watershed_superpixels(h[0, 1], v[0, 1]))
+  with pytest.raises(ValueError, match="same leading dims"):
+    hy.apply_per_image(hy.watershed_superpixels, h, v[:1])

@@ -4,6 +4,7 @@ NumPy functions on one image (edge weights h (H, W-1), v (H-1, W) as in `jhseg.g
 and, in `jhseg.hierarchy.callbacks`, batched host-callback wrappers usable in `jax.jit`.
 Submodules not re-exported here (e.g. `jhseg.hierarchy.matching`) are imported directly.
 """
+from jhseg.hierarchy.batched import apply_per_image
 from jhseg.hierarchy.callbacks import cut_with_num_regions_jax
 from jhseg.hierarchy.callbacks import ucm_from_dissimilarity_jax
 from jhseg.hierarchy.callbacks import watershed_superpixels_jax
@@ -20,6 +21,7 @@ from jhseg.hierarchy.watershed import watershed_superpixels
 
 __all__ = [
     "LINKAGES",
+    "apply_per_image",
     "cut_at_threshold",
     "cut_with_num_regions",
     "cut_with_num_regions_jax",
