@@ -29,8 +29,10 @@ def test_ucm_image_hand_computed_both_resolutions():
   v = np.array([[0.4, 0.1]])
   np.testing.assert_allclose(ucm.ucm_image(h, v),
                              [[0, 0.2, 0], [0.4, 0.6, 0.1], [0, 0.6, 0]])
-  # Image resolution (BSDS ucm2[2::2, 2::2]): each pixel shows its lower-right corner.
-  np.testing.assert_allclose(ucm.ucm_image(h, v, resolution="image"), [[0.6, 0], [0, 0]])
+  # Image resolution (BSDS ucm2[2::2, 2::2]): each pixel shows its lower-right corner; the
+  # last row and column show the ucm2 frame, which repeats the outermost interpixel values as
+  # the official BSDS files do.
+  np.testing.assert_allclose(ucm.ucm_image(h, v, resolution="image"), [[0.6, 0.1], [0.6, 0]])
   with pytest.raises(ValueError, match="valid: \\['image', 'interpixel'\\]"):
     ucm.ucm_image(h, v, resolution="pixels")
 
