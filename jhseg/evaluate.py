@@ -258,9 +258,16 @@ def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
       "boundary": {**bdry.summary(), "thresholds": bdry.thresholds.tolist(), "recall": bdry.recall.tolist(),
                    "precision": bdry.precision.tolist(), "f": bdry.f.tolist()},
   }
+  out["boundary"]["per_image"] = [
+      {"id": c.image_id, "best_threshold": t, "recall": r, "precision": p, "f": f}
+      for c, (t, r, p, f) in zip(counts, bdry.per_image.tolist())]
   if reg is not None:
     out["region"] = {**reg.summary(), "thresholds": reg.thresholds.tolist(), "covering": reg.covering.tolist(),
                      "pri": reg.pri.tolist(), "voi": reg.voi.tolist()}
+    out["region"]["per_image"] = [
+        {"id": c.image_id, "best_threshold": t, "covering": cov, "reverse_covering": rev,
+         "pri_best": float(c.region.pri.max()), "voi_best": float(c.region.voi.min())}
+        for c, (t, cov, rev) in zip(counts, reg.covering_per_image.tolist())]
   return out
 
 

@@ -44,6 +44,8 @@ def test_ucm2_folder_reproduces_test_1(bench, tmp_path):
   assert summary["image_ids"] == ["2018", "3063", "5096", "6046", "8068"]
   assert summary["boundary"]["ods_f"] == pytest.approx(0.704632, abs=1e-3)
   assert summary["region"]["covering_ods"] == pytest.approx(0.654023, abs=1e-4)
+  assert [p["id"] for p in summary["boundary"]["per_image"]] == summary["image_ids"]
+  assert summary["region"]["per_image"][0]["covering"] == pytest.approx(0.773928, abs=1e-4)
   assert (out / "pr_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
