@@ -1,11 +1,13 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
+from jhseg.tasks.hsg import HSG
 from jhseg.tasks.pixel_classification import PixelClassification
 from jhseg.tasks.ultrametric import UltrametricUNet
 
 TASKS: dict[str, type[Task]] = {
     "pixel_classification": PixelClassification,
     "ultrametric": UltrametricUNet,
+    "hsg": HSG,
 }
 
 

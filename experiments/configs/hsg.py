@@ -1,0 +1,257 @@
+"""HSG (Ke et al., CVPR 2022): unsupervised hierarchical semantic segmentation.
+
+Usage:
+  python -m experiments.hsg --config=experiments/configs/hsg.py:tiny --workdir=DIR
+Variants (`:arg`):
+  None          synthetic scenes (offline), ResNet-18 FCN, 64x64 crops, CPU-friendly.
+  tiny          the same on `synthetic_scenes/tiny` with 32x32 crops and a few steps: a
+                CPU-minutes smoke run that still writes every evaluation output.
+  coco_stage1   MSCOCO stage 1: 224 crops, G0 = G_e only (1 k-means cluster), L_f(G_e).
+  coco          MSCOCO stage 2 (448 crops, all losses) from the stage-1 run
+                (--config.init_from=STAGE1_WORKDIR); retrieval memory / test on VOC 2012.
+  cityscapes    Cityscapes (448 crops, 1024 coherent regions, k = 4 graph, lambda_G 0.2).
+  kitti_step    KITTI-STEP, as Cityscapes (paper: 1024 regions, k = 4).
+  cocostuff     COCO-stuff-15 (curated COCO-stuff, 15 coarse classes).
+  potsdam       Potsdam (128 coherent regions).
+  voc_imagenet  VOC 2012 + SBD with an ImageNet-pretrained PSPNet-ResNet50.
+
+Hyper-parameters of the paper's settings, confirmed in the authors' scripts
+(twke18/HSG `bashscripts/{coco,cityscapes}/train.sh`, `configs/*.yaml`): SGD with
+momentum 0.9, weight decay 1e-4, step decay x0.1 at 32 / 56 / 75 % of training, 100
+warm-up iterations; concentration 16; lambda_E = 1, lambda_F = 0.1 per level;
+n1 = 8, n2 = 4; k-means 4x4 segments, 15 iterations; 128-d embeddings.
+  MSCOCO   stage 1: batch 16, crop 224, lr 0.1, 350k iterations, 1 cluster x 1
+           iteration, L_f(G_e) only; stage 2: batch 6, crop 448, lr 8e-3, 20k
+           iterations, all losses, DMoN / centroid weights 1, k = 2.
+  Cityscapes batch 4, crop 448, lr 0.1, 38k iterations, DMoN / centroid weights 0.2,
+           k = 4, PMI edges with coherent regions from threshold 0.05.
+KITTI-STEP, COCO-stuff, Potsdam and the ImageNet-pretrained VOC setting are not in
+the authors' released scripts and the supplement's Table 7 could not be consulted
+here: those variants reuse the Cityscapes (KITTI-STEP) or MSCOCO stage-2 (the others)
+optimisation values and must be checked against Table 7 before a paper run; their
+coherent-region limits (1024 KITTI-STEP, 128 Potsdam, 48 otherwise) are the paper's.
+
+What the engine cannot express yet (see the report of this task): the 100-step
+warm-up of the step schedule, weight decay with SGD (`optim.weight_decay` is only
+read by adamw) and the authors' x2 learning rate without weight decay for biases.
+The x10 learning rate of the clustering transformers is `optim.groups`.
+
+Datasets: `coco/2017` and `cityscapes` are TFDS's own builders (manual download for
+Cityscapes); `voc2012_sbd` is this repository's builder (tfds_builders/voc2012_sbd).
+No TFDS builder is provided for COCO-stuff-15, Potsdam or KITTI-STEP: those variants
+name `cocostuff15`, `potsdam` and `kitti_step`, which must be registered by the user.
+TFDS's COCO and Cityscapes features differ from the synthetic scenes' (`instances`,
+`parts`, `object_class`): their `eval.truth_levels` / `eval.label_field` name the
+maps a user's builder must provide (documented per variant below).
+"""
+import ml_collections
+
+VARIANTS = (None, "tiny", "coco_stage1", "coco", "cityscapes", "kitti_step", "cocostuff",
+            "potsdam", "voc_imagenet")
+SYNTHETIC_CLASSES = ("background", "figure", "vehicle", "tree", "house")
+
+
+def _base() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.task = "hsg"
+  config.seed = 0
+  config.num_train_steps = 1000
+  config.log_every_steps = 25
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 500
+  config.init_from = ""
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "synthetic_scenes"
+  config.data.data_dir = None
+  config.data.train_split = "train"
+  config.data.eval_split = "validation"
+  config.data.batch_size = 8                     # images; each gives num_views views
+  config.data.eval_batch_size = 8
+  config.data.num_eval_examples = 64
+  config.data.num_threads = 2
+  # HSG's per-image data steps (jhseg.data.coherent_regions, jhseg.data.multiview).
+  config.data.augment = ml_collections.ConfigDict()
+  config.data.augment.image_field = "image"      # the dataset's RGB image feature
+  config.data.augment.coherent_regions = ml_collections.ConfigDict(dict(
+      edge_source="builtin", max_regions=48, start_threshold=0.25, threshold_step=0.01))
+  config.data.augment.multiview = ml_collections.ConfigDict(dict(num_views=2, crop_size=64))
+
+  config.model = ml_collections.ConfigDict()
+  config.model.embedding = "fcn"                 # jhseg.models.embedding.EMBEDDINGS
+  config.model.depth = 18
+  config.model.multi_grid = None                 # (1, 2, 4) needs ResNet-50/101
+  config.model.train_output_stride = 8
+  config.model.eval_output_stride = 8
+  config.model.upsample = 2                      # embeddings at 1/4 of the crop
+  config.model.embedding_dim = 128
+  config.model.pretrained = ""                   # torchvision ResNet state dict, or none
+  config.model.num_clusters = (8, 4)             # n1, n2
+  config.model.train_grid = (4, 4)               # k-means segments per view
+  config.model.kmeans_iterations = 15
+  config.model.location_weight = 1.0
+  config.model.max_segments = 128                # G0 = k-means split by G_e, per view
+  config.model.transformer = ml_collections.ConfigDict(dict(
+      num_heads=4, num_encoder_layers=2, num_decoder_layers=2, dropout=0.1))
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.concentration = 16.0
+  config.loss.lambda_e = 1.0
+  config.loss.lambda_f = 0.1
+  config.loss.lambda_g = 1.0
+  config.loss.num_neighbors = 2
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.grid = (4, 4)                      # n0 = 16 test segments
+  config.eval.image_size = None                  # pad to this (H, W); None: all one size
+  config.eval.truth_levels = ("instances", "parts")
+  config.eval.label_field = "object_class"
+  config.eval.num_classes = len(SYNTHETIC_CLASSES)
+  config.eval.class_names = SYNTHETIC_CLASSES
+  config.eval.memory_split = "train"
+  config.eval.num_memory_examples = 64
+  config.eval.knn = 10
+  config.eval.baseline_iterations = 10
+  config.eval.num_pictures = 4
+
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = "momentum"
+  config.optim.momentum = 0.9
+  config.optim.learning_rate = 0.02
+  config.optim.schedule = "step_decay"
+  config.optim.decay_fractions = (0.32, 0.56, 0.75)
+  config.optim.decay_factor = 0.1
+  config.optim.grad_clip_norm = 10.0
+  config.optim.groups = [ml_collections.ConfigDict(dict(
+      name="transformers", pattern="hierarchy/.*", lr_mults=10.0))]
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.keep = 2
+  config.checkpoint.best_metric = "eval/nfcovering_hsg_instances_best"
+  config.checkpoint.best_mode = "max"
+  return config
+
+
+def _tiny(config: ml_collections.ConfigDict) -> None:
+  config.data.name = "synthetic_scenes/tiny"
+  config.num_train_steps = 12
+  config.log_every_steps = 4
+  config.eval_every_steps = 12
+  config.checkpoint_every_steps = 12
+  config.data.batch_size = 4
+  config.data.eval_batch_size = 4
+  config.data.num_eval_examples = 8
+  config.data.augment.coherent_regions.max_regions = 16
+  config.data.augment.multiview.crop_size = 32
+  config.model.embedding_dim = 32
+  config.model.max_segments = 32
+  config.model.train_grid = (2, 2)
+  config.model.kmeans_iterations = 5
+  config.eval.grid = (3, 3)
+  config.eval.num_memory_examples = 8
+  config.eval.knn = 3
+  config.eval.baseline_iterations = 5
+  config.eval.num_pictures = 2
+  # Dropout's random bits (threefry) make the train step compile ~5x slower on CPU.
+  config.model.transformer.dropout = 0.0
+
+
+def _paper_common(config: ml_collections.ConfigDict) -> None:
+  """Values every published setting shares (authors' scripts)."""
+  config.model.embedding = "fcn"
+  config.model.depth = 50
+  config.model.multi_grid = (1, 2, 4)
+  config.model.train_output_stride = 16
+  config.model.eval_output_stride = 8
+  config.model.upsample = 1
+  config.model.max_segments = 256                # the authors' max_num_clusters
+  config.model.train_grid = (4, 4)
+  config.model.kmeans_iterations = 15
+  config.data.augment.multiview.num_views = 2
+  config.optim.grad_clip_norm = None
+  config.eval.num_memory_examples = None         # the whole labelled split
+  config.eval.knn = 10
+  config.checkpoint_every_steps = 5000
+  config.log_every_steps = 100
+
+
+def _coco(config: ml_collections.ConfigDict, stage: int) -> None:
+  _paper_common(config)
+  config.data.name = "coco/2017"                 # TFDS builder (images only are used)
+  config.data.train_split = "train"
+  # Retrieval memory and test: VOC 2012 (train_aug memory, val test) as the authors.
+  config.data.eval_split = "validation"
+  config.eval.memory_split = "train"
+  config.eval.label_field = "segmentation_class"  # a voc2012_sbd map (class per pixel)
+  config.eval.truth_levels = ("segmentation_object",)
+  config.eval.num_classes = 21
+  config.eval.image_size = (512, 512)
+  config.eval.grid = (6, 6)                      # inference.py --kmeans_num_clusters 6,6
+  if stage == 1:
+    config.num_train_steps = 350_000
+    config.data.batch_size = 16
+    config.data.augment.multiview.crop_size = 224
+    config.optim.learning_rate = 0.1
+    config.model.train_grid = (1, 1)
+    config.model.kmeans_iterations = 1
+    config.loss.lambda_f = 0.0
+    config.loss.lambda_g = 0.0
+  else:
+    config.num_train_steps = 20_000
+    config.data.batch_size = 6
+    config.data.augment.multiview.crop_size = 448
+    config.optim.learning_rate = 8e-3
+  config.eval_every_steps = config.num_train_steps
+  # The authors train on MSCOCO and evaluate on VOC 2012; the engine evaluates the
+  # training dataset's eval_split, so the VOC evaluation is a second run on the
+  # final checkpoint: --config.data.name=voc2012_sbd --config.init_from=WORKDIR
+  # --config.num_train_steps=1 (or an engine option for a separate eval dataset).
+
+
+def _cityscapes(config: ml_collections.ConfigDict, name: str) -> None:
+  _paper_common(config)
+  config.data.name = name
+  config.data.eval_split = "validation"
+  config.num_train_steps = 38_000
+  config.eval_every_steps = config.num_train_steps
+  config.data.batch_size = 4
+  config.data.augment.multiview.crop_size = 448
+  config.data.augment.coherent_regions.max_regions = 1024
+  config.data.augment.coherent_regions.start_threshold = 0.05
+  config.optim.learning_rate = 0.1
+  config.loss.lambda_g = 0.2
+  config.loss.num_neighbors = 4
+  config.eval.image_size = (1024, 2048)
+  # TFDS `cityscapes/semantic_segmentation`: image_left, segmentation_label (no instance
+  # map), so NFCovering is against the class map; KITTI-STEP uses the same 19 classes.
+  config.data.augment.image_field = "image_left" if name.startswith("cityscapes") else "image"
+  config.eval.label_field = "segmentation_label"
+  config.eval.truth_levels = ("segmentation_label",)
+  config.eval.num_classes = 19
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown config variant {arg!r}; valid: {VARIANTS}")
+  config = _base()
+  if arg == "tiny":
+    _tiny(config)
+  elif arg in ("coco_stage1", "coco"):
+    _coco(config, 1 if arg == "coco_stage1" else 2)
+  elif arg in ("cityscapes", "kitti_step"):
+    _cityscapes(config, "cityscapes/semantic_segmentation" if arg == "cityscapes"
+                else "kitti_step")
+  elif arg in ("cocostuff", "potsdam", "voc_imagenet"):
+    _coco(config, 2)
+    config.data.name = {"cocostuff": "cocostuff15", "potsdam": "potsdam",
+                        "voc_imagenet": "voc2012_sbd"}[arg]
+    config.eval.label_field = "segmentation_class"
+    if arg == "cocostuff":
+      config.eval.num_classes = 15
+    elif arg == "potsdam":
+      config.eval.num_classes = 3  # Potsdam-3 as in the unsupervised benchmarks
+      config.data.augment.coherent_regions.max_regions = 128
+    else:
+      config.model.embedding = "pspnet"
+      config.model.pretrained = "~/.cache/torch/hub/checkpoints/resnet50-19c8e357.pth"
+  return config

@@ -1,0 +1,552 @@
+"""HSG (Ke et al., "Unsupervised Hierarchical Semantic Segmentation with Multiview
+Cosegmentation and Clustering Transformers", CVPR 2022) as a task of the training engine.
+
+Model (`HSGNetwork`): the pixel embedding network (`jhseg.models.embedding`, FCN- or
+PSPNet-ResNet, unit embeddings) and the clustering transformers
+(`jhseg.models.clustering_transformer.HierarchicalClustering`, n1 = 8, n2 = 4).
+
+Data (training): per image, the coherent regions G_e (`jhseg.data.coherent_regions`,
+once per image) and V augmented views carrying them (`jhseg.data.multiview`): fields
+`views` (V, S, S, 3) and `view_regions` (V, S, S), -1 outside the image.
+
+Loss (eq. 9), for a batch of B images x V views:
+  1. embeddings v of the B V views (BatchNorm statistics over all of them);
+  2. G_e resized to the embedding grid by nearest neighbour (as the authors' code);
+  3. G0 = spherical k-means (grid initialisation, `model.train_grid`) split by G_e
+     (`spherical_kmeans.base_grouping`), at most `model.max_segments` per view;
+  4. L_f(G_e) (eq. 3): pixel-to-segment contrast over the G0 segments with label =
+     the segment's coherent region, made unique per image, so that positives are
+     the segments of the same region in every view of the same image and
+     negatives all other segments of the batch;
+  5. the clustering transformers run once per image on the G0 prototypes of all
+     its views concatenated (X_0, (B, V S0, D)), so that every level's clusters are
+     shared by the views; for each level l: L_f(G_l) with label = the level-l
+     cluster of each G0 segment (unique per image), and L_g(l) (eq. 8) with the
+     k-NN graph over X_0 restricted to segments of the same view;
+  6. L = lambda_E L_f(G_e) + lambda_F sum_l L_f(G_l) + lambda_G sum_l L_g(l).
+Choice: L_f(G_l) contrasts pixels with the G0 segment prototypes, labelled by their
+level-l cluster (the SegSort form of eq. 3 with segments G0 and grouping G_l).
+
+Evaluation (host-level, `evaluate`): per image at the test output stride, embeddings
+resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
+(`eval.grid`, no G_e), G1, G2 by the transformers (nested by construction), then
+  * the UCM of the nested levels {G0, G1, G2} (`hierarchy.
+    ultrametric_from_nested_segmentations`, altitudes l / L);
+  * NFCovering (`metrics.covering`) of each ground-truth level (`eval.truth_levels`,
+    objects = `instances`, parts = `parts` in the synthetic scenes) by each predicted
+    level, and the same for a baseline computed in the same run: hierarchical k-means
+    on raw colour (`colour_kmeans_hierarchy`) with the same number of segments per level;
+  * BSDS boundary ODS/OIS/AP (`metrics.boundary`) of the UCM's cuts against the
+    boundaries of the finest ground-truth level;
+  * segment retrieval (section 4): a memory of G0 segment prototypes of
+    `eval.num_memory_examples` images of the labelled training split, each labelled
+    with the majority class (`eval.label_field`) of its pixels; every test segment
+    takes the majority class of its `eval.knn` most similar memory segments (cosine);
+    mIoU and pixel accuracy (`metrics.semantic.ConfusionMatrix`). The authors'
+    released code does not include this step (`predictions` raises
+    NotImplementedError); k = 10 neighbours with an unweighted vote is our choice.
+Outputs under `workdir/eval/<step>/`: summary.json, hierarchy_<i>.png (segments per
+level of HSG), baseline_<i>.png (the colour baseline) and ucm_<i>.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jhseg import hierarchy
+from jhseg import losses
+from jhseg.data import coherent_regions as coherent_lib
+from jhseg.data import multiview as multiview_lib
+from jhseg.metrics import boundary
+from jhseg.metrics import covering
+from jhseg.metrics import semantic
+from jhseg.models import clustering_transformer as ct
+from jhseg.models import embedding as embedding_lib
+from jhseg.models import spherical_kmeans as skm
+from jhseg.tasks.base import Batch, Example, Task
+
+IGNORE = -1
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class HSGNetwork(nnx.Module):
+  """Pixel embedding network + clustering transformers."""
+
+  def __init__(self, *, embedder: embedding_lib.FCNEmbedding, num_clusters: Sequence[int],
+               num_heads: int = 4, num_encoder_layers: int = 2, num_decoder_layers: int = 2,
+               dropout: float = 0.1, rngs: nnx.Rngs):
+    self.embedder = embedder
+    self.hierarchy = ct.HierarchicalClustering(
+        embedder.embedding_dim, num_clusters=num_clusters, num_heads=num_heads,
+        num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers,
+        dropout=dropout, rngs=rngs)
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    return self.embedder(images)
+
+
+def make_network(model: ml_collections.ConfigDict, rngs: nnx.Rngs) -> HSGNetwork:
+  options = dict(depth=model.depth, output_stride=model.train_output_stride,
+                 multi_grid=model.multi_grid, embedding_dim=model.embedding_dim,
+                 upsample=model.get("upsample", 1))
+  if model.embedding == "pspnet" and model.get("psp_width"):
+    options["psp_width"] = model.psp_width
+  embedder = embedding_lib.make_embedding(model.embedding, rngs=rngs, **options)
+  if model.get("pretrained"):
+    from jhseg.models import torchvision_import  # pylint: disable=g-import-not-at-top
+    torchvision_import.load_torchvision_resnet(embedder.backbone, model.pretrained)
+  t = model.transformer
+  return HSGNetwork(embedder=embedder, num_clusters=tuple(model.num_clusters),
+                    num_heads=t.num_heads, num_encoder_layers=t.num_encoder_layers,
+                    num_decoder_layers=t.num_decoder_layers, dropout=t.dropout, rngs=rngs)
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def decode_eval(example: Mapping[str, Any], *, truth_levels: Sequence[str], label_field: str,
+                size: Sequence[int] | None) -> Example:
+  """Float image, ground-truth levels and class map, padded to `size` with a mask."""
+  if "image" not in example:
+    raise ValueError(f"hsg task: dataset example has no field 'image' (has {sorted(example)})")
+  image = coherent_lib.as_float_image(example["image"])
+  height, width = image.shape[:2]
+  fields = {"truth": list(truth_levels), "labels": [label_field]}
+  maps = {}
+  for role, names in fields.items():
+    for name in names:
+      if name not in example:
+        raise ValueError(f"hsg task: config.eval needs dataset field {name!r} (an (H, W) "
+                         f"integer map); the example has {sorted(example)}")
+      value = np.asarray(example[name])
+      if value.shape != (height, width) or not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"hsg task: field {name!r} must be an integer (H, W) = "
+                         f"{(height, width)} map like the image; got {value.dtype} {value.shape}")
+  target = (height, width) if size is None else tuple(int(s) for s in size)
+  if height > target[0] or width > target[1]:
+    raise ValueError(f"hsg task: an evaluation image of {height}x{width} does not fit "
+                     f"config.eval.image_size={target}")
+  pad = ((0, target[0] - height), (0, target[1] - width))
+  maps["truth"] = np.stack([np.pad(np.asarray(example[n], np.int32), pad) for n in truth_levels])
+  maps["labels"] = np.pad(np.asarray(example[label_field], np.int32), pad,
+                          constant_values=IGNORE)
+  return {"image": np.pad(image, pad + ((0, 0),)), "valid": np.pad(
+      np.ones((height, width), bool), pad), "truth": maps["truth"], "labels": maps["labels"],
+          "size": np.array([height, width], np.int32)}
+
+
+def _image_from(example: Mapping[str, Any], field: str) -> Example:
+  """The example with its RGB image under `image` (config.data.augment.image_field)."""
+  if field not in example:
+    raise ValueError(f"hsg task: dataset example has no image field {field!r} "
+                     f"(config.data.augment.image_field); fields: {sorted(example)}")
+  out = dict(example)
+  out["image"] = example[field]
+  return out
+
+
+def _keep_views(example: Example) -> Example:
+  return {"views": example["views"], "view_regions": example["view_regions"]}
+
+
+# ----------------------------------------------------------------------------- loss pieces
+
+
+def resize_nearest(labels: jax.Array, height: int, width: int) -> jax.Array:
+  """(B, H, W) labels -> (B, height, width), source index floor(i H / height) (PyTorch
+  'nearest', as the authors resize labels to the embedding grid)."""
+  _, h, w = labels.shape
+  if (h, w) == (height, width):
+    return labels
+  rows = (jnp.arange(height) * h) // height
+  cols = (jnp.arange(width) * w) // width
+  return labels[:, rows][:, :, cols]
+
+
+def unique_per_image(labels: jax.Array, image_index: jax.Array, num_labels: int) -> jax.Array:
+  """label + image * num_labels for labels >= 0 (comparable across the batch), else -1."""
+  return jnp.where(labels >= 0, labels + image_index[:, None] * num_labels, IGNORE)
+
+
+def hsg_loss(network: HSGNetwork, views: jax.Array, view_regions: jax.Array, *,
+             model: ml_collections.ConfigDict, loss: ml_collections.ConfigDict,
+             max_regions: int) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Eq. (9) for a batch of views (B, V, S, S, 3) with regions (B, V, S, S); see module doc."""
+  b, v = views.shape[:2]
+  flat_views = views.reshape((b * v,) + views.shape[2:])
+  emb = network.embedder(flat_views)                                     # (BV, h, w, D)
+  bv, h, w, d = emb.shape
+  regions = resize_nearest(view_regions.reshape((bv,) + view_regions.shape[2:]), h, w)
+  valid = regions >= 0
+  g0 = skm.base_grouping(emb, regions, grid=tuple(model.train_grid),
+                         num_iterations=model.kmeans_iterations,
+                         max_segments=model.max_segments, mask=valid,
+                         location_weight=model.location_weight)
+  image_index = jnp.repeat(jnp.arange(b), v)
+  pixels = emb.reshape(bv, h * w, d)
+  pixel_segments = g0.labels.reshape(bv, h * w)
+
+  def contrast(segment_labels, segment_mask):
+    return losses.pixel_segment_contrastive_loss(
+        pixels, pixel_segments, g0.prototypes, segment_labels, segment_mask=segment_mask,
+        concentration=loss.concentration)
+
+  l_fe = contrast(unique_per_image(g0.region, image_index, max_regions), g0.valid)
+
+  s0 = model.max_segments
+  x0 = g0.prototypes.reshape(b, v * s0, d)
+  node_mask = g0.valid.reshape(b, v * s0)
+  node_view = jnp.broadcast_to(jnp.repeat(jnp.arange(v), s0)[None], (b, v * s0))
+  out = network.hierarchy(x0, node_mask)
+  level_f, level_g, aux = [], [], {}
+  for index, (k, level_labels, assignment, level) in enumerate(zip(
+      network.hierarchy.num_clusters, out.labels, out.assignments, out.levels), start=1):
+    per_view = level_labels.reshape(bv, s0)
+    level_f.append(contrast(unique_per_image(per_view, image_index, k),
+                            g0.valid & (per_view >= 0)))
+    level_g.append(losses.grouping_loss(
+        x0, assignment, level.centroids, node_mask=node_mask, node_groups=node_view,
+        num_neighbors=loss.num_neighbors, concentration=loss.concentration))
+    aux[f"loss_f_level{index}"] = level_f[-1]
+    aux[f"loss_g_level{index}"] = level_g[-1]
+  total = losses.total_loss(coherent_contrastive=l_fe, level_contrastive=level_f,
+                            level_grouping=level_g, lambda_e=loss.lambda_e,
+                            lambda_f=loss.lambda_f, lambda_g=loss.lambda_g)
+  aux["loss_f_coherent"] = l_fe
+  aux["base_segments"] = jnp.mean(jnp.sum(g0.valid, axis=1).astype(jnp.float32))
+  aux["valid_pixels"] = jnp.mean(valid.astype(jnp.float32))
+  return total, aux
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+
+
+class Segmentation(NamedTuple):
+  """Inference output for a batch of B images of H x W pixels.
+
+  levels: (B, L + 1, H, W) int32 pixel labels of G0, G1, ..., G_L (nested), -1 outside
+    the valid pixels.
+  prototypes: (B, K, D) unit prototypes of the G0 segments.
+  segment_valid: (B, K) bool, True for non-empty G0 segments.
+  """
+  levels: jax.Array
+  prototypes: jax.Array
+  segment_valid: jax.Array
+
+
+def segment_images(embedder: embedding_lib.FCNEmbedding,
+                   clustering: ct.HierarchicalClustering, images: jax.Array,
+                   valid: jax.Array, *, grid: Sequence[int], num_iterations: int,
+                   location_weight: float) -> Segmentation:
+  """HSG inference: embeddings resized to the image, G0 by k-means, G1.. by transformers."""
+  _, height, width, _ = images.shape
+  emb = embedder(images)
+  emb = skm.unit_normalize(embedding_lib.resize_bilinear(emb, height, width))
+  g0 = skm.base_grouping(emb, None, grid=tuple(grid), num_iterations=num_iterations,
+                         mask=valid, location_weight=location_weight)
+  out = clustering(g0.prototypes, g0.valid)
+  levels = [g0.labels] + [ct.pixel_labels(g0.labels, g) for g in out.labels]
+  return Segmentation(jnp.stack(levels, axis=1), g0.prototypes, g0.valid)
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+def _kmeans(points: np.ndarray, weights: np.ndarray, centres: np.ndarray,
+            iterations: int) -> np.ndarray:
+  """Weighted Lloyd iterations from `centres`; returns labels. Empty clusters stay put."""
+  labels = np.zeros(len(points), np.int64)
+  for _ in range(iterations):
+    distances = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    labels = np.argmin(distances, axis=1)
+    mass = np.bincount(labels, weights=weights, minlength=len(centres))
+    sums = np.stack([np.bincount(labels, weights=weights * points[:, c], minlength=len(centres))
+                     for c in range(points.shape[1])], axis=1)
+    filled = mass > 0
+    centres = np.where(filled[:, None], sums / np.maximum(mass, 1e-12)[:, None], centres)
+  return labels
+
+
+def _farthest_points(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+  """Deterministic k-means initialisation: the heaviest point, then farthest-first."""
+  chosen = [int(np.argmax(weights))]
+  distances = ((points - points[chosen[0]]) ** 2).sum(-1)
+  while len(chosen) < min(k, len(points)):
+    chosen.append(int(np.argmax(distances)))
+    distances = np.minimum(distances, ((points - points[chosen[-1]]) ** 2).sum(-1))
+  return points[chosen]
+
+
+def colour_kmeans_hierarchy(image: np.ndarray, *, grid: Sequence[int],
+                            num_clusters: Sequence[int], iterations: int = 10,
+                            location_weight: float = 1.0) -> list[np.ndarray]:
+  """Baseline hierarchy on raw colour, nested by construction, finest first.
+
+  G0: k-means on (R, G, B, w y, w x) (coordinates in [-0.5, 0.5], w =
+  `location_weight`) from the cells of `grid`, as HSG's G0 on embeddings; G_{l+1}:
+  k-means of the mean colours of the G_l segments (weighted by their areas, started
+  farthest-first from the largest) into `num_clusters[l]` clusters.
+
+  Args:
+    image: (H, W, 3) float image in [0, 1].
+  Returns:
+    [G0, G1, ...] (H, W) int64 label maps.
+  """
+  image = np.asarray(image, np.float64)
+  height, width = image.shape[:2]
+  rows, cols = grid
+  cells = np.asarray(skm.grid_labels(height, width, (rows, cols))).ravel()
+  location = np.asarray(skm.location_features(height, width)).reshape(-1, 2)
+  points = np.concatenate([image.reshape(-1, 3), location_weight * location], axis=1)
+  ones = np.ones(len(points))
+  centres = np.stack([points[cells == c].mean(0) for c in range(rows * cols)])
+  labels = _kmeans(points, ones, centres, iterations)
+  levels = [labels.reshape(height, width)]
+  colours = image.reshape(-1, 3)
+  for k in num_clusters:
+    ids, inverse = np.unique(labels, return_inverse=True)
+    area = np.bincount(inverse).astype(np.float64)
+    means = np.stack([np.bincount(inverse, weights=colours[:, c]) for c in range(3)], 1)
+    means /= area[:, None]
+    parents = _kmeans(means, area, _farthest_points(means, area, k), iterations)
+    labels = parents[inverse]
+    levels.append(labels.reshape(height, width))
+  return levels
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def segment_majority_labels(segments: np.ndarray, classes: np.ndarray,
+                            num_segments: int, num_classes: int) -> np.ndarray:
+  """Majority class (>= 0) of every segment id in [0, num_segments); -1 if unlabelled."""
+  keep = (segments >= 0) & (classes >= 0) & (classes < num_classes)
+  counts = np.bincount(segments[keep] * num_classes + classes[keep],
+                       minlength=num_segments * num_classes).reshape(num_segments, num_classes)
+  return np.where(counts.sum(1) > 0, np.argmax(counts, axis=1), -1)
+
+
+def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray, *,
+             k: int, num_classes: int) -> np.ndarray:
+  """Majority class of the k most cosine-similar memory rows (ties: smaller class)."""
+  if len(memory) == 0:
+    raise ValueError("hsg retrieval: the segment memory is empty (no labelled segment in the "
+                     "memory images; check config.eval.label_field)")
+  k = min(k, len(memory))
+  sims = queries @ memory.T
+  nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+  votes = np.zeros((len(queries), num_classes))
+  np.add.at(votes, (np.repeat(np.arange(len(queries)), k), memory_labels[nearest].ravel()), 1)
+  return np.argmax(votes, axis=1)
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+def _gather(tree):
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return multihost_utils.process_allgather(tree, tiled=True)
+  return jax.device_get(tree)
+
+
+def _jsonable(value):
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, (np.floating, float)):
+    return None if not np.isfinite(value) else float(value)
+  if isinstance(value, (np.integer, np.bool_)):
+    return value.item()
+  return value
+
+
+class HSG(Task):
+  """HSG: multiview cosegmentation + clustering transformers (see the module docstring)."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    m = config.model
+    num_levels = len(m.num_clusters)
+    if num_levels < 1 or list(m.num_clusters) != sorted(m.num_clusters, reverse=True):
+      raise ValueError(f"config.model.num_clusters={tuple(m.num_clusters)}: expected decreasing "
+                       f"cluster counts per level, e.g. (8, 4)")
+    augment = config.data.get("augment") or ml_collections.ConfigDict()
+    self.image_field = augment.get("image_field", "image")
+    self.coherent = coherent_lib.CoherentRegions.from_config(augment.get("coherent_regions"))
+    self.multiview = multiview_lib.MultiviewConfig.from_config(augment.get("multiview"))
+    self._infer_fn = None
+
+  # --- model
+  def make_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    return make_network(self.config.model, rngs)
+
+  # --- data
+  def train_transforms(self):
+    return [lambda x: _image_from(x, self.image_field), self.coherent,
+            multiview_lib.make_multiview(self.multiview), _keep_views]
+
+  def eval_transforms(self):
+    e = self.config.eval
+    return [lambda x: _image_from(x, self.image_field),
+            lambda x: decode_eval(x, truth_levels=tuple(e.truth_levels),
+                                  label_field=e.label_field, size=e.get("image_size"))]
+
+  # --- training
+  def loss(self, model, batch: Batch, rng: jax.Array):
+    del rng  # dropout draws from the model's own Rngs
+    return hsg_loss(model, batch["views"], batch["view_regions"], model=self.config.model,
+                    loss=self.config.loss, max_regions=self.coherent.max_regions)
+
+  # --- evaluation
+  def _segment(self, model: HSGNetwork, batch: Batch) -> Segmentation:
+    if self._infer_fn is None:
+      m = self.config.model
+
+      @nnx.jit
+      def infer(embedder, clustering, images, valid):
+        return segment_images(embedder, clustering, images, valid, grid=self.config.eval.grid,
+                              num_iterations=m.kmeans_iterations,
+                              location_weight=m.location_weight)
+
+      self._infer_fn = infer
+    return self._infer_fn(self._eval_embedder, model.hierarchy, batch["image"], batch["valid"])
+
+  def _memory(self, model: HSGNetwork, sharding) -> tuple[np.ndarray, np.ndarray]:
+    """G0 prototypes and majority classes of the labelled training images."""
+    from jhseg import data as data_lib  # pylint: disable=g-import-not-at-top
+    from jhseg.train import devices  # pylint: disable=g-import-not-at-top
+
+    c, e = self.config, self.config.eval
+    source = data_lib.load_source(c.data, e.get("memory_split") or c.data.train_split)
+    local = devices.per_process_batch_size(c.data.get("eval_batch_size") or c.data.batch_size)
+    batches = data_lib.eval_batches(source, self.eval_transforms(), local_batch_size=local,
+                                    process_index=jax.process_index(),
+                                    process_count=jax.process_count(),
+                                    max_examples=e.num_memory_examples)
+    features, labels = [], []
+    for batch in batches:
+      global_batch = devices.to_global_batch(batch, sharding) if sharding else batch
+      seg = _gather(self._segment(model, global_batch))
+      mask = _gather(global_batch["example_mask"])
+      classes = _gather(global_batch["labels"])
+      k = seg.prototypes.shape[1]
+      for i in np.flatnonzero(mask):
+        majority = segment_majority_labels(seg.levels[i, 0].ravel(), classes[i].ravel(), k,
+                                           e.num_classes)
+        keep = seg.segment_valid[i] & (majority >= 0)
+        features.append(seg.prototypes[i][keep])
+        labels.append(majority[keep])
+    return np.concatenate(features), np.concatenate(labels)
+
+  def evaluate(self, model, batches: Iterable[Batch], workdir: str, step: int) -> dict[str, Any]:
+    e = self.config.eval
+    self._eval_embedder = embedding_lib.with_output_stride(
+        model.embedder, self.config.model.eval_output_stride)
+    self._eval_embedder.eval()
+    truth_names = tuple(e.truth_levels)
+    num_levels = len(self.config.model.num_clusters) + 1
+    hsg_cover = covering.NFCoveringAccumulator(background=0)
+    base_cover = covering.NFCoveringAccumulator(background=0)
+    hsg_bdry, base_bdry = [], []
+    confusion = semantic.ConfusionMatrix(e.num_classes, ignore_index=None)
+    memory = None
+    pictures: list[tuple] = []
+    for batch in batches:
+      if memory is None:
+        sharding = batch["image"].sharding
+        memory = self._memory(model, sharding if isinstance(
+            sharding, jax.sharding.NamedSharding) else None)
+      seg = _gather(self._segment(model, batch))
+      host = _gather({k: batch[k] for k in ("image", "truth", "labels", "size",
+                                            "example_mask")})
+      for i in np.flatnonzero(host["example_mask"]):
+        height, width = (int(s) for s in host["size"][i])
+        levels = [seg.levels[i, l, :height, :width] for l in range(num_levels)]
+        truth = [host["truth"][i, t, :height, :width] for t in range(len(truth_names))]
+        image = host["image"][i, :height, :width]
+        baseline = colour_kmeans_hierarchy(
+            image, grid=e.grid, num_clusters=self.config.model.num_clusters,
+            iterations=e.baseline_iterations, location_weight=self.config.model.location_weight)
+        hsg_cover.add(levels, truth)
+        base_cover.add(baseline, truth)
+        finest = _finest_truth(truth)
+        hsg_bdry.append(boundary.counts_from_segmentations(levels, [finest]))
+        base_bdry.append(boundary.counts_from_segmentations(baseline, [finest]))
+        classes = knn_vote(seg.prototypes[i], *memory, k=e.knn, num_classes=e.num_classes)
+        prediction = np.where(levels[0] >= 0, classes[np.maximum(levels[0], 0)], -1)
+        keep = prediction >= 0
+        confusion.add(host["labels"][i, :height, :width][keep], prediction[keep])
+        if len(pictures) < e.num_pictures:
+          pictures.append((image, levels, baseline))
+    if memory is None:
+      raise ValueError("hsg task: the evaluation split gave no example")
+    return self._report(workdir, step, hsg_cover.result(), base_cover.result(),
+                        boundary.collect_boundary_counts(hsg_bdry),
+                        boundary.collect_boundary_counts(base_bdry), confusion.result(),
+                        pictures, truth_names, memory_size=len(memory[1]))
+
+  def _report(self, workdir, step, hsg_cover, base_cover, hsg_bdry, base_bdry, retrieval,
+              pictures, truth_names, *, memory_size: int) -> dict[str, float]:
+    from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
+    from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
+
+    scalars: dict[str, float] = {}
+    level_names = [f"G{l}" for l in range(hsg_cover["per_level"].shape[1])]
+    for name, cover in (("hsg", hsg_cover), ("baseline", base_cover)):
+      for t, truth in enumerate(truth_names):
+        for l, level in enumerate(level_names):
+          scalars[f"nfcovering_{name}_{truth}_{level}"] = float(cover["per_level"][t, l])
+        scalars[f"nfcovering_{name}_{truth}_best"] = float(cover["best"][t])
+    for name, bdry in (("hsg", hsg_bdry), ("baseline", base_bdry)):
+      scalars.update({f"boundary_{name}_{k}": float(v) for k, v in bdry.summary().items()})
+    scalars["retrieval_miou"] = float(retrieval["miou"])
+    scalars["retrieval_pixel_accuracy"] = float(retrieval["pixel_accuracy"])
+
+    out_dir = os.path.join(workdir, "eval", str(step))
+    if jax.process_index() == 0:
+      os.makedirs(out_dir, exist_ok=True)
+      altitudes = np.arange(1, len(level_names) + 1) / len(level_names)
+      thresholds = [0.0] + list(altitudes[:-1] + 0.5 / len(level_names))
+      for i, (image, levels, baseline) in enumerate(pictures):
+        h, v = hierarchy.ultrametric_from_nested_segmentations(levels, altitudes)
+        viz_segments.save_hierarchy_levels_png(
+            os.path.join(out_dir, f"hierarchy_{i}.png"), image, h, v, thresholds,
+            titles=[f"HSG {n}" for n in level_names])
+        viz_ucm.save_ucm_png(os.path.join(out_dir, f"ucm_{i}.png"), h, v)
+        bh, bv = hierarchy.ultrametric_from_nested_segmentations(baseline, altitudes)
+        viz_segments.save_hierarchy_levels_png(
+            os.path.join(out_dir, f"baseline_{i}.png"), image, bh, bv, thresholds,
+            titles=[f"colour k-means {n}" for n in level_names])
+      summary = {
+          "step": step, "scalars": scalars, "truth_levels": list(truth_names),
+          "predicted_levels": level_names,
+          "nfcovering": {"hsg": hsg_cover, "baseline": base_cover},
+          "boundary": {"hsg": hsg_bdry.summary(), "baseline": base_bdry.summary()},
+          "retrieval": {**retrieval, "memory_segments": memory_size,
+                        "knn": self.config.eval.knn},
+      }
+      with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(_jsonable(summary), f, indent=2)
+    return scalars
+
+
+def _finest_truth(truth_levels: Sequence[np.ndarray]) -> np.ndarray:
+  """Boundary map of the common refinement of the ground-truth levels."""
+  stacked = np.stack([np.asarray(t) for t in truth_levels]).reshape(len(truth_levels), -1)
+  _, joint = np.unique(stacked, axis=1, return_inverse=True)
+  return boundary.boundaries_from_segmentation(joint.reshape(truth_levels[0].shape))
