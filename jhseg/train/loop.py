@@ -54,7 +54,7 @@ def _make_train_step(graphdef: nnx.GraphDef, task, seed: int) -> Callable:
     # Checked with the loss at the next host sync: a checkpoint never holds NaN parameters.
     params_finite = jnp.all(jnp.asarray(
         [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(nnx.state(model, nnx.Param))]))
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                "params_finite": params_finite, **aux}
     return nnx.state((model, optimizer)), metrics
 
