@@ -1,0 +1,195 @@
+"""HSG task: end to end through the engine, the eq. 9 loss, nested inference, evaluation pieces."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from experiments.configs import hsg as configs
+from jhseg import hierarchy
+from jhseg.data.sources import load_source
+from jhseg.data.transforms import apply_transforms
+from jhseg.tasks import hsg
+from jhseg.train import train_and_evaluate
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny_config(data_dir: str):
+  config = configs.get_config("tiny")
+  config.data.data_dir = data_dir
+  config.num_train_steps = 3
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.log_every_steps = 3
+  config.data.num_eval_examples = 6      # two batches of 4, the second one padded
+  config.eval.num_memory_examples = 8
+  return config
+
+
+def _batch(task, data_dir: str, transforms, count: int = 4):
+  source = load_source(_tiny_config(data_dir).data, "train")
+  examples = [apply_transforms(source[i], transforms, seed=0, position=i) for i in range(count)]
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_path):
+  config = _tiny_config(synthetic_data_dir)
+  summary = train_and_evaluate(config, str(tmp_path))
+
+  assert np.isfinite(summary["train/loss"]) and summary["train/loss"] > 0
+  for name in ("hsg", "baseline"):
+    for truth in ("instances", "parts"):
+      for level in ("G0", "G1", "G2", "best"):
+        value = summary[f"eval/nfcovering_{name}_{truth}_{level}"]
+        assert 0.0 < value <= 1.0, (name, truth, level)
+    assert 0.0 <= summary[f"eval/boundary_{name}_ods_f"] <= 1.0
+  assert 0.0 <= summary["eval/retrieval_miou"] <= 1.0
+  assert 0.0 < summary["eval/retrieval_pixel_accuracy"] <= 1.0
+
+  out = tmp_path / "eval" / "3"
+  for i in range(config.eval.num_pictures):
+    for name in (f"hierarchy_{i}.png", f"baseline_{i}.png", f"ucm_{i}.png"):
+      assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name
+  report = json.loads((out / "summary.json").read_text())
+  assert report["truth_levels"] == ["instances", "parts"]
+  assert report["predicted_levels"] == ["G0", "G1", "G2"]
+  assert report["nfcovering"]["hsg"]["num_images"] == 6
+  assert np.asarray(report["nfcovering"]["baseline"]["per_level"]).shape == (2, 3)
+  assert report["retrieval"]["memory_segments"] > 0
+  assert (tmp_path / "checkpoints").is_dir()
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def _loss_batch(synthetic_data_dir, config):
+  task = hsg.HSG(config)
+  return task, _batch(task, synthetic_data_dir, task.train_transforms())
+
+
+def test_loss_is_finite_with_gradients_for_every_module(synthetic_data_dir):
+  task, batch = _loss_batch(synthetic_data_dir, _tiny_config(synthetic_data_dir))
+  assert batch["views"].shape == (4, 2, 32, 32, 3)
+  model = task.make_model(nnx.Rngs(0))
+  model.train()
+
+  @nnx.jit
+  def loss_and_grads(model, batch):
+    return nnx.value_and_grad(lambda m: task.loss(m, batch, None), has_aux=True)(model)
+
+  (loss, aux), grads = loss_and_grads(model, batch)
+  assert np.isfinite(float(loss))
+  for key in ("loss_f_coherent", "loss_f_level1", "loss_f_level2", "loss_g_level1",
+              "loss_g_level2"):
+    assert np.isfinite(float(aux[key])), key
+  assert float(aux["base_segments"]) >= 4  # at least the 2 x 2 k-means clusters
+  for leaf in jax.tree.leaves(grads):
+    assert np.all(np.isfinite(np.asarray(leaf)))
+  assert float(optax.global_norm(grads["embedder"])) > 0
+  assert float(optax.global_norm(grads["hierarchy"])) > 0
+  # Eq. 9 with the weights of the config.
+  w = task.config.loss
+  expected = (w.lambda_e * aux["loss_f_coherent"]
+              + w.lambda_f * (aux["loss_f_level1"] + aux["loss_f_level2"])
+              + w.lambda_g * (aux["loss_g_level1"] + aux["loss_g_level2"]))
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
+
+
+def test_loss_does_not_depend_on_the_numbering_of_coherent_regions(synthetic_data_dir):
+  config = _tiny_config(synthetic_data_dir)
+  config.model.max_segments = 64  # 2 x 2 clusters x 16 regions: nothing truncated
+  task, batch = _loss_batch(synthetic_data_dir, config)
+  model = task.make_model(nnx.Rngs(0))
+  model.eval()  # deterministic: BatchNorm running statistics, no dropout
+  permutation = np.random.default_rng(0).permutation(config.data.augment.coherent_regions
+                                                     .max_regions)
+  regions = batch["view_regions"]
+  renumbered = dict(batch, view_regions=np.where(regions >= 0, permutation[regions], -1))
+  loss_fn = nnx.jit(lambda m, b: task.loss(m, b, None)[0])
+  np.testing.assert_allclose(float(loss_fn(model, renumbered)), float(loss_fn(model, batch)),
+                             rtol=1e-4)
+
+
+def test_views_of_one_image_share_their_coherent_region_labels():
+  image_index = jnp.array([0, 0, 1, 1])
+  regions = jnp.array([[0, 3, -1], [3, 1, -1], [0, 3, 2], [1, -1, -1]])
+  np.testing.assert_array_equal(
+      hsg.unique_per_image(regions, image_index, 4),
+      [[0, 3, -1], [3, 1, -1], [4, 7, 6], [5, -1, -1]])
+
+
+def test_resize_nearest_takes_pytorch_source_pixels():
+  labels = jnp.arange(16).reshape(1, 4, 4)
+  np.testing.assert_array_equal(hsg.resize_nearest(labels, 2, 2), [[[0, 2], [8, 10]]])
+  np.testing.assert_array_equal(hsg.resize_nearest(labels, 4, 4), labels)
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def test_inference_levels_are_nested_and_give_an_ultrametric(synthetic_data_dir):
+  config = _tiny_config(synthetic_data_dir)
+  task = hsg.HSG(config)
+  batch = _batch(task, synthetic_data_dir, task.eval_transforms())
+  model = task.make_model(nnx.Rngs(0))
+  model.eval()
+  seg = nnx.jit(lambda e, c, x, v: hsg.segment_images(
+      e, c, x, v, grid=config.eval.grid, num_iterations=5, location_weight=1.0))(
+          model.embedder, model.hierarchy, batch["image"], batch["valid"])
+  levels = np.asarray(seg.levels)
+  assert levels.shape == (4, 3, 32, 32)
+  assert levels[:, 0].max() < 9 and levels[:, 1].max() < 8 and levels[:, 2].max() < 4
+  for image in levels:
+    for fine, coarse in zip(image, image[1:]):
+      pairs = set(zip(fine.ravel().tolist(), coarse.ravel().tolist()))
+      assert len(pairs) == len(np.unique(fine)), "a segment spans two coarser segments"
+    h, v = hierarchy.ultrametric_from_nested_segmentations(list(image))
+    assert hierarchy.is_ultrametric(h, v)
+
+
+# ----------------------------------------------------------------------------- evaluation pieces
+
+
+def test_colour_baseline_recovers_flat_quadrants_and_merges_equal_colours():
+  image = np.zeros((8, 8, 3))
+  image[:4, :4] = image[4:, 4:] = (1.0, 0.0, 0.0)   # red diagonal
+  image[:4, 4:] = image[4:, :4] = (0.0, 0.0, 1.0)   # blue anti-diagonal
+  g0, g1 = hsg.colour_kmeans_hierarchy(image, grid=(2, 2), num_clusters=(2,))
+  quadrants = (np.arange(8)[:, None] >= 4) * 2 + (np.arange(8)[None, :] >= 4)
+  assert len(np.unique(g0)) == 4
+  assert len(set(zip(g0.ravel(), quadrants.ravel()))) == 4  # G0 = the quadrants
+  assert g1[0, 0] == g1[7, 7] and g1[0, 7] == g1[7, 0] and g1[0, 0] != g1[0, 7]
+
+
+def test_segment_majority_labels_by_hand():
+  segments = np.array([0, 0, 1, 1, 1, -1])
+  classes = np.array([2, 2, 1, 3, 3, 0])
+  np.testing.assert_array_equal(
+      hsg.segment_majority_labels(segments, classes, 3, 4), [2, 3, -1])
+
+
+def test_knn_vote_by_hand():
+  memory = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+  labels = np.array([0, 0, 1])
+  queries = np.array([[1.0, 0.0], [0.0, 1.0]])
+  np.testing.assert_array_equal(hsg.knn_vote(queries, memory, labels, k=1, num_classes=2),
+                                [0, 1])
+  # k = 3 with 2 votes for class 0 against 1: class 0 even for the second query.
+  np.testing.assert_array_equal(hsg.knn_vote(queries, memory, labels, k=3, num_classes=2),
+                                [0, 0])
+  with pytest.raises(ValueError, match="memory is empty"):
+    hsg.knn_vote(queries, memory[:0], labels[:0], k=1, num_classes=2)
+
+
+def test_missing_evaluation_field_is_a_clear_error():
+  example = {"image": np.zeros((4, 4, 3), np.uint8), "instances": np.zeros((4, 4), np.int32)}
+  with pytest.raises(ValueError, match="'parts'"):
+    hsg.decode_eval(example, truth_levels=("instances", "parts"), label_field="instances",
+                    size=None)
