@@ -4,10 +4,10 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import pixel_classification
+from jhseg.train.checkpointing import read_state_arrays
 from jhseg.train import NonFiniteLossError, train_and_evaluate
 
 
@@ -30,7 +30,7 @@ def read_jsonl(workdir):
 
 
 def final_params(workdir, step):
-  state = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+  state = read_state_arrays(os.path.join(workdir, "checkpoints", str(step), "state"))
   return jax.tree.leaves(state["0"])
 
 

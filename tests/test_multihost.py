@@ -7,10 +7,10 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import pixel_classification
+from jhseg.train.checkpointing import read_state_arrays
 from jhseg.train import train_and_evaluate
 
 OVERRIDES = {"num_train_steps": 6, "checkpoint_every_steps": 6, "eval_every_steps": 6,
@@ -25,7 +25,7 @@ def free_port() -> int:
 
 def params(workdir):
   path = os.path.join(workdir, "checkpoints", "6", "state")
-  return jax.tree.leaves(ocp.StandardCheckpointer().restore(path)["0"])
+  return jax.tree.leaves(read_state_arrays(path)["0"])
 
 
 @pytest.mark.multihost
@@ -47,8 +47,11 @@ def test_two_processes_match_one_process_on_four_devices(synthetic_data_dir, tmp
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
 
+  # Same up to float32 summation order: gloo's cross-process all-reduce adds the gradient
+  # shards in another order than one process does; after 6 Adam steps (lr 3e-3) that is
+  # ~4e-5. A wrong data split or a missing all-reduce moves parameters by ~lr per step.
   for a, b in zip(params(single), params(multi), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
   reads = [json.load(open(os.path.join(multi, f"read_{p}.json"))) for p in range(2)]
   batch = config.data.batch_size
   # Each process read its half of every global batch: 6 steps x 4 examples, no overlap per step.

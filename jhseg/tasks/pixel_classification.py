@@ -23,7 +23,9 @@ class TinyFCN(nnx.Module):
 
   def __init__(self, *, num_classes: int, width: int, depth: int, rngs: nnx.Rngs):
     channels = [3] + [width] * depth
-    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), rngs=rngs) for a, b in zip(channels, channels[1:])])
+    # No bias before BatchNorm: it would have a zero gradient that Adam turns into noise.
+    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), use_bias=False, rngs=rngs)
+                          for a, b in zip(channels, channels[1:])])
     self.norms = nnx.List([nnx.BatchNorm(width, rngs=rngs) for _ in range(depth)])
     self.classifier = nnx.Conv(width, num_classes, (1, 1), rngs=rngs)
 

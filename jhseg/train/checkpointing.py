@@ -84,6 +84,20 @@ class Checkpointer:
     self._manager.close()
 
 
+def read_state_arrays(path: str) -> dict[str, Any]:
+  """A checkpoint's `state` item as NumPy arrays, whatever devices wrote it.
+
+  `path` is a `checkpoints/<step>/state` folder. Used to inspect runs and to
+  initialise from runs made on another topology (other devices or hosts).
+  """
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path)
+  tree = getattr(metadata, "item_metadata", metadata)
+  tree = getattr(tree, "tree", tree)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return checkpointer.restore(path, restore_args=args)
+
+
 def load_params_from(directory: str, params: Any) -> tuple[Any, list[str]]:
   """Parameters of `params` replaced by the same-named arrays of another run.
 
@@ -102,7 +116,7 @@ def load_params_from(directory: str, params: Any) -> tuple[Any, list[str]]:
     path = os.path.join(path, "checkpoints", str(step), "state")
   if not os.path.isdir(path):
     raise FileNotFoundError(f"config.init_from={directory!r}: no checkpoint directory at {path}")
-  source = ocp.StandardCheckpointer().restore(path)
+  source = read_state_arrays(path)
   flat = {}
   jax.tree_util.tree_map_with_path(lambda p, x: flat.__setitem__(parameter_name(p), x), source)
   # The run state is (model, optimizer): model parameters live under "0/".
