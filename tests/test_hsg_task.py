@@ -74,10 +74,30 @@ def _loss_batch(synthetic_data_dir, config):
   return task, _batch(task, synthetic_data_dir, task.train_transforms())
 
 
+class SmallEmbedder(nnx.Module):
+  """Two strided 3x3 convolutions to unit embeddings: a cheap stand-in for the FCN (the
+  embedding networks have their own tests) so the loss compiles fast on CPU."""
+
+  def __init__(self, embedding_dim: int, rngs: nnx.Rngs):
+    self.embedding_dim = embedding_dim
+    self.conv1 = nnx.Conv(3, 16, (3, 3), strides=(2, 2), rngs=rngs)
+    self.conv2 = nnx.Conv(16, embedding_dim, (3, 3), strides=(2, 2), rngs=rngs)
+
+  def __call__(self, images):
+    return hsg.skm.unit_normalize(self.conv2(nnx.relu(self.conv1(images))))
+
+
+def _small_network(config):
+  t = config.model.transformer
+  return hsg.HSGNetwork(embedder=SmallEmbedder(config.model.embedding_dim, nnx.Rngs(1)),
+                        num_clusters=config.model.num_clusters, num_heads=t.num_heads,
+                        dropout=t.dropout, rngs=nnx.Rngs(0))
+
+
 def test_loss_is_finite_with_gradients_for_every_module(synthetic_data_dir):
   task, batch = _loss_batch(synthetic_data_dir, _tiny_config(synthetic_data_dir))
   assert batch["views"].shape == (4, 2, 32, 32, 3)
-  model = task.make_model(nnx.Rngs(0))
+  model = _small_network(task.config)
   model.train()
 
   @nnx.jit
@@ -92,8 +112,8 @@ def test_loss_is_finite_with_gradients_for_every_module(synthetic_data_dir):
   assert float(aux["base_segments"]) >= 4  # at least the 2 x 2 k-means clusters
   for leaf in jax.tree.leaves(grads):
     assert np.all(np.isfinite(np.asarray(leaf)))
-  assert float(optax.global_norm(grads["embedder"])) > 0
-  assert float(optax.global_norm(grads["hierarchy"])) > 0
+  assert float(optax.tree.norm(grads["embedder"])) > 0
+  assert float(optax.tree.norm(grads["hierarchy"])) > 0
   # Eq. 9 with the weights of the config.
   w = task.config.loss
   expected = (w.lambda_e * aux["loss_f_coherent"]
@@ -106,7 +126,7 @@ def test_loss_does_not_depend_on_the_numbering_of_coherent_regions(synthetic_dat
   config = _tiny_config(synthetic_data_dir)
   config.model.max_segments = 64  # 2 x 2 clusters x 16 regions: nothing truncated
   task, batch = _loss_batch(synthetic_data_dir, config)
-  model = task.make_model(nnx.Rngs(0))
+  model = _small_network(config)
   model.eval()  # deterministic: BatchNorm running statistics, no dropout
   permutation = np.random.default_rng(0).permutation(config.data.augment.coherent_regions
                                                      .max_regions)
