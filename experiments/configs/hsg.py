@@ -44,8 +44,13 @@ TFDS's COCO and Cityscapes features differ from the synthetic scenes' (`instance
 `parts`, `object_class`): their `eval.truth_levels` / `eval.label_field` name the
 maps a user's builder must provide (documented per variant below).
 """
+import os
+
 import ml_collections
 
+# torchvision's ImageNet ResNet-50 (`pretrained=True`), read by jhseg.models.torchvision_import.
+TORCHVISION_RESNET50 = os.path.join("~", ".cache", "torch", "hub", "checkpoints",
+                                    "resnet50-19c8e357.pth")
 VARIANTS = (None, "tiny", "coco_stage1", "coco", "cityscapes", "kitti_step", "cocostuff",
             "potsdam", "voc_imagenet")
 SYNTHETIC_CLASSES = ("background", "figure", "vehicle", "tree", "house")
@@ -253,5 +258,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       config.data.augment.coherent_regions.max_regions = 128
     else:
       config.model.embedding = "pspnet"
-      config.model.pretrained = "~/.cache/torch/hub/checkpoints/resnet50-19c8e357.pth"
+      config.model.pretrained = os.path.expanduser(TORCHVISION_RESNET50)
   return config
