@@ -256,3 +256,53 @@ def test_boundary_counts_of_the_target_itself_are_perfect(synthetic_data_dir):
   assert counts.cnt_r[1] < counts.sum_r[1]
   assert counts.cnt_p[1] >= 0.9 * counts.sum_p[1]
   assert counts.cnt_r[2] == counts.cnt_r[1] and counts.sum_p[2] == counts.sum_p[1]
+
+
+# ----------------------------------------------------------------------------- paper configs
+
+
+@pytest.mark.parametrize("variant", ["hgm", "bgm_upp", "bgm_pc"])
+def test_paper_configs_are_the_published_schedule(variant):
+  config = configs.get_config(variant)
+  assert config.model.depth == 50 and config.model.pretrained.endswith(".pth")
+  assert config.data.batch_size * config.optim.grad_accum_steps == 64
+  steps_per_epoch = config.eval_every_steps
+  assert steps_per_epoch * config.data.batch_size >= configs.PASCAL_CONTEXT_TRAIN_IMAGES
+  assert config.num_train_steps == 50 * steps_per_epoch
+  updates_per_epoch = configs.PASCAL_CONTEXT_TRAIN_IMAGES / 64
+  assert config.optim.phase_boundaries == (int(30 * updates_per_epoch),)
+  assert config.optim.learning_rate == 1e-4
+  assert (config.plateau.metric, config.plateau.patience, config.plateau.mode) == (
+      "eval/loss", 5, "min")
+  assert config.plateau.factor == pytest.approx(1 / 3)
+  assert config.model.levels == ((0.0, 0.5, 1.0) if variant == "hgm" else (0.0, 1.0))
+
+
+def test_paper_phases_freeze_the_encoder_but_its_last_stage():
+  """Adam updates per parameter group: ~lr where trained, exactly 0 where frozen."""
+  from jhseg.models import unet
+  from jhseg.train import optim
+
+  config = configs.get_config("hgm")
+  config.optim.grad_accum_steps = 1
+  config.optim.phase_boundaries = (1,)  # one update per phase
+  model = nnx.eval_shape(lambda: unet.UNet(3, depth=18, rngs=nnx.Rngs(0)))
+  params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), nnx.state(model, nnx.Param))
+  tx = optim.make_optimizer(config.optim, config.num_train_steps)
+  state = tx.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  lr_scale = jnp.float32(1.0)
+  phase1, state = tx.update(grads, state, params, lr_scale=lr_scale)
+  phase2, _ = tx.update(grads, state, params, lr_scale=lr_scale)
+
+  def size(updates, prefix):
+    leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(updates)[0]
+              if optim.parameter_name(path).startswith(prefix)]
+    assert leaves, prefix
+    return max(float(jnp.max(jnp.abs(leaf))) for leaf in leaves)
+
+  assert size(phase1, "encoder/conv1") == 0.0 and size(phase1, "encoder/layer3") == 0.0
+  assert size(phase1, "encoder/layer4") == pytest.approx(1e-4, rel=1e-3)
+  assert size(phase1, "decoder") == pytest.approx(1e-4, rel=1e-3)
+  for prefix in ("encoder/conv1", "encoder/layer3", "encoder/layer4", "decoder", "head"):
+    assert size(phase2, prefix) == pytest.approx(1e-5, rel=1e-3), prefix

@@ -116,7 +116,7 @@ def _paper(config: ml_collections.ConfigDict, variant: str) -> None:
   config.plateau = ml_collections.ConfigDict(
       {"metric": "eval/loss", "factor": 1.0 / 3.0, "patience": 5, "mode": "min"})
   config.eval.class_names = VOC_CLASSES
-  config.eval.max_instances = 64
+  config.eval.max_instances = 128               # instance ids per image (VOC crowds)
   config.eval.hierarchy_every_steps = config.num_train_steps  # full metrics at the end only
   config.checkpoint.best_metric = "eval/loss"
   config.checkpoint.best_mode = "min"
