@@ -98,3 +98,24 @@ def test_unknown_task_lists_valid_tasks(synthetic_data_dir, tmp_path):
   config = tiny_config(synthetic_data_dir, task="segsort")
   with pytest.raises(ValueError, match="pixel_classification"):
     train_and_evaluate(config, str(tmp_path))
+
+
+def test_init_from_another_run_copies_its_parameters(synthetic_data_dir, tmp_path):
+  source = str(tmp_path / "source")
+  train_and_evaluate(tiny_config(synthetic_data_dir, num_train_steps=4, eval_every_steps=None,
+                                 checkpoint_every_steps=4), source)
+  # A learning rate of 0: the new run's kernels must stay exactly the source's.
+  target = str(tmp_path / "target")
+  config = tiny_config(synthetic_data_dir, num_train_steps=2, eval_every_steps=None,
+                       init_from=source, seed=1, **{"optim.schedule": "constant"})
+  config.optim.learning_rate = 0.0
+  train_and_evaluate(config, target)
+  kernels = lambda w, s: {k: v for k, v in read_state_arrays(
+      os.path.join(w, "checkpoints", str(s), "state"))["0"]["convs"].items()}
+  for a, b in zip(jax.tree.leaves(kernels(source, 4)), jax.tree.leaves(kernels(target, 2))):
+    np.testing.assert_array_equal(a, b)
+
+  wider = tiny_config(synthetic_data_dir, num_train_steps=1, init_from=source,
+                      **{"model.width": 16})
+  with pytest.raises(ValueError, match=r"init_from .*: parameter \S+/kernel/value has shape .* expects"):
+    train_and_evaluate(wider, str(tmp_path / "wider"))
