@@ -289,11 +289,11 @@ def test_paper_phases_freeze_the_encoder_but_its_last_stage():
   model = nnx.eval_shape(lambda: unet.UNet(3, depth=18, rngs=nnx.Rngs(0)))
   params = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), nnx.state(model, nnx.Param))
   tx = optim.make_optimizer(config.optim, config.num_train_steps)
-  state = tx.init(params)
+  state = jax.jit(tx.init)(params)
   grads = jax.tree.map(jnp.ones_like, params)
-  lr_scale = jnp.float32(1.0)
-  phase1, state = tx.update(grads, state, params, lr_scale=lr_scale)
-  phase2, _ = tx.update(grads, state, params, lr_scale=lr_scale)
+  update = jax.jit(lambda g, s, p: tx.update(g, s, p, lr_scale=jnp.float32(1.0)))
+  phase1, state = update(grads, state, params)
+  phase2, _ = update(grads, state, params)
 
   def size(updates, prefix):
     leaves = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(updates)[0]
