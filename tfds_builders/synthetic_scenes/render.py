@@ -200,7 +200,7 @@ class Scene(NamedTuple):
   parts: np.ndarray          # int32, part instance ids 1..P, 0 = background
   object_class: np.ndarray   # int32, index into label_tree.OBJECT_CLASSES
   part_class: np.ndarray     # int32, index into label_tree.PART_CLASSES
-  label: int                 # object class of the largest visible object
+  label: int                 # object class of the largest visible object (0 if none)
 
 
 def _textured(rng: np.random.Generator, look: Appearance, y: np.ndarray, x: np.ndarray
@@ -228,6 +228,77 @@ def _consecutive(ids: np.ndarray) -> np.ndarray:
   return (inverse.reshape(ids.shape) + offset).astype(np.int32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """Where one object of class `object_class` is drawn: centre (cy, cx) and height in pixels."""
+  object_class: str
+  centre: tuple[float, float]
+  height: float
+  flip: bool = False
+
+  def part_masks(self, y: np.ndarray, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(part class, boolean mask) of each part of the template, in drawing order, unoccluded."""
+    if self.object_class not in OBJECT_TEMPLATES:
+      raise KeyError(f"Placement: unknown object class {self.object_class!r}; valid classes: "
+                     f"{', '.join(OBJECT_TEMPLATES)}")
+    u = (-1.0 if self.flip else 1.0) * (x - self.centre[1]) / self.height
+    v = (y - self.centre[0]) / self.height
+    return [(part.part_class, part.mask(u, v)) for part in OBJECT_TEMPLATES[self.object_class].parts]
+
+
+def sample_placements(rng: np.random.Generator, *, image_size: int, max_objects: int
+                      ) -> list[Placement]:
+  """1..max_objects random objects, sorted far to near (by the height of their bottom)."""
+  names = list(OBJECT_TEMPLATES)
+  num_objects = rng.integers(1, max_objects + 1)
+  classes = rng.integers(0, len(names), num_objects)
+  heights = np.array([rng.uniform(*OBJECT_TEMPLATES[names[c]].height_range) for c in classes])
+  heights *= image_size
+  centres = rng.uniform(0.1, 0.9, (num_objects, 2)) * image_size  # (cy, cx)
+  flips = rng.random(num_objects) < 0.5
+  depth_order = np.argsort(centres[:, 0] + heights / 2, kind="stable")  # far (high) first
+  return [Placement(names[classes[k]], (float(centres[k, 0]), float(centres[k, 1])),
+                    float(heights[k]), bool(flips[k])) for k in depth_order]
+
+
+def paint(placements: list[Placement], *, image_size: int, rng: np.random.Generator,
+          background: np.ndarray | None = None) -> Scene:
+  """Draws `placements` in painter's order (later ones occlude earlier ones).
+
+  Args:
+    placements: objects, farthest first.
+    image_size: height and width in pixels.
+    rng: source of the textures, colour jitter and sensor noise.
+    background: float (H, W, 3) colours in [0, 1]; default: a random textured background.
+  """
+  y, x = np.mgrid[:image_size, :image_size].astype(np.float64) + 0.5
+  image = _background(rng, y, x, image_size) if background is None else background.copy()
+  instances = np.zeros((image_size, image_size), np.int32)
+  parts = np.zeros_like(instances)
+  object_class = np.zeros_like(instances)
+  part_class = np.zeros_like(instances)
+  part_id = 0
+  for object_id, placement in enumerate(placements, start=1):
+    for part_name, mask in placement.part_masks(y, x):
+      part_id += 1
+      colour = _textured(rng, PART_APPEARANCE[part_name], y, x)
+      image[mask] = colour[mask]
+      instances[mask] = object_id
+      parts[mask] = part_id
+      object_class[mask] = label_tree.object_class_id(placement.object_class)
+      part_class[mask] = label_tree.part_class_id(part_name)
+
+  image += rng.standard_normal(image.shape) * _SENSOR_NOISE
+  image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+  instances = _consecutive(instances)
+  parts = _consecutive(parts)
+  areas = np.bincount(instances.ravel())
+  areas[0] = 0
+  largest = int(np.argmax(areas))
+  label = int(object_class[instances == largest][0]) if largest else 0
+  return Scene(image, instances, parts, object_class, part_class, label)
+
+
 def render_scene(index: int, *, image_size: int, max_objects: int, seed: int = 0) -> Scene:
   """Renders scene number `index` of the stream `seed` (deterministic).
 
@@ -244,46 +315,9 @@ def render_scene(index: int, *, image_size: int, max_objects: int, seed: int = 0
     raise ValueError(f"render_scene: max_objects must be >= 1, got {max_objects}")
   rng = np.random.default_rng([seed, index])
   y, x = np.mgrid[:image_size, :image_size].astype(np.float64) + 0.5
-
-  image = _background(rng, y, x, image_size)
-  instances = np.zeros((image_size, image_size), np.int32)
-  parts = np.zeros_like(instances)
-  object_class = np.zeros_like(instances)
-  part_class = np.zeros_like(instances)
-
-  names = list(OBJECT_TEMPLATES)
-  num_objects = rng.integers(1, max_objects + 1)
-  classes = rng.integers(0, len(names), num_objects)
-  heights = np.array([rng.uniform(*OBJECT_TEMPLATES[names[c]].height_range) for c in classes])
-  heights *= image_size
-  centres = rng.uniform(0.1, 0.9, (num_objects, 2)) * image_size  # (cy, cx)
-  flips = np.where(rng.random(num_objects) < 0.5, -1.0, 1.0)
-  depth_order = np.argsort(centres[:, 0] + heights / 2, kind="stable")  # far (high) first
-
-  part_id = 0
-  for object_id, k in enumerate(depth_order, start=1):
-    name = names[classes[k]]
-    s = heights[k]
-    u = flips[k] * (x - centres[k, 1]) / s
-    v = (y - centres[k, 0]) / s
-    for part in OBJECT_TEMPLATES[name].parts:
-      part_id += 1
-      mask = part.mask(u, v)
-      colour = _textured(rng, PART_APPEARANCE[part.part_class], y, x)
-      image[mask] = colour[mask]
-      instances[mask] = object_id
-      parts[mask] = part_id
-      object_class[mask] = label_tree.object_class_id(name)
-      part_class[mask] = label_tree.part_class_id(part.part_class)
-
-  image += rng.standard_normal(image.shape) * _SENSOR_NOISE
-  image = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
-  instances = _consecutive(instances)
-  parts = _consecutive(parts)
-  areas = np.bincount(instances.ravel())
-  areas[0] = 0
-  largest = int(np.argmax(areas))
-  if largest == 0:
+  background = _background(rng, y, x, image_size)
+  placements = sample_placements(rng, image_size=image_size, max_objects=max_objects)
+  scene = paint(placements, image_size=image_size, rng=rng, background=background)
+  if scene.label == 0:  # Cannot happen: every template covers its centre, inside the image.
     raise AssertionError(f"render_scene: scene {index} (seed {seed}) has no visible object")
-  label = int(object_class[instances == largest][0])
-  return Scene(image, instances, parts, object_class, part_class, label)
+  return scene

@@ -3,9 +3,15 @@
 No download: scenes are rendered by `render.render_scene`, deterministically
 from (split seed, example index). Build with
 
-    tfds build tfds_builders/synthetic_scenes --data_dir=DIR --file_format=array_record
+    tfds build tfds_builders/synthetic_scenes --config=tiny --data_dir=DIR --file_format=array_record
 
-or let a run build it on first use (`jhseg.data.sources`).
+(without --config, `tfds build` builds every config), programmatically with
+`builder.download_and_prepare(file_format="array_record")`, or with
+`ensure_built(config_name, data_dir)`, which builds only when absent (a run
+does this on first use through `jhseg.data.sources`). The builder defaults to
+array_record even when no file format is given, so `tfds.data_source` works on
+whatever it wrote. Examples are stored in index order: `tfds.data_source(...)[i]`
+of split s is `render.render_scene(i, seed=SPLIT_SEEDS[s], ...)`.
 
 Features (H = W = `image_size`):
   image         uint8 (H, W, 3), PNG-encoded
@@ -31,16 +37,28 @@ import tensorflow_datasets as tfds
 
 from tfds_builders.synthetic_scenes import label_tree, render
 
-_SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
+# Each split is its own random stream: scene i of "train" and of "test" differ.
+SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2}
 
 
 @dataclasses.dataclass
 class SyntheticScenesConfig(tfds.core.BuilderConfig):
+  """Image size (square), examples per split, and the maximum number of objects per scene."""
   image_size: int = 64
   num_train: int = 512
   num_validation: int = 128
   num_test: int = 128
   max_objects: int = 4
+
+  def __post_init__(self):
+    checks = {"image_size": self.image_size >= 8, "max_objects": self.max_objects >= 1,
+              "num_train": self.num_train >= 0, "num_validation": self.num_validation >= 0,
+              "num_test": self.num_test >= 0}
+    for field, ok in checks.items():
+      if not ok:
+        need = {"image_size": ">= 8", "max_objects": ">= 1"}.get(field, ">= 0")
+        raise ValueError(f"synthetic_scenes config {self.name!r}: field {field} must be {need}, "
+                         f"got {getattr(self, field)!r}")
 
 
 def ultrametric_target(parts: np.ndarray, instances: np.ndarray) -> np.ndarray:
@@ -54,8 +72,11 @@ def ultrametric_target(parts: np.ndarray, instances: np.ndarray) -> np.ndarray:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Synthetic scenes of objects made of parts, with their two-level hierarchy."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "Examples stored in index order (source[i] is scene i); array_record by default.",
+  }
   BUILDER_CONFIGS = [
       SyntheticScenesConfig(name="default", description="64x64, 512/128/128 scenes, <=4 objects"),
       SyntheticScenesConfig(name="tiny", description="32x32, 64/16/16 scenes, <=3 objects",
@@ -63,6 +84,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             max_objects=3),
   ]
   DEFAULT_CONFIG_NAME = "default"
+
+  def __init__(self, *, file_format=None, **kwargs):
+    # array_record unless told otherwise: the library reads through tfds.data_source.
+    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size
@@ -84,6 +109,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             part_classes=list(label_tree.PART_CLASSES),
             part_to_object=label_tree.PART_TO_OBJECT.tolist()),
         homepage="https://github.com/jhseg/jhseg",
+        # Scenes are i.i.d.; keeping the generation order makes source[i] == scene i.
+        disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):
@@ -96,7 +123,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     c = self.builder_config
     for index in range(num_examples):
       scene = render.render_scene(index, image_size=c.image_size, max_objects=c.max_objects,
-                                  seed=_SPLIT_SEEDS[split])
+                                  seed=SPLIT_SEEDS[split])
       yield index, {
           "image": scene.image,
           "instances": scene.instances,
@@ -106,3 +133,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           "label": scene.label,
           "ucm": ultrametric_target(scene.parts, scene.instances),
       }
+
+
+def ensure_built(config_name: str = "default", data_dir: str | None = None) -> Builder:
+  """The `synthetic_scenes/<config_name>` builder, generated (array_record) if absent.
+
+  Needs no network: an existing prepared copy in `data_dir` is reused as is.
+  """
+  names = [c.name for c in Builder.BUILDER_CONFIGS]
+  if config_name not in names:
+    raise ValueError(f"synthetic_scenes: unknown config {config_name!r}; valid configs: "
+                     f"{', '.join(names)}")
+  builder = Builder(config=config_name, data_dir=data_dir)
+  if not builder.is_prepared():
+    builder.download_and_prepare(file_format="array_record")
+  return builder
