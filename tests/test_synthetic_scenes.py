@@ -269,3 +269,19 @@ def test_bad_render_arguments_are_reported():
     render.render_scene(0, image_size=16, max_objects=0)
   with pytest.raises(KeyError, match="unknown object class 'boat'; valid classes: figure"):
     render.Placement("boat", centre=(4.0, 4.0), height=4.0).part_masks(np.zeros(1), np.zeros(1))
+
+
+def test_preview_grid_layout():
+  from tfds_builders.synthetic_scenes import preview
+
+  colours = preview.label_colours(np.arange(21))
+  np.testing.assert_array_equal(colours[0], [0, 0, 0])
+  assert len({tuple(c) for c in colours[1:]}) == 20
+  scenes = [render.render_scene(i, image_size=16, max_objects=2) for i in range(3)]
+  ucms = [reference_ucm(s.parts, s.instances) for s in scenes]
+  grid = preview.sample_grid(scenes, ucms)
+  # 3 rows of 32 px with 2-px gaps; 4 panels of 32 px with 2-px gaps.
+  assert grid.shape == (3 * 32 + 2 * 2, 4 * 32 + 3 * 2, 3) and grid.dtype == np.uint8
+  np.testing.assert_array_equal(grid[34:34 + 32:2, :32:2], scenes[1].image)  # row 1, image panel
+  np.testing.assert_array_equal(grid[34:34 + 31, 3 * 34:3 * 34 + 31, 0],
+                                np.round(ucms[1] * 255))  # 0.5 -> 128
