@@ -49,7 +49,14 @@ def _edges(ucm: np.ndarray):
 
 def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_path):
   config = _tiny_config(synthetic_data_dir)
+  config.eval_every_steps = 2  # step 2: validation loss only; step 3 (last): everything
+  config.eval.hierarchy_every_steps = 3
   summary = train_and_evaluate(config, str(tmp_path))
+
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  at_two = [r for r in records if r["step"] == 2 and "eval/loss" in r]
+  assert len(at_two) == 1 and "eval/ods_f" not in at_two[0]
+  assert not (tmp_path / "eval" / "2").exists()
 
   assert np.isfinite(summary["train/loss"]) and summary["train/loss"] > 0
   assert np.isfinite(summary["eval/loss"]) and summary["eval/loss"] > 0

@@ -366,21 +366,24 @@ class UltrametricUNet(Task):
     return jnp.mean(per_image), {}
 
   # --- evaluation
-  def _eval_fn(self, mesh):
-    if mesh not in self._eval_fns:
+  def _eval_fn(self, mesh, with_ucm: bool):
+    """Jitted per-batch evaluation: per-image losses, and the predicted UCM if asked."""
+    if (mesh, with_ucm) not in self._eval_fns:
       e = self.config.eval
 
       @nnx.jit
       def eval_step(model, batch):
         logits = model(batch["image"])
         loss = per_image_loss(logits, batch["ucm"], batch["valid"], self.levels)
+        if not with_ucm:  # validation loss only (e.g. every epoch, for the plateau rule)
+          return loss, None, None
         h, v = dissimilarity(logits, self.levels)
         ucm_h, ucm_v = predicted_ucm(h, v, batch["valid"], min_region_area=e.min_region_area,
                                      linkage=e.linkage, mesh=mesh)
         return loss, ucm_h, ucm_v
 
-      self._eval_fns[mesh] = eval_step
-    return self._eval_fns[mesh]
+      self._eval_fns[mesh, with_ucm] = eval_step
+    return self._eval_fns[mesh, with_ucm]
 
   def _full_metrics_due(self, step: int) -> bool:
     """Hierarchy metrics at every evaluation, or every `eval.hierarchy_every_steps` and last."""
@@ -394,7 +397,7 @@ class UltrametricUNet(Task):
     for batch in batches:
       sharding = batch["image"].sharding
       mesh = sharding.mesh if isinstance(sharding, jax.sharding.NamedSharding) else None
-      loss, ucm_h, ucm_v = self._eval_fn(mesh)(model, batch)
+      loss, ucm_h, ucm_v = self._eval_fn(mesh, full)(model, batch)
       fields = {"loss": loss, "mask": batch["example_mask"]}
       if full:
         fields.update(ucm_h=ucm_h, ucm_v=ucm_v, image=batch["image"], ucm=batch["ucm"],
