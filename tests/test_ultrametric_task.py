@@ -239,13 +239,22 @@ def test_level_order_check_on_hand_built_curves():
   # The target itself: parts (0.5) are contours for t < 0.5, objects (1) for t < 1.
   perfect = ultrametric.level_order_check(_result((t < 0.5) * 1.0, (t < 1.0) * 1.0, t))
   assert perfect["level_order_ok"]
-  assert perfect["survival"] == {"0.5": pytest.approx(0.49), "1.0": pytest.approx(0.99)}
+  assert perfect["relative_survival"] == {"0.5": pytest.approx(0.49), "1.0": pytest.approx(0.99)}
+  # A trained network misses contours by a pixel: plateaus below 1 still pass.
+  ceiling = ultrametric.level_order_check(_result((t < 0.5) * 0.45, (t < 0.85) * 0.6, t))
+  assert ceiling["level_order_ok"]
   # Levels swapped: parts outlive objects.
   swapped = ultrametric.level_order_check(_result((t < 1.0) * 1.0, (t < 0.5) * 1.0, t))
-  assert not swapped["level_order_ok"]
-  # Objects fine but parts lost early (before t = 0.25): not recovered in order.
+  assert not swapped["level_order_ok"] and not swapped["increasing"]
+  # Parts lost early (before t = 0.25).
   early = ultrametric.level_order_check(_result((t < 0.1) * 1.0, (t < 1.0) * 1.0, t))
-  assert not early["level_order_ok"]
+  assert not early["level_order_ok"] and not early["lasting"]
+  # Objects gone before t = 0.75.
+  weak = ultrametric.level_order_check(_result((t < 0.4) * 1.0, (t < 0.6) * 1.0, t))
+  assert not weak["level_order_ok"] and weak["increasing"]
+  # Hardly any part recovered at all (an untrained network).
+  missing = ultrametric.level_order_check(_result((t < 0.5) * 0.1, (t < 1.0) * 0.6, t))
+  assert not missing["level_order_ok"] and not missing["recovered"]
 
 
 def test_boundary_counts_of_the_target_itself_are_perfect(synthetic_data_dir):
