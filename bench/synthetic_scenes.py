@@ -7,6 +7,10 @@ eager JAX) at the config's image size, median over `repeats` scenes; the build r
 times `ensure_built(config)` into a fresh temporary data_dir (array_record, PNG
 encoding, statistics included). Ratios are to the rendering time of one scene.
 Numbers on the shared 2-core CPU are indicative only.
+
+Measured 2026-11-22 (default 64x64, 768 scenes): render 4.35 ms, target 0.09 ms,
+full build 11.5 s (15 ms a scene: PNG/zlib encoding and TFDS writing); tiny 32x32,
+96 scenes: render 1.28 ms, target 0.05 ms, full build 4.6 s (mostly start-up).
 """
 from __future__ import annotations
 
