@@ -100,7 +100,8 @@ OBJECT_TEMPLATES: dict[str, ObjectTemplate] = {
         height_range=(0.35, 0.65)),
     "vehicle": ObjectTemplate(
         parts=(
-            PartTemplate("vehicle/body", (Rect(-1.0, 1.0, -0.12, 0.3), Rect(-0.55, 0.4, -0.5, -0.12))),
+            PartTemplate("vehicle/body", (Rect(-1.0, 1.0, -0.12, 0.3),  # chassis
+                                          Rect(-0.55, 0.4, -0.5, -0.12))),  # cabin
             PartTemplate("vehicle/window", (Rect(-0.47, -0.1, -0.42, -0.17),)),
             PartTemplate("vehicle/window", (Rect(-0.02, 0.32, -0.42, -0.17),)),
             PartTemplate("vehicle/wheel", (Ellipse(-0.6, 0.28, 0.22, 0.22),)),
@@ -243,7 +244,8 @@ class Placement:
                      f"{', '.join(OBJECT_TEMPLATES)}")
     u = (-1.0 if self.flip else 1.0) * (x - self.centre[1]) / self.height
     v = (y - self.centre[0]) / self.height
-    return [(part.part_class, part.mask(u, v)) for part in OBJECT_TEMPLATES[self.object_class].parts]
+    template = OBJECT_TEMPLATES[self.object_class]
+    return [(part.part_class, part.mask(u, v)) for part in template.parts]
 
 
 def sample_placements(rng: np.random.Generator, *, image_size: int, max_objects: int
