@@ -50,6 +50,10 @@ def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_pat
         value = summary[f"eval/nfcovering_{name}_{truth}_{level}"]
         assert 0.0 < value <= 1.0, (name, truth, level)
     assert 0.0 <= summary[f"eval/boundary_{name}_ods_f"] <= 1.0
+  # The 3 x 3 test grid and n1, n2 = 8, 4 bound the distinct segments per level.
+  for name in ("hsg", "baseline"):
+    for level, bound in (("G0", 9), ("G1", 8), ("G2", 4)):
+      assert 1.0 <= summary[f"eval/segments_{name}_{level}"] <= bound, (name, level)
   assert 0.0 <= summary["eval/retrieval_miou"] <= 1.0
   assert 0.0 < summary["eval/retrieval_pixel_accuracy"] <= 1.0
 

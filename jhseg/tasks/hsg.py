@@ -466,6 +466,7 @@ class HSG(Task):
     confusion = semantic.ConfusionMatrix(e.num_classes, ignore_index=None)
     memory = None
     pictures: list[tuple] = []
+    counts = {"hsg": [], "baseline": []}  # distinct segments per image and level
     for batch in batches:
       if memory is None:
         sharding = batch["image"].sharding
@@ -484,6 +485,8 @@ class HSG(Task):
             iterations=e.baseline_iterations, location_weight=self.config.model.location_weight)
         hsg_cover.add(levels, truth)
         base_cover.add(baseline, truth)
+        counts["hsg"].append([len(np.unique(l[l >= 0])) for l in levels])
+        counts["baseline"].append([len(np.unique(l)) for l in baseline])
         finest = _finest_truth(truth)
         hsg_bdry.append(boundary.counts_from_segmentations(levels, [finest]))
         base_bdry.append(boundary.counts_from_segmentations(baseline, [finest]))
@@ -498,10 +501,12 @@ class HSG(Task):
     return self._report(workdir, step, hsg_cover.result(), base_cover.result(),
                         boundary.collect_boundary_counts(hsg_bdry),
                         boundary.collect_boundary_counts(base_bdry), confusion.result(),
-                        pictures, truth_names, memory_size=len(memory[1]))
+                        pictures, truth_names, memory_size=len(memory[1]),
+                        segment_counts={k: np.mean(v, axis=0) for k, v in counts.items()})
 
   def _report(self, workdir, step, hsg_cover, base_cover, hsg_bdry, base_bdry, retrieval,
-              pictures, truth_names, *, memory_size: int) -> dict[str, float]:
+              pictures, truth_names, *, memory_size: int,
+              segment_counts: Mapping[str, np.ndarray]) -> dict[str, float]:
     from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
     from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
 
@@ -514,6 +519,10 @@ class HSG(Task):
         scalars[f"nfcovering_{name}_{truth}_best"] = float(cover["best"][t])
     for name, bdry in (("hsg", hsg_bdry), ("baseline", base_bdry)):
       scalars.update({f"boundary_{name}_{k}": float(v) for k, v in bdry.summary().items()})
+    # Mean number of distinct labels per image and level: shows a collapsed level at once.
+    for name, mean_counts in segment_counts.items():
+      for level, value in zip(level_names, mean_counts):
+        scalars[f"segments_{name}_{level}"] = float(value)
     scalars["retrieval_miou"] = float(retrieval["miou"])
     scalars["retrieval_pixel_accuracy"] = float(retrieval["pixel_accuracy"])
 
