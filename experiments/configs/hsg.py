@@ -24,9 +24,12 @@ computed in the same run (jhseg.tasks.hsg):
                               baseline objects 0.56 / 0.56 / 0.49, parts 0.47 / 0.45 / 0.36;
                               retrieval mIoU 0.40, pixel accuracy 0.83.
 At this scale HSG stays below the colour baseline and its G1 / G2 collapse to about one
-segment per image in evaluation mode (eval/segments_hsg_G1): the clustering
-transformers' centroids of an image are nearly identical with BatchNorm running
-statistics (see the task's report); the paper trains for 20k-350k iterations.
+segment per image (eval/segments_hsg_G1): the centroids Z of an image come out nearly
+identical, the training-mode assignments being separated by dropout noise alone. The
+transformers themselves are not at fault: trained alone with L_g on separable inputs
+(6 groups of noisy unit vectors, Adam, 300 steps) they recover the groups with purity
+1.0 in evaluation mode; here the base prototypes X_0 are not yet discriminative. The
+paper trains for 20k-350k iterations, after a stage of L_f(G_e) alone for MSCOCO.
 
 Hyper-parameters of the paper's settings, confirmed in the authors' scripts
 (twke18/HSG `bashscripts/{coco,cityscapes}/train.sh`, `configs/*.yaml`): SGD with

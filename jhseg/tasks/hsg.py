@@ -115,33 +115,35 @@ def make_network(model: ml_collections.ConfigDict, rngs: nnx.Rngs) -> HSGNetwork
 
 def decode_eval(example: Mapping[str, Any], *, truth_levels: Sequence[str], label_field: str,
                 size: Sequence[int] | None) -> Example:
-  """Float image, ground-truth levels and class map, padded to `size` with a mask."""
+  """Float image, ground-truth levels and class map, padded to `size` with a mask.
+
+  Returns `image` (H, W, 3), `valid` (H, W), `truth` (T, H, W) (padding 0, i.e.
+  background), `labels` (H, W) (padding -1) and the original `size` (2,).
+  """
   if "image" not in example:
     raise ValueError(f"hsg task: dataset example has no field 'image' (has {sorted(example)})")
   image = coherent_lib.as_float_image(example["image"])
   height, width = image.shape[:2]
-  fields = {"truth": list(truth_levels), "labels": [label_field]}
-  maps = {}
-  for role, names in fields.items():
-    for name in names:
-      if name not in example:
-        raise ValueError(f"hsg task: config.eval needs dataset field {name!r} (an (H, W) "
-                         f"integer map); the example has {sorted(example)}")
-      value = np.asarray(example[name])
-      if value.shape != (height, width) or not np.issubdtype(value.dtype, np.integer):
-        raise ValueError(f"hsg task: field {name!r} must be an integer (H, W) = "
-                         f"{(height, width)} map like the image; got {value.dtype} {value.shape}")
+  for name in (*truth_levels, label_field):
+    if name not in example:
+      raise ValueError(f"hsg task: config.eval needs dataset field {name!r} (an (H, W) "
+                       f"integer map); the example has {sorted(example)}")
+    value = np.asarray(example[name])
+    if value.shape != (height, width) or not np.issubdtype(value.dtype, np.integer):
+      raise ValueError(f"hsg task: field {name!r} must be an integer (H, W) = "
+                       f"{(height, width)} map like the image; got {value.dtype} {value.shape}")
   target = (height, width) if size is None else tuple(int(s) for s in size)
   if height > target[0] or width > target[1]:
     raise ValueError(f"hsg task: an evaluation image of {height}x{width} does not fit "
                      f"config.eval.image_size={target}")
   pad = ((0, target[0] - height), (0, target[1] - width))
-  maps["truth"] = np.stack([np.pad(np.asarray(example[n], np.int32), pad) for n in truth_levels])
-  maps["labels"] = np.pad(np.asarray(example[label_field], np.int32), pad,
-                          constant_values=IGNORE)
-  return {"image": np.pad(image, pad + ((0, 0),)), "valid": np.pad(
-      np.ones((height, width), bool), pad), "truth": maps["truth"], "labels": maps["labels"],
-          "size": np.array([height, width], np.int32)}
+  return {
+      "image": np.pad(image, pad + ((0, 0),)),
+      "valid": np.pad(np.ones((height, width), bool), pad),
+      "truth": np.stack([np.pad(np.asarray(example[n], np.int32), pad) for n in truth_levels]),
+      "labels": np.pad(np.asarray(example[label_field], np.int32), pad, constant_values=IGNORE),
+      "size": np.array([height, width], np.int32),
+  }
 
 
 def _image_from(example: Mapping[str, Any], field: str) -> Example:
