@@ -54,8 +54,8 @@ VARIANTS = (None, "tiny") + tuple(PAPER_VARIANTS)
 
 
 def _synthetic(config: ml_collections.ConfigDict) -> None:
-  # 600 steps of 8 scenes (~10 epochs of the 512 training scenes): ~15 min on 2 CPU
-  # cores; a 400-step run already recovered the levels in order (level_order_ok).
+  # 600 steps of 8 scenes (~10 epochs of the 512 training scenes): 23 min wall on 2
+  # shared CPU cores; measured eval/level_order_ok = 1 at steps 300 and 600.
   config.num_train_steps = 600
   config.log_every_steps = 50
   config.eval_every_steps = 300
