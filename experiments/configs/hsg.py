@@ -18,8 +18,8 @@ Variants (`:arg`):
 Measured on the shared 2-core CPU (2026-11-22), NFCovering of the synthetic object
 (instances) / part levels by G0, G1, G2, HSG vs the colour k-means hierarchy baseline
 computed in the same run (jhseg.tasks.hsg):
-  tiny, 12 steps (~1.5 min):  HSG objects 0.39 / 0.21 / 0.10, parts 0.18 / 0.06 / 0.03;
-                              baseline objects 0.60 / 0.60 / 0.55, parts 0.35 / 0.35 / 0.31.
+  tiny, 12 steps (~1 min):    HSG objects 0.36 / 0.12 / 0.10, parts 0.16 / 0.03 / 0.03;
+                              baseline objects 0.61 / 0.61 / 0.55, parts 0.32 / 0.32 / 0.27.
   default, 300 steps (~20 min): HSG objects 0.43 / 0.10 / 0.10, parts 0.22 / 0.03 / 0.03;
                               baseline objects 0.56 / 0.56 / 0.49, parts 0.47 / 0.45 / 0.36;
                               retrieval mIoU 0.40, pixel accuracy 0.83.
