@@ -43,6 +43,7 @@ def test_loss_goes_down_and_run_writes_its_outputs(synthetic_data_dir, tmp_path)
   assert len(losses) == 6
   assert losses[-1] < 0.7 * losses[0], losses
   assert 0.0 <= summary["eval/miou"] <= 1.0
+  assert 0.0 <= summary["test/miou"] <= 1.0  # the final model on the test split
   # The last two checkpoints (keep=2) and the best by eval/miou are kept.
   evals = {r["step"]: r["eval/miou"] for r in read_jsonl(workdir) if "eval/miou" in r}
   assert sorted(evals) == [20, 40, 60]
@@ -119,3 +120,22 @@ def test_init_from_another_run_copies_its_parameters(synthetic_data_dir, tmp_pat
                       **{"model.width": 16})
   with pytest.raises(ValueError, match=r"init_from .*: parameter \S+/kernel/value has shape .* expects"):
     train_and_evaluate(wider, str(tmp_path / "wider"))
+
+
+def test_reduce_on_plateau_lowers_the_learning_rate_scale(synthetic_data_dir, tmp_path):
+  import ml_collections
+  # A relative threshold of 10 means no evaluation ever counts as an improvement.
+  config = tiny_config(synthetic_data_dir, num_train_steps=30, eval_every_steps=10,
+                       log_every_steps=10, checkpoint_every_steps=30)
+  config.plateau = ml_collections.ConfigDict(
+      {"metric": "eval/pixel_accuracy", "mode": "max", "patience": 1, "factor": 0.5,
+       "threshold": 10.0})
+  workdir = str(tmp_path / "plateau")
+  train_and_evaluate(config, workdir)
+  scales = {r["step"]: r["train/lr_scale"] for r in read_jsonl(workdir) if "train/lr_scale" in r}
+  # Evaluations at 10 (first: best), 20 (no improvement: x0.5), 30 (x0.5 again, after the log).
+  assert scales == {10: 1.0, 20: 1.0, 30: 0.5}
+
+  config.plateau.metric = "eval/nonexistent"
+  with pytest.raises(KeyError, match="plateau.metric"):
+    train_and_evaluate(config, str(tmp_path / "bad"))

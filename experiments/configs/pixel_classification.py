@@ -6,6 +6,7 @@ Usage:
 Variants (`:arg`): default (none) and `tiny` (a CPU-minutes run).
 """
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -20,12 +21,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "synthetic_scenes"          # TFDS name[/config]; built on first use.
-  config.data.data_dir = None                    # None: TFDS default (~/tensorflow_datasets).
+  # Typed placeholders: None by default, yet settable from the command line.
+  config.data.data_dir = placeholder(str)        # None: TFDS default (~/tensorflow_datasets).
   config.data.train_split = "train"
   config.data.eval_split = "validation"
+  config.data.test_split = "test"                # Final evaluation of the last model.
   config.data.batch_size = 32                    # Global; divisible by the device count.
   config.data.eval_batch_size = 32
-  config.data.num_eval_examples = None           # None: the whole split.
+  config.data.num_eval_examples = placeholder(int)  # None: the whole split.
 
   config.model = ml_collections.ConfigDict()
   config.model.label_field = "object_class"

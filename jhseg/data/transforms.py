@@ -5,6 +5,10 @@ transform also takes a `numpy.random.Generator`; it is marked with
 `@random_transform`. The pipeline seeds that generator from the run seed and
 the example's *global* position in the data stream, so augmentations do not
 depend on how many processes or devices read the data, nor on resumption.
+
+Transforms run in the input pipeline's worker threads: keep them NumPy-only.
+Calling JAX there dispatches device work from several threads, which can
+deadlock with the collectives of a multi-device training step.
 """
 from __future__ import annotations
 

@@ -94,19 +94,19 @@ class _PendingMetrics:
             for k in values[0] if k != "params_finite"}
 
 
-def _evaluate(task, graphdef, state, config, workdir: str, step: int,
-              sharding) -> dict[str, float]:
+def _evaluate(task, graphdef, state, config, workdir: str, step: int, sharding, *,
+              split: str, prefix: str = "eval") -> dict[str, float]:
   model, _ = nnx.merge(graphdef, state)
   model.eval()
-  source = data_lib.load_source(config.data, config.data.eval_split)
+  source = data_lib.load_source(config.data, split)
   local = devices.per_process_batch_size(config.data.get("eval_batch_size") or config.data.batch_size)
   batches = data_lib.eval_batches(
       source, task.eval_transforms(), local_batch_size=local,
       process_index=jax.process_index(), process_count=jax.process_count(),
       max_examples=config.data.get("num_eval_examples"))
   results = task.evaluate(model, (devices.to_global_batch(b, sharding) for b in batches),
-                          workdir, step)
-  return {f"eval/{k}": v for k, v in results.items()}
+                          workdir if prefix == "eval" else os.path.join(workdir, prefix), step)
+  return {f"{prefix}/{k}": v for k, v in results.items()}
 
 
 def _due(step: int, every: int | None, last: int) -> bool:
@@ -141,7 +141,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = jax.device_put(state, replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
 
-  plateau = optim.PlateauController(**config.plateau) if config.get("plateau") else None
+  plateau = None
+  if config.get("plateau"):
+    if "metric" not in config.plateau:
+      raise ValueError("config.plateau.metric is required (e.g. 'eval/loss')")
+    plateau = optim.PlateauController(
+        **{k: v for k, v in config.plateau.items() if k != "metric"})
   checkpointer = checkpointing.Checkpointer(workdir, config.get("checkpoint", {}))
   start = 0
   if checkpointer.latest_step() is not None:
@@ -177,15 +182,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         writer.progress(step, train_metrics)
       eval_metrics = None
       if evaluate_now:
-        eval_metrics = _evaluate(task, graphdef, state, config, workdir, step, batch_sharding)
+        eval_metrics = _evaluate(task, graphdef, state, config, workdir, step, batch_sharding,
+                                 split=config.data.eval_split)
         summary.update(writer.write(step, eval_metrics))
         logging.info("evaluation at step %d: %s", step, eval_metrics)
         if plateau:
+          if config.plateau.metric not in eval_metrics:
+            raise KeyError(f"config.plateau.metric={config.plateau.metric!r} is not among the "
+                           f"evaluation metrics {sorted(eval_metrics)}")
           plateau.update(eval_metrics[config.plateau.metric])
       if save_now:
         meta = {"step": step, "data_iterator": train_iter.get_state(),
                 "plateau": plateau.state_dict() if plateau else None}
         checkpointer.save(step, state, meta, metrics=eval_metrics)
+    if config.data.get("test_split"):
+      # The final model on the held-out split, once (outputs under workdir/test/).
+      test_metrics = _evaluate(task, graphdef, state, config, workdir, total, batch_sharding,
+                               split=config.data.test_split, prefix="test")
+      summary.update(writer.write(total, test_metrics))
+      logging.info("test split %r at step %d: %s", config.data.test_split, total, test_metrics)
   except NonFiniteLossError as err:
     last = checkpointer.latest_step()
     raise NonFiniteLossError(f"{err}; stopped. The last good checkpoint is step {last} in "
