@@ -95,3 +95,19 @@ def test_plateau_divides_after_patience_without_improvement():
   restored = optim.PlateauController(factor=1 / 3, patience=2)
   restored.load_state_dict(p.state_dict())
   assert restored.update(0.6) == p.update(0.6)
+
+
+def test_momentum_weight_decay_spares_biases():
+  params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+  tx = optim.make_optimizer(config(name="momentum", weight_decay=0.5, momentum=0.9), 10)
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  np.testing.assert_allclose(updates["kernel"], -0.1 * 0.5)  # -lr * wd * w
+  np.testing.assert_allclose(updates["bias"], 0.0)
+
+
+def test_step_decay_warmup_then_decays_on_the_original_steps():
+  c = config(schedule="step_decay", decay_fractions=(0.5,), decay_factor=0.1, warmup_steps=2)
+  updates = one_update(c, steps=6, total=8)
+  assert [float(u["head"]["kernel"][0]) for u in updates] == pytest.approx(
+      [0.0, -0.05, -0.1, -0.1, -0.01, -0.01])

@@ -203,8 +203,8 @@ def _coco(config: ml_collections.ConfigDict, stage: int) -> None:
   # Retrieval memory and test: VOC 2012 (train_aug memory, val test) as the authors.
   config.data.eval_split = "validation"
   config.eval.memory_split = "train"
-  config.eval.label_field = "segmentation_class"  # a voc2012_sbd map (class per pixel)
-  config.eval.truth_levels = ("segmentation_object",)
+  config.eval.label_field = "segmentation"      # voc2012_sbd: class per pixel, 255 void
+  config.eval.truth_levels = ("segmentation",)   # class regions (the builder has no instances)
   config.eval.num_classes = 21
   config.eval.image_size = (512, 512)
   config.eval.grid = (6, 6)                      # inference.py --kmeans_num_clusters 6,6
@@ -266,7 +266,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _coco(config, 2)
     config.data.name = {"cocostuff": "cocostuff15", "potsdam": "potsdam",
                         "voc_imagenet": "voc2012_sbd"}[arg]
-    config.eval.label_field = "segmentation_class"
+    config.eval.label_field = "segmentation"
     if arg == "cocostuff":
       config.eval.num_classes = 15
     elif arg == "potsdam":

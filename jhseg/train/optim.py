@@ -33,8 +33,18 @@ def _sgd(c):
   return optax.identity()
 
 
+def _decay_weight_matrices(params):
+  """Weight decay on kernels only: biases and normalisation scales (ndim <= 1) are exempt."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
 def _momentum(c):
-  return optax.trace(decay=c.get("momentum", 0.9), nesterov=c.get("nesterov", False))
+  """SGD with momentum; weight decay added to the gradient first, as torch.optim.SGD."""
+  momentum = optax.trace(decay=c.get("momentum", 0.9), nesterov=c.get("nesterov", False))
+  if not c.get("weight_decay"):
+    return momentum
+  return optax.chain(optax.add_decayed_weights(c.weight_decay, mask=_decay_weight_matrices),
+                     momentum)
 
 
 def _adam(c):
@@ -66,10 +76,17 @@ def _warmup_cosine(c, total_steps):
 
 
 def _step_decay(c, total_steps):
+  """Constant, times `decay_factor` at each of `decay_fractions`; optional linear warm-up."""
   fractions = c.get("decay_fractions", (0.32, 0.56, 0.75))
   factor = c.get("decay_factor", 0.1)
-  return optax.piecewise_constant_schedule(
+  decay = optax.piecewise_constant_schedule(
       c.learning_rate, {int(f * total_steps): factor for f in fractions})
+  warmup = int(c.get("warmup_steps", 0))
+  if not warmup:
+    return decay
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, c.learning_rate, warmup), lambda s: decay(s + warmup)],
+      [warmup])
 
 
 SCHEDULES = {"constant": _constant, "warmup_cosine": _warmup_cosine, "step_decay": _step_decay}
