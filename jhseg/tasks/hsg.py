@@ -50,7 +50,6 @@ level of HSG), baseline_<i>.png (the colour baseline) and ucm_<i>.png.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
@@ -70,6 +69,7 @@ from jhseg.metrics import semantic
 from jhseg.models import clustering_transformer as ct
 from jhseg.models import embedding as embedding_lib
 from jhseg.models import spherical_kmeans as skm
+from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, Task
 
 IGNORE = -1
@@ -232,8 +232,6 @@ def hsg_loss(network: HSGNetwork, views: jax.Array, view_regions: jax.Array, *,
 # ----------------------------------------------------------------------------- inference
 
 
-
-
 class Segmentation(NamedTuple):
   """Inference output for a batch of B images of H x W pixels.
 
@@ -356,27 +354,6 @@ def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray,
 # ----------------------------------------------------------------------------- the task
 
 
-def _gather(tree):
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.device_get(tree)
-
-
-def _jsonable(value):
-  if isinstance(value, Mapping):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return _jsonable(value.tolist())
-  if isinstance(value, (np.floating, float)):
-    return None if not np.isfinite(value) else float(value)
-  if isinstance(value, (np.integer, np.bool_)):
-    return value.item()
-  return value
-
-
 class HSG(Task):
   """HSG: multiview cosegmentation + clustering transformers (see the module docstring)."""
 
@@ -443,9 +420,9 @@ class HSG(Task):
     features, labels = [], []
     for batch in batches:
       global_batch = devices.to_global_batch(batch, sharding) if sharding else batch
-      seg = _gather(self._segment(model, global_batch))
-      mask = _gather(global_batch["example_mask"])
-      classes = _gather(global_batch["labels"])
+      seg = outputs.to_host(self._segment(model, global_batch))
+      mask = outputs.to_host(global_batch["example_mask"])
+      classes = outputs.to_host(global_batch["labels"])
       k = seg.prototypes.shape[1]
       for i in np.flatnonzero(mask):
         majority = segment_majority_labels(seg.levels[i, 0].ravel(), classes[i].ravel(), k,
@@ -474,8 +451,8 @@ class HSG(Task):
         sharding = batch["image"].sharding
         memory = self._memory(model, sharding if isinstance(
             sharding, jax.sharding.NamedSharding) else None)
-      seg = _gather(self._segment(model, batch))
-      host = _gather({k: batch[k] for k in ("image", "truth", "labels", "size",
+      seg = outputs.to_host(self._segment(model, batch))
+      host = outputs.to_host({k: batch[k] for k in ("image", "truth", "labels", "size",
                                             "example_mask")})
       for i in np.flatnonzero(host["example_mask"]):
         height, width = (int(s) for s in host["size"][i])
@@ -551,8 +528,7 @@ class HSG(Task):
           "retrieval": {**retrieval, "memory_segments": memory_size,
                         "knn": self.config.eval.knn},
       }
-      with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(_jsonable(summary), f, indent=2)
+      outputs.write_summary(out_dir, summary)
     return scalars
 
 

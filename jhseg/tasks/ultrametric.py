@@ -60,7 +60,6 @@ UCM) and per_class.png.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -77,6 +76,7 @@ from jhseg.data import augment as augment_lib
 from jhseg.metrics import boundary
 from jhseg.metrics import level_recovery
 from jhseg.models import unet
+from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, Task
 
 PADDING_SENTINEL = 2.0  # dissimilarity of valid-padding edges; predictions lie in [0, 1]
@@ -298,28 +298,6 @@ class _HostEvaluation:
       self.grid_rows.append((image[:height, :width], (truth_h, truth_v), (pred_h, pred_v)))
 
 
-def _jsonable(value):
-  if isinstance(value, Mapping):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, np.ndarray):
-    return _jsonable(value.tolist())
-  if isinstance(value, (np.floating, float)):
-    return None if not np.isfinite(value) else float(value)
-  if isinstance(value, (np.integer, np.bool_)):
-    return value.item()
-  return value
-
-
-def _gather(tree):
-  """Host NumPy copies of (possibly multi-process) global arrays."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return multihost_utils.process_allgather(tree, tiled=True)
-  return jax.device_get(tree)
-
-
 # ----------------------------------------------------------------------------- the task
 
 
@@ -409,7 +387,7 @@ class UltrametricUNet(Task):
         fields.update(ucm_h=ucm_h, ucm_v=ucm_v, image=batch["image"], ucm=batch["ucm"],
                       instances=batch["instances"], classes=batch["instance_classes"],
                       size=batch["size"])
-      values = _gather(fields)
+      values = outputs.to_host(fields)
       real = np.flatnonzero(values["mask"])
       loss_sum += float(np.sum(values["loss"][real]))
       count += real.size
@@ -465,8 +443,7 @@ class UltrametricUNet(Task):
           "per_class": {class_names.get(c, str(c)): t
                         for c, t in table["per_class"].items()},
       }
-      with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(_jsonable(summary), f, indent=2)
+      outputs.write_summary(out_dir, summary)
       curves.save_lrf_fdf_png(os.path.join(out_dir, "lrf_fdf.png"), result, level_names=names,
                               title=f"LRF / FDF, step {step}")
       pr_curve.save_pr_curve_png(

@@ -15,9 +15,8 @@ the last checkpoint of a failed run is always a good one.
 """
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
