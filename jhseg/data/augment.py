@@ -44,6 +44,8 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+
+from jhseg.data.options import checked_options
 from scipy import ndimage
 
 from jhseg.data.transforms import random_transform
@@ -117,16 +119,9 @@ class AugmentConfig:
   max_texture: float = 0.8         # unsharp-mask strength
 
   @classmethod
-  def from_config(cls, config) -> "AugmentConfig":
+  def from_config(cls, config, *, where: str = "config.data.augment") -> "AugmentConfig":
     """From a mapping (e.g. `config.data.augment`); unknown keys are an error."""
-    if config is None:
-      return cls()
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(config.keys()) - fields
-    if unknown:
-      raise ValueError(f"unknown field(s) config.data.augment.{sorted(unknown)}; valid "
-                       f"fields: {sorted(fields)}")
-    return cls(**{k: config[k] for k in config.keys()})
+    return cls(**checked_options(config, (f.name for f in dataclasses.fields(cls)), where=where))
 
 
 def sampling_grid(shape: tuple[int, int], *, angle_degrees: float = 0.0,

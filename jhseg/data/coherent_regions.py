@@ -55,6 +55,7 @@ import numpy as np
 from scipy import ndimage
 
 from jhseg import hierarchy
+from jhseg.data.options import checked_options
 from jhseg.hierarchy import edge_hierarchy
 
 Example = dict[str, np.ndarray]
@@ -247,15 +248,12 @@ class CoherentRegions:
                        f"{max_regions}, {threshold_step}")
 
   @classmethod
-  def from_config(cls, config: Mapping[str, Any] | None) -> "CoherentRegions":
-    """From a mapping (e.g. `config.data.coherent_regions`); unknown keys are an error."""
-    config = dict(config or {})
-    valid = {"edge_source", "edge_options", "max_regions", "start_threshold", "threshold_step",
-             "min_region_area", "output_field"}
-    unknown = set(config) - valid
-    if unknown:
-      raise ValueError(f"unknown field(s) config.data.coherent_regions.{sorted(unknown)}; valid "
-                       f"fields: {sorted(valid)}")
+  def from_config(cls, config: Mapping[str, Any] | None, *,
+                  where: str = "config.data.augment.coherent_regions") -> "CoherentRegions":
+    """From a mapping (e.g. `config.data.augment.coherent_regions`); unknown keys are an error."""
+    config = checked_options(
+        config, ("edge_source", "edge_options", "max_regions", "start_threshold",
+                 "threshold_step", "min_region_area", "output_field"), where=where)
     if "edge_options" in config and config["edge_options"] is not None:
       config["edge_options"] = dict(config["edge_options"])
     return cls(**config)

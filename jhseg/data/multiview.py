@@ -41,8 +41,9 @@ fields (the variable-size image and maps) are dropped.
 
 Usage (training transforms of a task; G_e first, once per image):
 
-    transforms = [CoherentRegions.from_config(config.data.coherent_regions),
-                  make_multiview(MultiviewConfig.from_config(config.data.multiview))]
+    augment = config.data.augment
+    transforms = [CoherentRegions.from_config(augment.coherent_regions),
+                  make_multiview(MultiviewConfig.from_config(augment.multiview))]
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ from matplotlib import colors as mcolors
 from scipy import ndimage
 
 from jhseg.data.coherent_regions import as_float_image
+from jhseg.data.options import checked_options
 from jhseg.data.transforms import random_transform
 
 Example = dict[str, np.ndarray]
@@ -92,16 +94,10 @@ class MultiviewConfig:
                        f"{self.min_scale}, {self.max_scale}")
 
   @classmethod
-  def from_config(cls, config) -> "MultiviewConfig":
-    """From a mapping (e.g. `config.data.multiview`); unknown keys are an error."""
-    if config is None:
-      return cls()
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(config.keys()) - fields
-    if unknown:
-      raise ValueError(f"unknown field(s) config.data.multiview.{sorted(unknown)}; valid fields: "
-                       f"{sorted(fields)}")
-    values = {k: config[k] for k in config.keys()}
+  def from_config(cls, config, *, where: str = "config.data.augment.multiview"
+                  ) -> "MultiviewConfig":
+    """From a mapping (e.g. `config.data.augment.multiview`); unknown keys are an error."""
+    values = checked_options(config, (f.name for f in dataclasses.fields(cls)), where=where)
     for name in ("pad_value", "label_fields", "keep_fields"):
       if name in values:
         values[name] = tuple(values[name])
