@@ -85,3 +85,15 @@ def test_examples_of_different_shapes_fail_with_the_shapes():
 def test_too_small_split_is_reported():
   with pytest.raises(ValueError, match="fewer than one global batch"):
     train_dataset(RecordingSource(3), [], seed=0, local_batch_size=2, process_count=2)
+
+
+def test_option_sections_reject_unknown_fields_with_their_path():
+  from jhseg.data.augment import AugmentConfig
+  from jhseg.data.multiview import MultiviewConfig
+
+  assert AugmentConfig.from_config({"max_rotation": 5.0}).max_rotation == 5.0
+  assert AugmentConfig.from_config(None) == AugmentConfig()
+  with pytest.raises(ValueError, match=r"config\.data\.augment\.\['max_rotaton'\].*max_rotation"):
+    AugmentConfig.from_config({"max_rotaton": 5.0})
+  with pytest.raises(ValueError, match=r"config\.data\.augment\.multiview\.\['views'\]"):
+    MultiviewConfig.from_config({"views": 2})
