@@ -16,6 +16,23 @@ UCMs and segmentations also `eval_cover.txt`, `eval_cover_th.txt`,
 evaluated in worker processes with a progress bar. Boundary pixels are matched
 with the official cost model by default (`jhseg.hierarchy.matching`).
 
+Hierarchical ground truth: when the ground truth is a TFDS dataset with a `ucm`
+feature (interpixel (2H-1, 2W-1) ultrametric with a few levels, e.g. {0, 0.5, 1}
+for `ultrametric_pascal_part` and `synthetic_scenes`), UCM predictions (ucm2
+`.mat`/`.npy`/`.png`, or an interpixel (2H-1, 2W-1) `.npy`) are also scored with
+the Level Recovery Fraction per level and the False Discovery Fraction over the
+same thresholds (Lapertot, Chierchia, Perret; `jhseg.metrics.level_recovery`),
+written into summary.json (`level_recovery`) and drawn in `lrf_fdf.png` (and
+`per_class.png` when the dataset has `instance_classes`). The levels are the
+distinct positive `ucm` values of the dataset. With an `instances` feature the
+paper's object-neighbourhood protocol applies (`--no-neighbourhood` turns it
+off). Such datasets need no BSDS features: without `segmentations`/`boundaries`
+the BSDS benchmarks use one annotation, the finest ground-truth segmentation
+(the regions of `ucm == 0`, boundaries thinned as the release's `Boundaries`),
+over the whole image; without `image/id` an image's id is its record index
+(`0`, `1`, ...; prediction files `0.npy`, ...). Soft boundary maps and
+segmentation lists are not UCMs: they get the BSDS benchmarks only.
+
 Speed (`bench/metrics.py`, 481x321 images, 99 thresholds, boundary + region):
 about 2.7 CPU seconds per image with the default matcher, i.e. ~4.5 minutes
 for the 200 BSDS500 test images on two idle cores (5.1 s with `--matcher higra`).
@@ -43,10 +60,28 @@ import numpy as np
 from jhseg.hierarchy import matching
 from jhseg.metrics import boundary
 from jhseg.metrics import bsds_io
+from jhseg.metrics import level_recovery
 from jhseg.metrics import region
 
 KINDS = ("auto",) + bsds_io.PREDICTION_KINDS
 TFDS_PREFIX = "tfds:"
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelTruth:
+  """Hierarchical ground truth of one image, for LRF/FDF.
+
+  Attributes:
+    ucm: interpixel (2H-1, 2W-1) ultrametric; its value on an edge is the edge's level.
+    levels: the levels reported (the dataset's distinct positive `ucm` values).
+    instances: (H, W) object instance ids (0 = background) for the object-neighbourhood
+      protocol, or None (whole image).
+    instance_classes: {instance id: class id} for the per-class crops, or None.
+  """
+  ucm: np.ndarray
+  levels: tuple[float, ...]
+  instances: np.ndarray | None = None
+  instance_classes: dict[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +95,7 @@ class ImageTask:
   max_distance: float
   thin: bool
   matcher: str = matching.DEFAULT_MATCHER
+  level_truth: LevelTruth | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +103,8 @@ class ImageCounts:
   image_id: str
   boundary: boundary.BoundaryCounts
   region: region.RegionCounts | None
+  # One image's LRF/FDF counts (None: no hierarchical ground truth, or not a UCM prediction).
+  levels: level_recovery.LevelRecoveryAccumulator | None = None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -83,14 +121,74 @@ def _ground_truth_from_folder(folder: pathlib.Path) -> dict[str, pathlib.Path]:
 
 def _ground_truth_from_tfds(spec: str, data_dir: str | None) -> dict[str, bsds_io.GroundTruth]:
   """Reads `tfds:NAME/SPLIT` (features `image/id`, `segmentations`, `boundaries`, as the bsds500 builder)."""
+  return _read_tfds(spec, data_dir)[0]
+
+
+def _ground_truth_from_ucm(ucm: np.ndarray, source: str) -> bsds_io.GroundTruth:
+  """One BSDS annotation from an interpixel ultrametric: its finest segmentation (contours ucm > 0)."""
+  h, v = _interpixel_edges(ucm)
+  segmentation = level_recovery.contour_regions(h > 0, v > 0)
+  # As the release: Boundaries = thin(seg2bdry(Segmentation)).
+  bdry = boundary.thin(boundary.boundaries_from_segmentation(segmentation))
+  return bsds_io.ground_truth_from_arrays([segmentation], [bdry], source=source)
+
+
+def _grid_float64(name: str, array: np.ndarray):
+  """`jhseg.grid.<name>(array)` in float64, as NumPy array(s).
+
+  x64: the thresholds compare float64 weights as the official benchmark does
+  (in float32 a weight 0.3 is 0.30000001 > 0.3, an extra contour at t = 0.3).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from jhseg import grid  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    out = getattr(grid, name)(np.asarray(array, np.float64))
+    return tuple(map(np.asarray, out)) if isinstance(out, tuple) else np.asarray(out)
+
+
+def _interpixel_edges(ucm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Edge weights (h, v) of an interpixel map, in float64."""
+  return _grid_float64("interpixel_to_edges", ucm)
+
+
+def _level_truth_fields(record, k: int, spec: str, image_id: str, shape: tuple[int, int] | None,
+                        neighbourhood: bool) -> dict:
+  """The `ucm` (and `instances`, `instance_classes`) of a record, checked against the image size."""
+  ucm = np.asarray(record["ucm"], np.float32)
+  where = f"--ground-truth: {spec} record {k} (id {image_id})"
+  if ucm.ndim != 2 or ucm.shape[0] % 2 != 1 or ucm.shape[1] % 2 != 1:
+    raise ValueError(f"{where}: feature 'ucm' must be an interpixel (2H-1, 2W-1) map, got shape {ucm.shape}")
+  size = ((ucm.shape[0] + 1) // 2, (ucm.shape[1] + 1) // 2)
+  if shape is not None and size != shape:
+    raise ValueError(f"{where}: feature 'ucm' has shape {ucm.shape}, expected {(2 * shape[0] - 1, 2 * shape[1] - 1)} "
+                     f"for the {shape[0]}x{shape[1]} segmentations")
+  fields = {"ucm": ucm, "instances": None, "instance_classes": None}
+  if "instances" in record and neighbourhood:
+    instances = np.asarray(record["instances"])
+    if instances.shape != size:
+      raise ValueError(f"{where}: feature 'instances' has shape {instances.shape}, expected {size} (from 'ucm')")
+    fields["instances"] = instances
+    if "instance_classes" in record:  # [k] = class of instance k, [0] = background
+      classes = np.asarray(record["instance_classes"]).ravel()
+      present = np.unique(instances[instances != 0])
+      if present.size and present.max() >= classes.size:
+        raise ValueError(f"{where}: feature 'instance_classes' has {classes.size} entries but 'instances' "
+                         f"holds id {present.max()}")
+      fields["instance_classes"] = {int(i): int(classes[i]) for i in present}
+  return fields
+
+
+def _read_tfds(spec: str, data_dir: str | None, *, neighbourhood: bool = True
+               ) -> tuple[dict[str, bsds_io.GroundTruth], dict[str, LevelTruth]]:
+  """BSDS ground truth of `tfds:NAME/SPLIT`, and its hierarchical ground truth when it has `ucm`."""
   name_split = spec[len(TFDS_PREFIX):]
   if "/" not in name_split:
     raise ValueError(f"--ground-truth: expected 'tfds:NAME/SPLIT', got {spec!r}")
-  name, split = name_split.split("/", 1)
+  name, split = name_split.rsplit("/", 1)  # NAME may hold a config: synthetic_scenes/tiny
   import importlib  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from jhseg.data import sources  # pylint: disable=g-import-not-at-top
-  base = name.split(":")[0]
+  base = name.split("/")[0].split(":")[0]
   if base in sources.LOCAL_BUILDERS:  # register this repository's builders with TFDS
     importlib.import_module(sources.LOCAL_BUILDERS[base])
   try:
@@ -99,18 +197,34 @@ def _ground_truth_from_tfds(spec: str, data_dir: str | None) -> dict[str, bsds_i
     raise FileNotFoundError(f"--ground-truth: cannot open TFDS dataset {name!r} split {split!r} "
                             f"(data_dir={data_dir}): {e}") from e
   out = {}
+  hierarchical = {}
   for k in range(len(source)):
     record = source[k]
-    for field in ("image/id", "segmentations", "boundaries"):
+    has_ucm = "ucm" in record
+    # A hierarchical dataset needs neither ids (the record index) nor BSDS annotations (from its ucm).
+    needed = ("image/id", "segmentations", "boundaries") if not has_ucm else ()
+    for field in needed:
       if field not in record:
         raise KeyError(f"--ground-truth: {spec} record {k} has no feature {field!r} (has {sorted(record)})")
-    image_id = record["image/id"]
+    image_id = record["image/id"] if "image/id" in record else str(k)
     image_id = image_id.decode() if isinstance(image_id, bytes) else str(image_id)
-    out[image_id] = bsds_io.ground_truth_from_arrays(
-        list(record["segmentations"]), list(record["boundaries"]), source=f"{spec} id {image_id}")
+    if image_id in out:
+      raise ValueError(f"--ground-truth: {spec} has two records with image id {image_id!r}")
+    if "segmentations" in record and "boundaries" in record:
+      out[image_id] = bsds_io.ground_truth_from_arrays(
+          list(record["segmentations"]), list(record["boundaries"]), source=f"{spec} id {image_id}")
+    if has_ucm:
+      shape = out[image_id].shape if image_id in out else None
+      hierarchical[image_id] = _level_truth_fields(record, k, spec, image_id, shape, neighbourhood)
+      if image_id not in out:
+        out[image_id] = _ground_truth_from_ucm(hierarchical[image_id]["ucm"], f"{spec} id {image_id}")
   if not out:
     raise ValueError(f"--ground-truth: {spec} is empty")
-  return out
+  levels = tuple(float(x) for x in np.unique(np.concatenate(
+      [f["ucm"][f["ucm"] > 0] for f in hierarchical.values()] or [np.zeros(0, np.float32)])))
+  if hierarchical and not levels:
+    raise ValueError(f"--ground-truth: {spec} feature 'ucm' has no positive value (no contour) in any record")
+  return out, {i: LevelTruth(levels=levels, **f) for i, f in hierarchical.items()}
 
 
 def _prediction_file(folder: pathlib.Path, image_id: str, kind: str) -> tuple[pathlib.Path, str]:
@@ -139,8 +253,13 @@ def _prediction_file(folder: pathlib.Path, image_id: str, kind: str) -> tuple[pa
 def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str = "auto",
                num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS,
                max_distance: float = boundary.DEFAULT_MAX_DISTANCE, thin: bool = True,
-               matcher: str = matching.DEFAULT_MATCHER, tfds_data_dir: str | None = None) -> list[ImageTask]:
-  """One task per ground-truth image, in the official (ASCII-sorted file name) order."""
+               matcher: str = matching.DEFAULT_MATCHER, tfds_data_dir: str | None = None,
+               neighbourhood: bool = True) -> list[ImageTask]:
+  """One task per ground-truth image, in the official (ASCII-sorted file name) order.
+
+  `neighbourhood`: for TFDS ground truth with `ucm` and `instances`, score LRF/FDF
+  with the object-neighbourhood protocol (False: over whole images).
+  """
   if kind not in KINDS:
     raise ValueError(f"unknown --kind {kind!r}; valid kinds: {', '.join(KINDS)}")
   if matcher not in matching.MATCHERS:
@@ -148,14 +267,16 @@ def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str =
   predictions = pathlib.Path(predictions)
   if not predictions.is_dir():
     raise FileNotFoundError(f"--predictions: {predictions} is not a folder")
+  level_truths = {}
   if ground_truth.startswith(TFDS_PREFIX):
-    gts = _ground_truth_from_tfds(ground_truth, tfds_data_dir)
+    gts, level_truths = _read_tfds(ground_truth, tfds_data_dir, neighbourhood=neighbourhood)
   else:
     gts = _ground_truth_from_folder(pathlib.Path(ground_truth))
   tasks = []
   for image_id in sorted(gts):
     path, image_kind = _prediction_file(predictions, image_id, kind)
-    tasks.append(ImageTask(image_id, path, image_kind, gts[image_id], num_thresholds, max_distance, thin, matcher))
+    tasks.append(ImageTask(image_id, path, image_kind, gts[image_id], num_thresholds, max_distance, thin, matcher,
+                           level_truths.get(image_id)))
   return tasks
 
 
@@ -172,6 +293,9 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
   opts = dict(max_distance=task.max_distance, thin_maps=task.thin, matcher=task.matcher)
   data = pred.data
   if pred.kind == "pb" and data.shape == (2 * h + 1, 2 * w + 1):  # a .npy ucm2
+    pred = bsds_io.Prediction("ucm2", data)
+  if pred.kind == "pb" and data.shape == (2 * h - 1, 2 * w - 1) and (h, w) != (1, 1):  # a .npy interpixel UCM
+    data = _grid_float64("interpixel_to_ucm2", data)  # frame replicated, as BSDS ucm2 files
     pred = bsds_io.Prediction("ucm2", data)
   if pred.kind == "ucm2":
     if data.shape != (2 * h + 1, 2 * w + 1):
@@ -192,7 +316,26 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
           f"(or {(2 * h + 1, 2 * w + 1)} for a ucm2)")
     b = boundary.counts_from_soft_map(data, gt.boundaries, num_thresholds=task.num_thresholds, **opts)
     r = None
-  return ImageCounts(task.image_id, b, r)
+  levels = None
+  if task.level_truth is not None and pred.kind == "ucm2":
+    levels = level_counts(data, task.level_truth, num_thresholds=task.num_thresholds)
+  return ImageCounts(task.image_id, b, r, levels)
+
+
+def level_counts(ucm2: np.ndarray, truth: LevelTruth, *,
+                 num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS) -> level_recovery.LevelRecoveryAccumulator:
+  """LRF/FDF counts of one predicted ucm2 against a hierarchical ground truth.
+
+  The thresholds are the boundary benchmark's (`boundary.bsds_thresholds`); the
+  contours at t are the edges with weight > t, the regions of `ucm2 <= t`.
+  """
+  pred_h, pred_v = _interpixel_edges(_grid_float64("ucm2_to_interpixel", ucm2))
+  truth_h, truth_v = _interpixel_edges(truth.ucm)
+  accumulator = level_recovery.LevelRecoveryAccumulator(
+      levels=truth.levels, thresholds=boundary.bsds_thresholds(num_thresholds))
+  accumulator.add(pred_h, pred_v, truth_h, truth_v, instances=truth.instances,
+                  instance_classes=truth.instance_classes)
+  return accumulator
 
 
 def _warn_if_frame_not_replicated(ucm2: np.ndarray, path: pathlib.Path) -> None:
@@ -215,8 +358,10 @@ def evaluate_tasks(tasks: Sequence[ImageTask], *, workers: int = 1, progress: bo
   if workers <= 1:
     return [evaluate_image(t) for t in tqdm(tasks, **bar)]
   # fork: workers inherit the imported modules (the metrics initialise no JAX backend); spawn once
-  # TensorFlow (TFDS ground truth) is loaded, whose threads make fork unsafe.
+  # TensorFlow (TFDS ground truth) is loaded, whose threads make fork unsafe, and for hierarchical ground
+  # truth, whose jhseg.grid conversions started JAX's backend (forked children of it hang).
   fork_ok = "fork" in multiprocessing.get_all_start_methods() and "tensorflow" not in sys.modules
+  fork_ok = fork_ok and all(t.level_truth is None for t in tasks)
   method = "fork" if fork_ok else "spawn"
   with multiprocessing.get_context(method).Pool(workers) as pool:
     return list(tqdm(pool.imap(evaluate_image, tasks, chunksize=1), **bar))
@@ -257,7 +402,8 @@ def write_official_files(output: pathlib.Path, bdry: boundary.BoundaryResult,
 
 
 def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
-                 reg: region.RegionResult | None) -> dict:
+                 reg: region.RegionResult | None,
+                 levels: level_recovery.LevelRecoveryAccumulator | None = None) -> dict:
   out = {
       "num_images": len(counts),
       "image_ids": [c.image_id for c in counts],
@@ -274,7 +420,66 @@ def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
         {"id": c.image_id, "best_threshold": t, "covering": cov, "reverse_covering": rev,
          "pri_best": float(c.region.pri.max()), "voi_best": float(c.region.voi.min())}
         for c, (t, cov, rev) in zip(counts, reg.covering_per_image.tolist())]
+  if levels is not None:
+    out["level_recovery"] = level_recovery_dict(levels)
   return out
+
+
+def level_recovery_dict(levels: level_recovery.LevelRecoveryAccumulator) -> dict:
+  """JSON form of the pooled LRF/FDF curves: per level and per class, with `level_recovery.summary`."""
+  result = levels.result()
+  names = lambda values: [f"{level:g}" for level in values]  # JSON keys: "0.5", "1"
+
+  def curves(lrf, fdf) -> dict:
+    return {"lrf": dict(zip(names(result["levels"]), np.asarray(lrf).tolist())),
+            "fdf": np.asarray(fdf).tolist()}
+
+  table = level_recovery.summary(result)
+  per_level = lambda d: dict(zip(names(d), d.values()))
+  one = lambda t: {"survival": per_level(t["survival"]), "mean_lrf": per_level(t["mean_lrf"]),
+                   "mean_fdf": t["mean_fdf"]}
+  return {
+      "num_images": result["num_images"],
+      "levels": list(result["levels"]),
+      "thresholds": np.asarray(result["thresholds"]).tolist(),
+      **curves(result["lrf"], result["fdf"]),
+      "summary": one(table),
+      "per_class": {str(class_id): {"num_instances": c["num_instances"], **curves(c["lrf"], c["fdf"]),
+                                    "summary": one(table["per_class"][class_id])}
+                    for class_id, c in result["per_class"].items()},
+  }
+
+
+def collect_levels(counts: Sequence[ImageCounts]) -> level_recovery.LevelRecoveryAccumulator | None:
+  """The per-image LRF/FDF counts merged (None when no image has them)."""
+  scored = [c.levels for c in counts if c.levels is not None]
+  if not scored:
+    return None
+  if len(scored) != len(counts):
+    missing = [c.image_id for c in counts if c.levels is None]
+    raise ValueError(f"LRF/FDF: images {missing[:5]} have no UCM prediction (kinds ucm2, npy ucm2/interpixel, "
+                     f"png ucm2) but others do; use one --kind")
+  total = level_recovery.LevelRecoveryAccumulator(levels=scored[0].levels, thresholds=scored[0].thresholds)
+  for accumulator in scored:
+    total.merge(accumulator)
+  return total
+
+
+def _level_names(levels: Sequence[float]) -> dict[float, str] | None:
+  """The 3-level convention of the builders: 1 = objects, 0.5 = parts."""
+  return {1.0: "objects", 0.5: "parts"} if tuple(levels) == (0.5, 1.0) else None
+
+
+def write_level_figures(output: pathlib.Path, levels: level_recovery.LevelRecoveryAccumulator,
+                        title: str) -> list[pathlib.Path]:
+  """`lrf_fdf.png`, and `per_class.png` when per-class crops were scored."""
+  from jhseg.viz import curves  # pylint: disable=g-import-not-at-top
+  result = levels.result()
+  names = _level_names(result["levels"])
+  paths = [pathlib.Path(curves.save_lrf_fdf_png(output / "lrf_fdf.png", result, level_names=names, title=title))]
+  if result["per_class"]:
+    paths.append(pathlib.Path(curves.save_per_class_png(output / "per_class.png", result, level_names=names)))
+  return paths
 
 
 def collect(counts: Sequence[ImageCounts]) -> tuple[boundary.BoundaryResult, region.RegionResult | None]:
@@ -305,18 +510,25 @@ def run(args: argparse.Namespace) -> dict:
   """Evaluates and writes every output; returns the JSON summary."""
   tasks = make_tasks(args.predictions, args.ground_truth, kind=args.kind, num_thresholds=args.thresholds,
                      max_distance=args.max_distance, thin=not args.no_thin, matcher=args.matcher,
-                     tfds_data_dir=args.tfds_data_dir)
+                     tfds_data_dir=args.tfds_data_dir, neighbourhood=not args.no_neighbourhood)
   counts = evaluate_tasks(tasks, workers=args.workers, progress=not args.quiet)
   bdry, reg = collect(counts)
+  levels = collect_levels(counts)
+  if levels is None and any(t.level_truth is not None for t in tasks):
+    warnings.warn("LRF/FDF skipped: the ground truth has 'ucm' but the predictions are no UCMs "
+                  "(soft boundary maps or segmentation lists)", stacklevel=2)
   output = pathlib.Path(args.output)
   output.mkdir(parents=True, exist_ok=True)
   write_official_files(output, bdry, reg)
-  summary = summary_dict(counts, bdry, reg)
+  summary = summary_dict(counts, bdry, reg, levels)
   (output / "summary.json").write_text(json.dumps(summary, indent=2))
   from jhseg.viz import pr_curve  # pylint: disable=g-import-not-at-top
   pr_curve.save_pr_curve_png(output / "pr_curve.png", {"predictions": (bdry.recall, bdry.precision)},
                              ods_points={"predictions": (bdry.ods_recall, bdry.ods_precision)},
                              title=f"BSDS boundaries, {len(counts)} images")
+  if levels is not None:
+    protocol = "object neighbourhood" if any(t.level_truth.instances is not None for t in tasks) else "whole images"
+    write_level_figures(output, levels, f"LRF / FDF, {len(counts)} images, {protocol}")
   return summary
 
 
@@ -332,9 +544,14 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--ground-truth", "--ground_truth", dest="ground_truth", required=True,
                       metavar="DIR|tfds:NAME/SPLIT",
                       help="a folder of BSDS groundTruth/<id>.mat files, or a TFDS dataset with features 'image/id', "
-                           "'segmentations' (K,H,W), 'boundaries' (K,H,W) (e.g. tfds:bsds500/test from tfds_builders.bsds500)")
+                           "'segmentations' (K,H,W), 'boundaries' (K,H,W) (e.g. tfds:bsds500/test from tfds_builders.bsds500), "
+                           "or a hierarchical TFDS dataset with an interpixel 'ucm' (2H-1,2W-1) feature (e.g. "
+                           "tfds:synthetic_scenes/tiny/test, tfds:ultrametric_pascal_part/test): UCM predictions then "
+                           "also get LRF per level and FDF; without 'image/id' the ids are the record indices 0, 1, ...; "
+                           "without 'segmentations' the BSDS benchmarks use the finest ucm segmentation")
   parser.add_argument("--output", required=True, metavar="DIR",
-                      help="folder for eval_*.txt (official names and formats), summary.json and pr_curve.png")
+                      help="folder for eval_*.txt (official names and formats), summary.json and pr_curve.png; "
+                           "with a hierarchical (tfds 'ucm') ground truth also lrf_fdf.png (and per_class.png)")
   parser.add_argument("--kind", choices=KINDS, default="auto",
                       help="prediction format; auto: by extension, .mat files by their variable")
   parser.add_argument("--thresholds", type=int, default=boundary.DEFAULT_NUM_THRESHOLDS, metavar="N",
@@ -353,6 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker processes over images (1: evaluate in this process)")
   parser.add_argument("--tfds-data-dir", "--tfds_data_dir", dest="tfds_data_dir", default=None, metavar="DIR",
                       help="TFDS data_dir for a tfds: ground truth (None: TFDS's default, ~/tensorflow_datasets)")
+  parser.add_argument("--no-neighbourhood", "--no_neighbourhood", dest="no_neighbourhood", action="store_true",
+                      help="LRF/FDF over whole images; by default, when the TFDS ground truth has 'instances', the "
+                           "object-neighbourhood protocol of Lapertot et al. applies (object masks dilated by 20 px, "
+                           "contours outside dropped, non-closed contours dropped) and, with 'instance_classes', "
+                           "per-class crops are scored (per_class.png)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser
 
@@ -375,6 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = summary["region"]
     print(f"covering ODS={r['covering_ods']:.4f} OIS={r['covering_ois']:.4f} best={r['covering_best']:.4f}; "
           f"PRI ODS={r['pri_ods']:.4f}; VOI ODS={r['voi_ods']:.4f}")
+  if "level_recovery" in summary:
+    s = summary["level_recovery"]["summary"]
+    print("LRF mean over t: " + ", ".join(f"level {k} {v:.4f}" for k, v in s["mean_lrf"].items())
+          + f"; FDF mean {s['mean_fdf']:.4f}")
   print(f"wrote {args.output}")
   return 0
 
