@@ -186,3 +186,17 @@ def test_missing_prediction_names_the_record_index(records, synthetic_data_dir, 
                         synthetic_data_dir, "--output", str(tmp_path / "out"), "--quiet"])
   assert code == 2
   assert "3.mat/.npy/.png" in capsys.readouterr().err
+
+
+def test_worker_processes_give_the_same_counts(records, synthetic_data_dir, tmp_path):
+  predictions = _write_predictions(tmp_path / "pred", [np.where(r["ucm"] == 0.5, 0, r["ucm"])
+                                                       for r in records[:4]] + [r["ucm"] for r in records[4:]])
+  tasks = evaluate.make_tasks(predictions, SPEC, tfds_data_dir=synthetic_data_dir, num_thresholds=9)
+  serial = evaluate.collect_levels(evaluate.evaluate_tasks(tasks, workers=1, progress=False))
+  pooled = evaluate.collect_levels(evaluate.evaluate_tasks(tasks, workers=2, progress=False))
+  assert pooled.num_images == serial.num_images == len(records)
+  for field in ("truth", "recovered", "predicted", "false"):
+    np.testing.assert_array_equal(getattr(pooled.total, field), getattr(serial.total, field))
+  # 4 of 16 images without parts: part LRF below 0.5 is the share of part edges in the other 12.
+  parts = [int(sum((e == 0.5).sum() for e in _edges(r["ucm"]))) for r in records]
+  np.testing.assert_allclose(serial.result()["lrf"][0][:4], sum(parts[4:]) / sum(parts))
