@@ -431,11 +431,11 @@ def level_recovery_dict(levels: level_recovery.LevelRecoveryAccumulator) -> dict
   names = lambda values: [f"{level:g}" for level in values]  # JSON keys: "0.5", "1"
 
   def curves(lrf, fdf) -> dict:
-    return {"lrf": dict(zip(names(result["levels"]), np.asarray(lrf).tolist())),
-            "fdf": np.asarray(fdf).tolist()}
+    rows = [list(map(_nan_to_none, row)) for row in np.asarray(lrf).tolist()]
+    return {"lrf": dict(zip(names(result["levels"]), rows)), "fdf": np.asarray(fdf).tolist()}
 
   table = level_recovery.summary(result)
-  per_level = lambda d: dict(zip(names(d), d.values()))
+  per_level = lambda d: dict(zip(names(d), map(_nan_to_none, d.values())))
   one = lambda t: {"survival": per_level(t["survival"]), "mean_lrf": per_level(t["mean_lrf"]),
                    "mean_fdf": t["mean_fdf"]}
   return {
@@ -448,6 +448,11 @@ def level_recovery_dict(levels: level_recovery.LevelRecoveryAccumulator) -> dict
                                     "summary": one(table["per_class"][class_id])}
                     for class_id, c in result["per_class"].items()},
   }
+
+
+def _nan_to_none(value: float) -> float | None:
+  """nan (LRF of a level without ground-truth edges, e.g. in a class without parts) -> JSON null."""
+  return None if value != value else value
 
 
 def collect_levels(counts: Sequence[ImageCounts]) -> level_recovery.LevelRecoveryAccumulator | None:
@@ -599,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"PRI ODS={r['pri_ods']:.4f}; VOI ODS={r['voi_ods']:.4f}")
   if "level_recovery" in summary:
     s = summary["level_recovery"]["summary"]
-    print("LRF mean over t: " + ", ".join(f"level {k} {v:.4f}" for k, v in s["mean_lrf"].items())
+    print("LRF mean over t: " + ", ".join(f"level {k} {v:.4f}" for k, v in s["mean_lrf"].items() if v is not None)
           + f"; FDF mean {s['mean_fdf']:.4f}")
   print(f"wrote {args.output}")
   return 0

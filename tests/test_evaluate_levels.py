@@ -164,7 +164,9 @@ def test_per_class_curves_and_figure(tmp_path):
   t = np.asarray(table["thresholds"])
   np.testing.assert_array_equal(np.asarray(table["per_class"]["7"]["lrf"]["0.5"])[t < 0.5], 1.0)
   np.testing.assert_array_equal(np.asarray(table["per_class"]["7"]["lrf"]["0.5"])[t >= 0.5], 0.0)
-  assert np.isnan(table["per_class"]["3"]["lrf"]["0.5"]).all()  # object 2 has no part boundary
+  assert table["per_class"]["3"]["lrf"]["0.5"] == [None] * 9  # no part boundary: nan -> null
+  assert table["per_class"]["3"]["summary"]["mean_lrf"]["0.5"] is None
+  json.dumps(table, allow_nan=False)  # strict JSON
   np.testing.assert_array_equal(table["per_class"]["3"]["lrf"]["1"], 1.0)
   np.testing.assert_array_equal(table["per_class"]["3"]["fdf"], 0.0)
   paths = evaluate.write_level_figures(tmp_path, accumulator, "per class")
