@@ -133,22 +133,22 @@ def _ground_truth_from_ucm(ucm: np.ndarray, source: str) -> bsds_io.GroundTruth:
   return bsds_io.ground_truth_from_arrays([segmentation], [bdry], source=source)
 
 
-def _grid_float64(name: str, array: np.ndarray):
-  """`jhseg.grid.<name>(array)` in float64, as NumPy array(s).
+def _grid_float64(function, array: np.ndarray):
+  """`function(array)` of `jhseg.grid` in float64, as NumPy array(s).
 
   x64: the thresholds compare float64 weights as the official benchmark does
   (in float32 a weight 0.3 is 0.30000001 > 0.3, an extra contour at t = 0.3).
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from jhseg import grid  # pylint: disable=g-import-not-at-top
   with jax.enable_x64(True):
-    out = getattr(grid, name)(np.asarray(array, np.float64))
+    out = function(np.asarray(array, np.float64))
     return tuple(map(np.asarray, out)) if isinstance(out, tuple) else np.asarray(out)
 
 
 def _interpixel_edges(ucm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Edge weights (h, v) of an interpixel map, in float64."""
-  return _grid_float64("interpixel_to_edges", ucm)
+  from jhseg import grid  # pylint: disable=g-import-not-at-top
+  return _grid_float64(grid.interpixel_to_edges, ucm)
 
 
 def _level_truth_fields(record, k: int, spec: str, image_id: str, shape: tuple[int, int] | None,
@@ -295,7 +295,8 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
   if pred.kind == "pb" and data.shape == (2 * h + 1, 2 * w + 1):  # a .npy ucm2
     pred = bsds_io.Prediction("ucm2", data)
   if pred.kind == "pb" and data.shape == (2 * h - 1, 2 * w - 1) and (h, w) != (1, 1):  # a .npy interpixel UCM
-    data = _grid_float64("interpixel_to_ucm2", data)  # frame replicated, as BSDS ucm2 files
+    from jhseg import grid  # pylint: disable=g-import-not-at-top
+    data = _grid_float64(grid.interpixel_to_ucm2, data)  # frame replicated, as BSDS ucm2 files
     pred = bsds_io.Prediction("ucm2", data)
   if pred.kind == "ucm2":
     if data.shape != (2 * h + 1, 2 * w + 1):
@@ -329,7 +330,8 @@ def level_counts(ucm2: np.ndarray, truth: LevelTruth, *,
   The thresholds are the boundary benchmark's (`boundary.bsds_thresholds`); the
   contours at t are the edges with weight > t, the regions of `ucm2 <= t`.
   """
-  pred_h, pred_v = _interpixel_edges(_grid_float64("ucm2_to_interpixel", ucm2))
+  from jhseg import grid  # pylint: disable=g-import-not-at-top
+  pred_h, pred_v = _interpixel_edges(_grid_float64(grid.ucm2_to_interpixel, ucm2))
   truth_h, truth_v = _interpixel_edges(truth.ucm)
   accumulator = level_recovery.LevelRecoveryAccumulator(
       levels=truth.levels, thresholds=boundary.bsds_thresholds(num_thresholds))
