@@ -33,3 +33,12 @@ def synthetic_data_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   prepared_builder("synthetic_scenes/tiny", data_dir)
   return data_dir
+
+
+@pytest.fixture(name="bench", scope="session")
+def bsds_bench(shared_data):
+  """`../shared/data/bsds500_bench`: the official BSDS benchmark sample and its outputs."""
+  root = shared_data / "bsds500_bench"
+  if not root.is_dir():
+    pytest.skip(f"BSDS benchmark sample not found at {root}")
+  return root

@@ -12,13 +12,6 @@ REGION_FILES = ("eval_cover.txt", "eval_cover_th.txt", "eval_cover_img.txt", "ev
                 "eval_RI_VOI_thr.txt")
 
 
-@pytest.fixture(name="bench")
-def fixture_bench(shared_data):
-  root = shared_data / "bsds500_bench"
-  if not root.is_dir():
-    pytest.skip(f"BSDS benchmark sample not found at {root}")
-  return root
-
 
 def _run(*argv):
   return evaluate.main([*map(str, argv), "--quiet"])

@@ -203,13 +203,6 @@ def _dataset_result(root, kind, matcher):
   return boundary.collect_boundary_counts(counts)
 
 
-@pytest.fixture(name="bench")
-def fixture_bench(shared_data):
-  root = shared_data / "bsds500_bench"
-  if not root.is_dir():
-    pytest.skip(f"BSDS benchmark sample not found at {root}")
-  return root
-
 
 def test_release_boundaries_are_thinned_seg2bdry(bench):
   """Independent check of `boundaries_from_segmentation` and `thin`: the release's own Boundaries."""

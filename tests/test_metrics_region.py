@@ -90,10 +90,8 @@ def _dataset_result(root, kind):
 
 
 @pytest.mark.parametrize("test_dir, kind", [("test_1", "ucm2"), ("test_4", "segs"), ("test_5", "segs")])
-def test_official_region_outputs(shared_data, test_dir, kind):
-  root = shared_data / "bsds500_bench"
-  if not root.is_dir():
-    pytest.skip(f"BSDS benchmark sample not found at {root}")
+def test_official_region_outputs(bench, test_dir, kind):
+  root = bench
   res = _dataset_result(root, kind)
   s = list(res.summary().values())
   load = lambda name: np.loadtxt(root / test_dir / name, ndmin=2)

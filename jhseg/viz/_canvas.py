@@ -14,13 +14,19 @@ def new_figure(*, width: float, height: float, dpi: int = 100) -> Figure:
   return figure
 
 
-def save_png(figure: Figure, path: str | os.PathLike) -> str:
-  """Writes `figure` to `path` (PNG), creating the folder; returns the path."""
+def prepare_png_path(path: str | os.PathLike, *, caller: str) -> str:
+  """`path` as a string, checked to end in .png, with its folder created."""
   path = os.fspath(path)
   if not path.lower().endswith(".png"):
-    raise ValueError(f"save_png: path must end in .png, got {path!r}")
+    raise ValueError(f"{caller}: path must end in .png, got {path!r}")
   folder = os.path.dirname(path)
   if folder:
     os.makedirs(folder, exist_ok=True)
+  return path
+
+
+def save_png(figure: Figure, path: str | os.PathLike) -> str:
+  """Writes `figure` to `path` (PNG), creating the folder; returns the path."""
+  path = prepare_png_path(path, caller="save_png")
   figure.savefig(path, format="png")
   return path

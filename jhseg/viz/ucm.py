@@ -14,6 +14,7 @@ import matplotlib.image
 import numpy as np
 
 from jhseg import grid
+from jhseg.viz import _canvas
 
 
 def _interpixel(h, v) -> np.ndarray:
@@ -49,12 +50,7 @@ def ucm_to_rgb(ucm: np.ndarray, *, vmax: float | None = None) -> np.ndarray:
 def save_ucm_png(path: str | os.PathLike, h, v, *, resolution: str = "interpixel",
                  vmax: float | None = None) -> str:
   """Writes the UCM of (h, v) as a PNG of the UCM's own size; returns the path."""
-  path = os.fspath(path)
-  if not path.lower().endswith(".png"):
-    raise ValueError(f"save_ucm_png: path must end in .png, got {path!r}")
-  folder = os.path.dirname(path)
-  if folder:
-    os.makedirs(folder, exist_ok=True)
+  path = _canvas.prepare_png_path(path, caller="save_ucm_png")
   matplotlib.image.imsave(path, ucm_to_rgb(ucm_image(h, v, resolution=resolution),
                                            vmax=vmax))
   return path
