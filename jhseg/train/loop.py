@@ -108,6 +108,34 @@ def _evaluate(task, graphdef, state, config, workdir: str, step: int, sharding, 
   return {f"{prefix}/{k}": v for k, v in results.items()}
 
 
+def _make_plateau(config: ml_collections.ConfigDict) -> optim.PlateauController | None:
+  if not config.get("plateau"):
+    return None
+  if "metric" not in config.plateau:
+    raise ValueError("config.plateau.metric is required (e.g. 'eval/loss')")
+  return optim.PlateauController(**{k: v for k, v in config.plateau.items() if k != "metric"})
+
+
+def _resume_or_initialise(config, checkpointer, state, train_iter, plateau):
+  """Restores the run's latest checkpoint, or `config.init_from`'s parameters.
+
+  Returns the state and the last finished step (0 for a new run).
+  """
+  if checkpointer.latest_step() is not None:
+    state, meta = checkpointer.restore(state)
+    train_iter.set_state(meta["data_iterator"])
+    if plateau and meta.get("plateau"):
+      plateau.load_state_dict(meta["plateau"])
+    logging.info("resumed from step %d in %s", meta["step"], checkpointer.directory)
+    return state, int(meta["step"])
+  if config.get("init_from"):
+    params, missing = checkpointing.load_params_from(config.init_from, state[0])
+    state[0] = params  # The run state is (model, optimizer).
+    logging.info("initialised from %s (%d parameters not found there: %s)", config.init_from,
+                 len(missing), missing[:10])
+  return state, 0
+
+
 def _due(step: int, every: int | None, last: int) -> bool:
   return step == last or bool(every) and step % every == 0
 
@@ -140,26 +168,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = jax.device_put(state, replicated)
   state_sharding = jax.tree.map(lambda _: replicated, state)
 
-  plateau = None
-  if config.get("plateau"):
-    if "metric" not in config.plateau:
-      raise ValueError("config.plateau.metric is required (e.g. 'eval/loss')")
-    plateau = optim.PlateauController(
-        **{k: v for k, v in config.plateau.items() if k != "metric"})
+  plateau = _make_plateau(config)
   checkpointer = checkpointing.Checkpointer(workdir, config.get("checkpoint", {}))
-  start = 0
-  if checkpointer.latest_step() is not None:
-    state, meta = checkpointer.restore(state)
-    start = int(meta["step"])
-    train_iter.set_state(meta["data_iterator"])
-    if plateau and meta.get("plateau"):
-      plateau.load_state_dict(meta["plateau"])
-    logging.info("resumed from step %d in %s", start, checkpointer.directory)
-  elif config.get("init_from"):
-    params, missing = checkpointing.load_params_from(config.init_from, state[0])
-    state[0] = params
-    logging.info("initialised from %s (%d parameters not found there: %s)", config.init_from,
-                 len(missing), missing[:10])
+  state, start = _resume_or_initialise(config, checkpointer, state, train_iter, plateau)
 
   train_step = jax.jit(_make_train_step(graphdef, task, config.seed), donate_argnums=0,
                        out_shardings=(state_sharding, replicated))
