@@ -50,6 +50,7 @@ import math
 from typing import NamedTuple, Sequence
 
 from flax import nnx
+from flax.nnx.nn import attention as nnx_attention
 import jax
 import jax.numpy as jnp
 
@@ -97,6 +98,15 @@ def _key_mask(mask: jax.Array | None, num_queries: int) -> jax.Array | None:
   return jnp.broadcast_to(mask[:, None, None, :], (b, 1, num_queries, length))
 
 
+def _attention_weights(attn: nnx.MultiHeadAttention, inputs_q: jax.Array,
+                       inputs_k: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Attention probabilities of `attn` (B, Lq, Lk), averaged over its heads."""
+  weights = nnx_attention.dot_product_attention_weights(
+      attn.query(inputs_q), attn.key(inputs_k), mask=mask, deterministic=True,
+      dtype=attn.dtype, precision=attn.precision)
+  return jnp.mean(weights, axis=1)
+
+
 class EncoderLayer(nnx.Module):
   """Post-norm self-attention block with BatchNorm (DETR layer, LayerNorm -> BatchNorm)."""
 
@@ -132,13 +142,25 @@ class DecoderLayer(nnx.Module):
     self.ffn = _FeedForward(dim, ffn_dim, dropout, rngs=rngs)
 
   def __call__(self, t, memory, queries, memory_mask=None, memory_pos=None):
+    return self.forward_with_attention(t, memory, queries, memory_mask, memory_pos)[0]
+
+  def forward_with_attention(self, t, memory, queries, memory_mask=None, memory_pos=None):
+    """The layer's output and its cross-attention weights (B, Lq, L), mean over heads.
+
+    The weights are recomputed from the cross-attention's own query/key projections
+    (softmax(q k^T / sqrt(d_head)) with the key mask, before attention dropout); under
+    jit they cost nothing when unused. Masked memory tokens get exactly 0.
+    """
     q = t + queries
     t = self.norm1(t + self.dropout1(self.self_attn(q, q, t)))
     key = memory if memory_pos is None else memory + memory_pos
-    h = self.cross_attn(t + queries, key, memory,
-                        mask=_key_mask(memory_mask, t.shape[1]))
+    mask = _key_mask(memory_mask, t.shape[1])
+    h = self.cross_attn(t + queries, key, memory, mask=mask)
+    weights = _attention_weights(self.cross_attn, t + queries, key, mask)
+    if memory_mask is not None:
+      weights = weights * memory_mask[:, None, :].astype(weights.dtype)
     t = self.norm2(t + self.dropout2(h))
-    return self.norm3(t + self.dropout3(self.ffn(t)))
+    return self.norm3(t + self.dropout3(self.ffn(t))), weights
 
 
 class _Head(nnx.Module):
@@ -170,6 +192,9 @@ class LevelOutput(NamedTuple):
   centroids: (B, k, m) Z_{l+1} (used for the assignment and the separation loss).
   features: (B, k, m) X_{l+1}, the input of the next level.
   labels: (B, n) int32 argmax_k C_{l+1}, -1 for padded segments.
+  attention: (B, k, n) cross-attention weights of the last decoder layer (queries over
+    the input segments Y_l), averaged over heads, before attention dropout; each row
+    sums to 1 over the valid segments, padded segments get 0. For visualisation.
   """
   memory: jax.Array
   logits: jax.Array
@@ -177,6 +202,7 @@ class LevelOutput(NamedTuple):
   centroids: jax.Array
   features: jax.Array
   labels: jax.Array
+  attention: jax.Array | None = None
 
 
 class ClusteringTransformer(nnx.Module):
@@ -224,8 +250,9 @@ class ClusteringTransformer(nnx.Module):
         self.stats_fc1(jnp.concatenate([mean, std], axis=-1)))))
     t = jnp.broadcast_to(t[:, None, :], (b, self.num_clusters, self.dim))
     queries = jnp.broadcast_to(self.queries[...][None], t.shape)
+    attention = None
     for layer in self.decoder:
-      t = layer(t, y, queries, mask, pos)
+      t, attention = layer.forward_with_attention(t, y, queries, mask, pos)
     t = self.decoder_norm(t)
     z = self.centroid_head(t)
     features = self.feature_head(t)
@@ -235,7 +262,7 @@ class ClusteringTransformer(nnx.Module):
     if mask is not None:
       assignment = assignment * mask[..., None].astype(assignment.dtype)
       labels = jnp.where(mask, labels, -1)
-    return LevelOutput(y, logits, assignment, z, features, labels)
+    return LevelOutput(y, logits, assignment, z, features, labels, attention)
 
 
 class HierarchyOutput(NamedTuple):
