@@ -46,7 +46,8 @@ resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
     released code does not include this step (`predictions` raises
     NotImplementedError); k = 10 neighbours with an unweighted vote is our choice.
 Outputs under `workdir/eval/<step>/`: summary.json, hierarchy_<i>.png (segments per
-level of HSG), baseline_<i>.png (the colour baseline) and ucm_<i>.png.
+level of HSG), baseline_<i>.png (the colour baseline), ucm_<i>.png and attention_0.png (the
+first image's last-decoder-layer attention of each level's queries, painted on its pixels).
 """
 from __future__ import annotations
 
@@ -239,10 +240,14 @@ class Segmentation(NamedTuple):
     the valid pixels.
   prototypes: (B, K, D) unit prototypes of the G0 segments.
   segment_valid: (B, K) bool, True for non-empty G0 segments.
+  attention: per transformer level l = 1..L, (B, k_l, n_{l-1}) last-decoder-layer
+    cross-attention of its queries over its input segments (G0 for l = 1, the G1
+    clusters for l = 2, ...), `clustering_transformer.LevelOutput.attention`.
   """
   levels: jax.Array
   prototypes: jax.Array
   segment_valid: jax.Array
+  attention: tuple[jax.Array, ...] = ()
 
 
 def segment_images(embedder: embedding_lib.FCNEmbedding,
@@ -257,7 +262,8 @@ def segment_images(embedder: embedding_lib.FCNEmbedding,
                          mask=valid, location_weight=location_weight)
   out = clustering(g0.prototypes, g0.valid)
   levels = [g0.labels] + [ct.pixel_labels(g0.labels, g) for g in out.labels]
-  return Segmentation(jnp.stack(levels, axis=1), g0.prototypes, g0.valid)
+  return Segmentation(jnp.stack(levels, axis=1), g0.prototypes, g0.valid,
+                      tuple(level.attention for level in out.levels))
 
 
 # ----------------------------------------------------------------------------- baseline
@@ -445,6 +451,7 @@ class HSG(Task):
     confusion = semantic.ConfusionMatrix(e.num_classes, ignore_index=None)
     memory = None
     pictures: list[tuple] = []
+    attention_picture = None  # (image, input segment maps, attention) of the first image
     counts = {"hsg": [], "baseline": []}  # distinct segments per image and level
     for batch in batches:
       if memory is None:
@@ -475,17 +482,22 @@ class HSG(Task):
         confusion.add(host["labels"][i, :height, :width][keep], prediction[keep])
         if len(pictures) < e.num_pictures:
           pictures.append((image, levels, baseline))
+        if attention_picture is None:
+          attention_picture = (image, levels[:-1], [a[i] for a in seg.attention])
     if memory is None:
       raise ValueError("hsg task: the evaluation split gave no example")
     return self._report(workdir, step, hsg_cover.result(), base_cover.result(),
                         boundary.collect_boundary_counts(hsg_bdry),
                         boundary.collect_boundary_counts(base_bdry), confusion.result(),
                         pictures, truth_names, memory_size=len(memory[1]),
-                        segment_counts={k: np.mean(v, axis=0) for k, v in counts.items()})
+                        segment_counts={k: np.mean(v, axis=0) for k, v in counts.items()},
+                        attention_picture=attention_picture)
 
   def _report(self, workdir, step, hsg_cover, base_cover, hsg_bdry, base_bdry, retrieval,
               pictures, truth_names, *, memory_size: int,
-              segment_counts: Mapping[str, np.ndarray]) -> dict[str, float]:
+              segment_counts: Mapping[str, np.ndarray],
+              attention_picture: tuple | None = None) -> dict[str, float]:
+    from jhseg.viz import attention as viz_attention  # pylint: disable=g-import-not-at-top
     from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
     from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
 
@@ -520,6 +532,12 @@ class HSG(Task):
         viz_segments.save_hierarchy_levels_png(
             os.path.join(out_dir, f"baseline_{i}.png"), image, bh, bv, thresholds,
             titles=[f"colour k-means {n}" for n in level_names])
+      if attention_picture is not None:
+        # Level l's queries attend over the segments of G_{l-1}; paint them through it.
+        image, input_levels, attention = attention_picture
+        viz_attention.save_attention_png(
+            os.path.join(out_dir, "attention_0.png"), input_levels, attention, image=image,
+            titles=[f"G{l - 1}->G{l}" for l in range(1, len(attention) + 1)])
       summary = {
           "step": step, "scalars": scalars, "truth_levels": list(truth_names),
           "predicted_levels": level_names,
