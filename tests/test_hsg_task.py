@@ -61,6 +61,7 @@ def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_pat
   for i in range(config.eval.num_pictures):
     for name in (f"hierarchy_{i}.png", f"baseline_{i}.png", f"ucm_{i}.png"):
       assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name
+  assert (out / "attention_0.png").read_bytes()[:8] == PNG_SIGNATURE  # decoder attention maps
   report = json.loads((out / "summary.json").read_text())
   assert report["truth_levels"] == ["instances", "parts"]
   assert report["predicted_levels"] == ["G0", "G1", "G2"]

@@ -8,5 +8,6 @@ headless machines. Modules, one kind of picture each:
 - `segments`: segment colourings, contour overlays, a hierarchy's levels side by side.
 - `curves`: LRF/FDF curves like Fig. 5 of Lapertot, Chierchia, Perret.
 - `grids`: image / target UCM / predicted UCM rows.
+- `attention`: the clustering transformers' decoder attention painted back on the pixels.
 - `pr_curve` (with the BSDS boundary benchmark): precision-recall curves with iso-F lines.
 """
