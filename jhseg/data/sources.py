@@ -18,7 +18,8 @@ LOCAL_BUILDERS = {
     "ultrametric_pascal_part": "tfds_builders.ultrametric_pascal_part",
     "voc2012_sbd": "tfds_builders.voc2012_sbd",
 }
-# Local builders that generate their data and may be built on first use.
+# Local builders that generate their data: each module's `ensure_built(config, data_dir)`
+# builds it on first use.
 SELF_BUILDING = ("synthetic_scenes",)
 
 
@@ -45,10 +46,10 @@ def prepared_builder(name: str, data_dir: str | None, *, auto_build: bool = True
   builder = tfds.builder(name, data_dir=data_dir)
   if builder.is_prepared():
     return builder
-  base = name.split("/")[0]
+  base, _, config_name = name.split(":")[0].partition("/")
   if auto_build and base in SELF_BUILDING:
-    builder.download_and_prepare(file_format="array_record")
-    return builder
+    module = importlib.import_module(LOCAL_BUILDERS[base])
+    return module.ensure_built(config_name or "default", data_dir)
   raise DatasetNotFoundError(
       f"dataset {name!r} is not prepared in {builder.data_dir!r} (config.data.data_dir="
       f"{data_dir!r}); expected TFDS array_record files there. Build it with: "
