@@ -82,3 +82,34 @@ def test_unknown_embedding_names_the_valid_ones():
 def test_upsample_must_be_a_positive_integer():
   with pytest.raises(ValueError, match="upsample"):
     embedding.FCNEmbedding(depth=18, multi_grid=None, upsample=0, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("width", [16, 64])
+def test_heads_read_the_backbone_channels_of_any_width(width):
+  c5 = 8 * width  # ResNet-18's last stage: 512 at the paper width
+  fcn = nnx.eval_shape(lambda: embedding.FCNEmbedding(
+      depth=18, multi_grid=None, embedding_dim=8, width=width, rngs=nnx.Rngs(0)))
+  assert fcn.backbone.width == width and fcn.options["width"] == width
+  assert fcn.head.conv1.kernel.shape == (1, 1, c5, c5)
+  assert fcn.head.conv2.kernel.shape == (1, 1, c5, 8)
+  psp = nnx.eval_shape(lambda: embedding.PSPEmbedding(
+      depth=50, embedding_dim=8, width=width, psp_width=4, rngs=nnx.Rngs(0)))
+  bottleneck_c5 = 32 * width  # 2048 at the paper width
+  assert psp.pyramid.branch_convs[0].kernel.shape == (1, 1, bottleneck_c5, 4)
+  assert psp.pyramid.fuse_conv.kernel.shape == (3, 3, bottleneck_c5 + 4 * 4, 4)
+  assert psp.head.conv1.kernel.shape == (1, 1, 4, 4)
+
+
+@pytest.mark.parametrize("name", ["fcn", "pspnet"])
+def test_narrow_backbone_embeds_and_keeps_its_width_at_another_output_stride(name):
+  options = dict(depth=18, output_stride=16, multi_grid=None, embedding_dim=8, width=16)
+  if name == "pspnet":
+    options["psp_width"] = 8
+  model = embedding.make_embedding(name, rngs=nnx.Rngs(0), **options)
+  model.eval()
+  out = model(_images(batch=1, size=32))
+  assert out.shape == (1, 2, 2, 8)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(out), axis=-1), 1.0, atol=1e-5)
+  test_model = embedding.with_output_stride(model, 8)
+  assert test_model.backbone.width == 16
+  assert test_model(_images(batch=1, size=32)).shape == (1, 4, 4, 8)

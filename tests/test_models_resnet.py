@@ -131,3 +131,65 @@ def test_imagenet_normalize():
   expected = (0.5 - np.array(resnet.IMAGENET_MEAN)) / np.array(resnet.IMAGENET_STD)
   np.testing.assert_allclose(resnet.imagenet_normalize(gray)[0, 0, 0], expected,
                              rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- base width
+
+
+def _resnet18_encoder_params(width):
+  """Parameters of a ResNet-18 encoder (no fc) of base width w, counted by hand.
+
+  Stage convolutions in units of w^2 (kernel area x in x out): layer1 4 x 9 = 36;
+  layer2 9*1*2 + 3 x 9*2*2 + 1x1 downsample 1*2 = 128; layer3 72 + 432 + 8 = 512;
+  layer4 288 + 1728 + 32 = 2048; sum 2724. Stem 7x7x3 = 147 w. BatchNorm scale and
+  bias over w + 4w + (8 + 2)w + (16 + 4)w + (32 + 8)w = 75w channels: 150 w.
+  """
+  return 2724 * width**2 + 147 * width + 150 * width
+
+
+def test_hand_count_of_parameters_per_width():
+  # The formula agrees with torchvision's 11,689,512 for resnet18 minus its 512x1000 fc.
+  assert _resnet18_encoder_params(64) == 11_689_512 - 512 * 1000 - 1000
+  for width in (64, 16):
+    model = nnx.eval_shape(lambda: resnet.ResNet(18, width=width, rngs=nnx.Rngs(0)))
+    assert _num_params(model) == _resnet18_encoder_params(width)
+
+
+@pytest.mark.parametrize("depth, width, channels", [
+    (18, 64, (64, 64, 128, 256, 512)),
+    (18, 16, (16, 16, 32, 64, 128)),
+    (50, 64, (64, 256, 512, 1024, 2048)),
+    (50, 16, (16, 64, 128, 256, 512)),
+    (50, 8, (8, 32, 64, 128, 256))])
+def test_base_width_scales_the_stem_and_every_stage(depth, width, channels):
+  model = nnx.eval_shape(lambda: resnet.ResNet(depth, output_stride=16, width=width,
+                                               num_classes=5, rngs=nnx.Rngs(0)))
+  assert model.width == width and model.stage_features == channels
+  assert model.num_features == channels[-1]
+  assert model.conv1.kernel.shape == (7, 7, 3, width)
+  assert model.fc.kernel.shape == (channels[-1], 5)
+  features = nnx.eval_shape(lambda m, x: m.features(x), model, jnp.zeros((2, 32, 32, 3)))
+  for feature, size, expected in zip(features, (16, 8, 4, 2, 2), channels):
+    assert feature.shape == (2, size, size, expected)
+
+
+def test_narrow_resnet_runs_and_keeps_its_width_at_another_output_stride():
+  model = resnet.ResNet(18, output_stride=8, width=16, rngs=nnx.Rngs(0))
+  model.eval()
+  x = jax.random.uniform(jax.random.key(3), (1, 32, 32, 3))
+  features = nnx.jit(lambda m, x: m.features(x))
+  dilated = features(model, x)
+  assert [f.shape for f in dilated] == [
+      (1, 16, 16, 16), (1, 8, 8, 16), (1, 4, 4, 32), (1, 4, 4, 64), (1, 4, 4, 128)]
+  assert all(np.all(np.isfinite(f)) for f in dilated)
+  strided = resnet.with_output_stride(model, 32)
+  assert strided.width == 16
+  out = features(strided, x)
+  assert out.c5.shape == (1, 1, 1, 128)
+  np.testing.assert_allclose(out.c3, dilated.c3, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [0, -16, 16.0, True])
+def test_invalid_width_is_named(width):
+  with pytest.raises(ValueError, match=r"width=.* positive integer"):
+    resnet.ResNet(18, width=width, rngs=nnx.Rngs(0))

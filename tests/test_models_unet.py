@@ -14,8 +14,9 @@ from jhseg.models import unet
 
 @pytest.fixture(scope="module")
 def small_unet():
-  """ResNet-18 encoder, narrow decoder: the cheapest U-Net to build on CPU."""
-  return unet.UNet(3, depth=18, decoder_features=(32, 16, 16, 8, 8), rngs=nnx.Rngs(0))
+  """ResNet-18 encoder of base width 16, narrow decoder: a cheap U-Net on CPU."""
+  return unet.UNet(3, depth=18, decoder_features=(32, 16, 16, 8, 8), width=16,
+                   rngs=nnx.Rngs(0))
 
 
 # One jitted forward for the whole file so that equal shapes and modes compile once.
@@ -59,12 +60,32 @@ def test_eval_mode_is_per_image_and_train_mode_uses_batch_statistics(small_unet)
 
 
 def test_encoder_takes_torchvision_weights(tmp_path, small_unet):
-  model = nnx.clone(small_unet)
+  # The paper width (64) loads torchvision's layout; a narrow encoder refuses it.
+  model = nnx.eval_shape(lambda: unet.UNet(3, depth=18, rngs=nnx.Rngs(0)))
   state = {key: np.full(shape, 0.5, np.float32) for key, (_, _, shape)
            in torchvision_import.torchvision_targets(model.encoder).items()}
   np.savez(tmp_path / "r18.npz", **state)
   torchvision_import.load_torchvision_resnet(model.encoder, tmp_path / "r18.npz")
   np.testing.assert_array_equal(model.encoder.layer4[1].bn2.mean[...], 0.5)
+  with pytest.raises(ValueError, match=r"r18\.npz.*width=16"):
+    torchvision_import.load_torchvision_resnet(small_unet.encoder, tmp_path / "r18.npz")
+
+
+@pytest.mark.parametrize("depth, width, skips", [
+    (18, 64, (256, 128, 64, 64)), (18, 16, (64, 32, 16, 16)),
+    (50, 64, (1024, 512, 256, 64)), (50, 16, (256, 128, 64, 16))])
+def test_decoder_reads_skip_channels_from_the_encoder(depth, width, skips):
+  decoder = (32, 16, 16, 8, 8)
+  model = nnx.eval_shape(lambda: unet.UNet(3, depth=depth, decoder_features=decoder,
+                                           width=width, rngs=nnx.Rngs(0)))
+  assert model.encoder.width == width
+  # Block i sees the previous output (c5 for the first) and the skip c4, c3, c2, c1.
+  inputs = (8 * width * (4 if depth == 50 else 1),) + decoder[:4]
+  for block, previous, skip, out in zip(model.decoder, inputs, skips, decoder):
+    assert block.conv1.conv.kernel.shape == (3, 3, previous + skip, out)
+  assert model.decoder[4].conv1.conv.kernel.shape == (3, 3, decoder[3], decoder[4])
+  logits = nnx.eval_shape(lambda m, x: m(x), model, jnp.zeros((1, 30, 45, 3)))
+  assert logits.shape == (1, 30, 45, 3)
 
 
 def test_a_few_steps_fit_a_tiny_edge_target(small_unet):

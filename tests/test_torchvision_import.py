@@ -211,6 +211,20 @@ def test_wrong_depth_is_reported(tmp_path):
     torchvision_import.resnet_from_torchvision(tmp_path / "r18.npz", depth=34)
 
 
+def test_weights_into_a_non_paper_width_name_the_width_and_the_file(tmp_path):
+  np.savez(tmp_path / "resnet18_imagenet.npz", **_fake_state_dict(18))
+  narrow = nnx.eval_shape(lambda: resnet.ResNet(18, width=16, rngs=nnx.Rngs(0)))
+  with pytest.raises(ValueError) as error:
+    torchvision_import.load_torchvision_resnet(narrow, tmp_path / "resnet18_imagenet.npz")
+  message = str(error.value)
+  assert "resnet18_imagenet.npz" in message
+  assert "width=16" in message and "base width 64" in message
+  # The same file loads into the paper width.
+  torchvision_import.load_torchvision_resnet(
+      nnx.eval_shape(lambda: resnet.ResNet(18, rngs=nnx.Rngs(0))),
+      tmp_path / "resnet18_imagenet.npz")
+
+
 def test_resnet50_key_count_matches_torchvision():
   # torchvision's resnet50 has 161 parameter tensors and 53 BatchNorm layers, each with
   # running_mean, running_var and num_batches_tracked buffers: 320 state-dict entries.

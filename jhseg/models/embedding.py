@@ -6,8 +6,9 @@ multi-grid (1, 2, 4) in the last stage) and the head
 
   1x1 conv (C -> C, no bias) - BatchNorm - ReLU - 1x1 conv (C -> 128),
 
-followed by unit normalisation, v_i = f_i / ||f_i||. C is the backbone's width (2048
-for ResNet-50; the authors' `conv_out`). The ImageNet-pretrained VOC setting uses
+followed by unit normalisation, v_i = f_i / ||f_i||. C is the backbone's output
+channels (2048 for ResNet-50; the authors' `conv_out`), read from the backbone so that
+a narrower ResNet (`width` < 64, for cheap CPU configurations) fits. The ImageNet-pretrained VOC setting uses
 PSPNet-ResNet50 instead (`PSPEmbedding`): the pyramid pooling module of Zhao et al.
 (CVPR 2017) on the backbone output -- average pooling to 1x1, 2x2, 3x3 and 6x6 bins,
 each 1x1 conv (C -> 512) - BN - ReLU and bilinear upsampling, concatenated with the
@@ -21,7 +22,9 @@ to the input size; tiny CPU configs use it to keep enough pixels for grouping).
 `with_output_stride` rebuilds a network at another stride with the same weights, to
 train at 16 and test at 8. Inputs are float images in [0, 1], NHWC.
 
-Tiny configurations use ResNet-18 (or 34), whose last stage has two (three) blocks;
+Tiny configurations use ResNet-18 (or 34), whose last stage has two (three) blocks,
+possibly with a smaller base `width` (see `jhseg.models.resnet`; only width 64 takes
+torchvision weights);
 multi-grid needs one rate per block of layer4, so it is (1, 2, 4) only for
 ResNet-50/101 and must be None or match the block count otherwise.
 """
@@ -117,16 +120,16 @@ class FCNEmbedding(nnx.Module):
 
   def __init__(self, *, depth: int = 50, output_stride: int = 16,
                multi_grid: Sequence[int] | None = (1, 2, 4), embedding_dim: int = 128,
-               upsample: int = 1, rngs: nnx.Rngs):
+               upsample: int = 1, width: int = resnet.PAPER_WIDTH, rngs: nnx.Rngs):
     self.options = dict(depth=depth, output_stride=output_stride,
                        multi_grid=None if multi_grid is None else tuple(multi_grid),
-                       embedding_dim=embedding_dim, upsample=upsample)
+                       embedding_dim=embedding_dim, upsample=upsample, width=width)
     if int(upsample) < 1:
       raise ValueError(f"FCNEmbedding: upsample must be an integer >= 1, got {upsample}")
     self.upsample = int(upsample)
     self.embedding_dim = embedding_dim
     self.backbone = resnet.ResNet(depth, output_stride=output_stride,
-                                  multi_grid=multi_grid, rngs=rngs)
+                                  multi_grid=multi_grid, width=width, rngs=rngs)
     self.head = EmbeddingHead(self._head_features(), embedding_dim, rngs=rngs)
 
   def _head_features(self) -> int:
@@ -149,10 +152,12 @@ class PSPEmbedding(FCNEmbedding):
 
   def __init__(self, *, depth: int = 50, output_stride: int = 16,
                multi_grid: Sequence[int] | None = (1, 2, 4), embedding_dim: int = 128,
-               upsample: int = 1, psp_width: int = PSP_WIDTH, rngs: nnx.Rngs):
+               upsample: int = 1, width: int = resnet.PAPER_WIDTH,
+               psp_width: int = PSP_WIDTH, rngs: nnx.Rngs):
     self.psp_width = psp_width
     super().__init__(depth=depth, output_stride=output_stride, multi_grid=multi_grid,
-                     embedding_dim=embedding_dim, upsample=upsample, rngs=rngs)
+                     embedding_dim=embedding_dim, upsample=upsample, width=width,
+                     rngs=rngs)
     self.options["psp_width"] = psp_width
     self.pyramid = PyramidPooling(self.backbone.num_features, width=psp_width, rngs=rngs)
 

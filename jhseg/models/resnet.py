@@ -15,6 +15,11 @@ so that the encoder keeps an output stride of 16 or 8:
   16             (2, 2, 1)                            (1, 1, 2)
   8              (2, 1, 1)                            (1, 2, 4)
 
+Base width: the paper networks have `width=64` channels in the stem and the first
+stage, doubling at each stage (64, 128, 256, 512; x4 after a bottleneck). `width`
+scales all of them (e.g. 16 gives 16, 32, 64, 128) for cheap CPU configurations;
+only width 64 has torchvision (ImageNet) weights.
+
 Inside a dilated stage the first block keeps the dilation of the previous stage, as in
 torchvision's `replace_stride_with_dilation`. DeepLabv3's multi-grid instead gives the
 blocks of the last stage the rates `dilation * multi_grid[i]`, e.g. (2, 4, 8) for
@@ -27,6 +32,7 @@ torchvision's weights were trained on.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import NamedTuple, Sequence
 
 from flax import nnx
@@ -66,16 +72,19 @@ OUTPUT_STRIDES: dict[int, tuple[bool, bool, bool]] = {
     8: (False, True, True),
 }
 
-_STAGE_WIDTHS = (64, 128, 256, 512)
+PAPER_WIDTH = 64  # channels of the stem and first stage in He et al. and torchvision
+_STAGE_MULTIPLIERS = (1, 2, 4, 8)  # stage widths as multiples of the base width
 _BOTTLENECK_EXPANSION = 4
 
 
 class ResNetFeatures(NamedTuple):
   """Stage outputs for decoders; strides are for output stride 32.
 
-  c1: after conv1-bn1-relu, stride 2, 64 channels (before the max-pool).
+  c1: after conv1-bn1-relu, stride 2, `width` channels (before the max-pool).
   c2..c5: outputs of layer1..layer4, strides 4, 8, 16, 32 (fewer when dilated), with
-    64, 128, 256, 512 channels for ResNet-18/34 and 256, 512, 1024, 2048 for 50/101.
+    (1, 2, 4, 8) x width channels for ResNet-18/34 and (4, 8, 16, 32) x width for
+    50/101: 64, 128, 256, 512 and 256, 512, 1024, 2048 at the paper width 64.
+  `ResNet.stage_features` gives these channel counts.
   """
   c1: jax.Array
   c2: jax.Array
@@ -197,11 +206,17 @@ def stage_dilations(output_stride: int, num_blocks: Sequence[int],
   return tuple(stages)
 
 
+def stage_widths(width: int) -> tuple[int, int, int, int]:
+  """Inner widths of layer1..layer4 for a base width: width x (1, 2, 4, 8)."""
+  return tuple(width * multiplier for multiplier in _STAGE_MULTIPLIERS)
+
+
 class ResNet(nnx.Module):
   """ResNet-18/34/50/101 with optional dilation (output stride) and classifier head.
 
   Attributes mirror torchvision: `conv1`, `bn1`, `layer1`..`layer4` (lists of blocks),
   and `fc` when `num_classes` is set (None for an encoder without classifier).
+  `width` is the base width (module docstring); 64 is the paper network.
 
   Call `model(x)` for the classifier logits (B, num_classes) and `model.features(x)`
   for the stage outputs `ResNetFeatures(c1, ..., c5)`. `x` is NHWC and normalised
@@ -212,24 +227,30 @@ class ResNet(nnx.Module):
   def __init__(self, depth: int = 50, *, output_stride: int = 32,
                multi_grid: Sequence[int] | None = None,
                num_classes: int | None = None, in_features: int = 3,
-               dtype: jnp.dtype | None = None, rngs: nnx.Rngs):
+               width: int = PAPER_WIDTH, dtype: jnp.dtype | None = None,
+               rngs: nnx.Rngs):
     spec = _lookup(RESNET_DEPTHS, depth, "depth")
     block_cls = _BLOCKS[spec.block]
+    if isinstance(width, bool) or not isinstance(width, numbers.Integral) or width < 1:
+      raise ValueError(f"ResNet: width={width!r} should be a positive integer, the "
+                       f"channels of the stem and first stage ({PAPER_WIDTH} in the paper)")
+    width = int(width)
     self.depth = depth
+    self.width = width
     self.output_stride = output_stride
     self.multi_grid = None if multi_grid is None else tuple(multi_grid)
     self.num_classes = num_classes
     self.in_features = in_features
     self.dtype = dtype
     self.conv1 = nnx.Conv(
-        in_features, 64, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
+        in_features, width, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
         use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
-    self.bn1 = _batch_norm(64, dtype=dtype, rngs=rngs)
-    features = 64
+    self.bn1 = _batch_norm(width, dtype=dtype, rngs=rngs)
+    features = width
     plan = stage_dilations(output_stride, spec.blocks_per_stage, multi_grid)
     stages = []
-    for width, (stride, rates) in zip(_STAGE_WIDTHS, plan):
-      out_features = width * block_cls.expansion
+    for inner, (stride, rates) in zip(stage_widths(width), plan):
+      out_features = inner * block_cls.expansion
       blocks = []
       for index, rate in enumerate(rates):
         block_stride = stride if index == 0 else 1
@@ -237,7 +258,7 @@ class ResNet(nnx.Module):
         if index == 0 and (block_stride != 1 or features != out_features):
           downsample = Downsample(features, out_features, stride=block_stride,
                                   dtype=dtype, rngs=rngs)
-        blocks.append(block_cls(features, width, stride=block_stride, dilation=rate,
+        blocks.append(block_cls(features, inner, stride=block_stride, dilation=rate,
                                 downsample=downsample, dtype=dtype, rngs=rngs))
         features = out_features
       stages.append(nnx.List(blocks))
@@ -252,9 +273,9 @@ class ResNet(nnx.Module):
 
   @property
   def stage_features(self) -> tuple[int, int, int, int, int]:
-    """Channels of c1..c5."""
+    """Channels of c1..c5: width, then each stage's width x the block expansion."""
     expansion = self.layer1[0].expansion
-    return (64,) + tuple(width * expansion for width in _STAGE_WIDTHS)
+    return (self.width,) + tuple(inner * expansion for inner in stage_widths(self.width))
 
   def features(self, x: jax.Array) -> ResNetFeatures:
     c1 = nnx.relu(self.bn1(self.conv1(x)))
@@ -286,8 +307,8 @@ def with_output_stride(model: ResNet, output_stride: int,
   multi_grid = model.multi_grid if multi_grid is None else multi_grid
   other = nnx.eval_shape(lambda: ResNet(
       model.depth, output_stride=output_stride, multi_grid=multi_grid,
-      num_classes=model.num_classes, in_features=model.in_features, dtype=model.dtype,
-      rngs=nnx.Rngs(0)))
+      num_classes=model.num_classes, in_features=model.in_features, width=model.width,
+      dtype=model.dtype, rngs=nnx.Rngs(0)))
   nnx.update(other, nnx.state(model))
   other.set_attributes(use_running_average=model.bn1.use_running_average)
   return other

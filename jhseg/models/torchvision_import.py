@@ -16,6 +16,8 @@ Conversions: conv weights OIHW -> HWIO; BatchNorm weight/bias/running_mean/runni
 -> scale/bias/mean/var; fc weight (out, in) -> kernel (in, out). `num_batches_tracked`
 entries are ignored. The `fc.*` entries are loaded when the model has a classifier and
 skipped when it is an encoder (`num_classes=None`), the usual ImageNet initialisation.
+torchvision's ResNets all have the paper's base width 64: a model of another
+`width` (a cheap CPU configuration) cannot take them and is refused up front.
 """
 
 from __future__ import annotations
@@ -125,11 +127,18 @@ def _listed(keys) -> str:
 def load_torchvision_resnet(model: resnet.ResNet, path: str | os.PathLike) -> None:
   """Copies the weights and BatchNorm statistics of a torchvision ResNet file into `model`.
 
-  The file must match the model exactly (same depth; `fc` of the same size if the model
-  has one): any missing or unexpected key, or any shape mismatch, raises a ValueError
-  naming the file and every offending key, and leaves the model unchanged. Dilation
-  (output stride) does not change the weights, so any output stride can be loaded.
+  The file must match the model exactly (same depth, base width 64; `fc` of the same
+  size if the model has one): any missing or unexpected key, or any shape mismatch,
+  raises a ValueError naming the file and every offending key, and leaves the model
+  unchanged. Dilation (output stride) does not change the weights, so any output
+  stride can be loaded.
   """
+  if model.width != resnet.PAPER_WIDTH:
+    raise ValueError(
+        f"{path}: torchvision ResNet weights have base width {resnet.PAPER_WIDTH}, but "
+        f"this ResNet-{model.depth} has width={model.width}; build the model with "
+        f"width={resnet.PAPER_WIDTH} (config.model.width) to import them, or train it "
+        "from scratch (no pretrained file)")
   state = read_state_dict(path)
   targets = torchvision_targets(model)
   present = {key for key in state if not key.endswith(_IGNORED_SUFFIXES)}

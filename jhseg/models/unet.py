@@ -11,7 +11,9 @@ The paper does not detail the decoder; we use the common U-Net-on-ResNet decoder
 (as in the widely used segmentation_models_pytorch `Unet`): five blocks with 256, 128,
 64, 32, 16 channels, each "upsample x2 (nearest), concatenate the encoder feature of
 that resolution (c4, c3, c2, c1, then none), two 3x3 conv-BatchNorm-ReLU", followed by
-a 3x3 convolution to the L logits at the input resolution. Upsampling goes to the
+a 3x3 convolution to the L logits at the input resolution. The skip channels are
+read from the encoder (`ResNet.stage_features`), so a narrower encoder (base `width`
+< 64, for cheap CPU configurations) needs no other change. Upsampling goes to the
 exact size of the skip feature, so any input size works (e.g. 321x481), not only
 multiples of 32.
 """
@@ -67,15 +69,16 @@ class DecoderBlock(nnx.Module):
 class UNet(nnx.Module):
   """ResNet-encoder U-Net: images (B, H, W, 3) in [0, 1] -> logits (B, H, W, L), float32.
 
-  The encoder (`self.encoder`, a `ResNet` with torchvision names, so its last stage is
-  `self.encoder.layer4`) receives ImageNet-normalised images, which is what
-  `jhseg.models.torchvision_import.load_torchvision_resnet(model.encoder, path)`
-  weights expect. BatchNorm follows `model.train()` / `model.eval()`.
+  The encoder (`self.encoder`, a `ResNet` of base `width` with torchvision names, so
+  its last stage is `self.encoder.layer4`) receives ImageNet-normalised images, which
+  is what `jhseg.models.torchvision_import.load_torchvision_resnet(model.encoder, path)`
+  weights expect (width 64 only). BatchNorm follows `model.train()` / `model.eval()`.
   """
 
   def __init__(self, num_levels: int = 3, *, depth: int = 50,
                decoder_features: Sequence[int] = DEFAULT_DECODER_FEATURES,
-               dtype: jnp.dtype | None = None, rngs: nnx.Rngs):
+               width: int = resnet.PAPER_WIDTH, dtype: jnp.dtype | None = None,
+               rngs: nnx.Rngs):
     if num_levels < 2:
       raise ValueError(f"UNet: num_levels={num_levels}; need at least 2 levels "
                        "(3 for {0, 0.5, 1}, 2 for the binary BGM variants)")
@@ -83,7 +86,8 @@ class UNet(nnx.Module):
       raise ValueError(f"UNet: decoder_features={tuple(decoder_features)} needs 5 "
                        "values, one per decoder block (strides 16, 8, 4, 2, 1)")
     self.num_levels = num_levels
-    self.encoder = resnet.ResNet(depth, num_classes=None, dtype=dtype, rngs=rngs)
+    self.encoder = resnet.ResNet(depth, num_classes=None, width=width, dtype=dtype,
+                                 rngs=rngs)
     c1, c2, c3, c4, c5 = self.encoder.stage_features
     skips = (c4, c3, c2, c1, 0)
     blocks, features = [], c5
