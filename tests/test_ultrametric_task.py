@@ -127,6 +127,26 @@ def test_missing_target_field_is_a_clear_error():
     ultrametric.decode({"image": np.zeros((4, 4, 3), np.uint8)}, with_instances=False)
 
 
+def test_make_model_reads_the_encoder_width():
+  tiny = configs.get_config("tiny")
+  assert tiny.model.width == 16
+  model = nnx.eval_shape(lambda: ultrametric.UltrametricUNet(tiny).make_model(nnx.Rngs(0)))
+  assert model.encoder.width == 16 and model.encoder.stage_features[-1] == 128
+  del tiny.model.width  # configs written before the option: the paper width
+  model = nnx.eval_shape(lambda: ultrametric.UltrametricUNet(tiny).make_model(nnx.Rngs(0)))
+  assert model.encoder.width == 64 and model.encoder.stage_features[-1] == 512
+  tiny.model.width = 0
+  with pytest.raises(ValueError, match=r"config\.model\.width=0.*positive integer"):
+    ultrametric.UltrametricUNet(tiny)
+
+
+def test_pretrained_weights_need_the_paper_width(tmp_path):
+  config = configs.get_config("tiny")
+  config.model.pretrained = str(tmp_path / "resnet18.pth")
+  with pytest.raises(ValueError, match=r"resnet18\.pth.*width=16.*config\.model\.width"):
+    nnx.eval_shape(lambda: ultrametric.UltrametricUNet(config).make_model(nnx.Rngs(0)))
+
+
 # ----------------------------------------------------------------------------- augmentations
 
 
@@ -281,6 +301,7 @@ def test_boundary_counts_of_the_target_itself_are_perfect(synthetic_data_dir):
 def test_paper_configs_are_the_published_schedule(variant):
   config = configs.get_config(variant)
   assert config.model.depth == 50 and config.model.pretrained.endswith(".pth")
+  assert config.model.width == 64  # torchvision's ImageNet weights
   assert config.data.batch_size * config.optim.grad_accum_steps == 64
   steps_per_epoch = config.eval_every_steps
   assert steps_per_epoch * config.data.batch_size >= configs.PASCAL_CONTEXT_TRAIN_IMAGES

@@ -6,7 +6,12 @@ Variants (`:arg`):
   None     synthetic scenes, ResNet-18 U-Net with a narrow decoder, trained on CPU in
            minutes to a model that recovers the two levels in order
            (eval/level_order_ok, see jhseg/tasks/ultrametric.py).
-  tiny     the same on `synthetic_scenes/tiny` for a CPU-minutes smoke run.
+  tiny     the same on `synthetic_scenes/tiny` for a CPU-minutes smoke run, with a
+           narrow encoder (base width 16: stages 16/32/64/128 instead of 64..512).
+           Measured (60 steps, 1 CPU device, seeds 0 and 1): wall 37 s against 49 s
+           at width 64 (train step 28 vs 243 ms; init and compile, ~14 s each, do
+           not depend on the width), eval loss 0.094/0.093 vs 0.081/0.088, ODS
+           0.17/0.23 vs 0.28/0.23: the same smoke-run quality within the seed spread.
   hgm      the paper's HGM setting on Ultrametric Pascal-Part (3 levels {0, 0.5, 1}).
   bgm_upp  binary target of every part/instance boundary (BGM_UPP), levels {0, 1}.
   bgm_pc   binary target of the PASCAL-Context boundaries (BGM_PC), levels {0, 1}.
@@ -146,6 +151,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.levels = (0.0, 0.5, 1.0)
+  # Encoder base width (stem and first stage; ResNet stages scale from it). 64 is the
+  # paper network and the only width that takes torchvision weights.
+  config.model.width = 64
 
   config.optim = ml_collections.ConfigDict()
   config.optim.grad_accum_steps = 1
@@ -180,6 +188,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.eval_batch_size = 8
     config.data.num_eval_examples = 16
     config.model.decoder_features = (32, 16, 16, 8, 8)
+    config.model.width = 16                      # see the module docstring
     config.optim.warmup_steps = 5
     config.eval.num_thresholds = 49
     config.eval.num_grid_images = 3

@@ -75,6 +75,7 @@ from jhseg import losses
 from jhseg.data import augment as augment_lib
 from jhseg.metrics import boundary
 from jhseg.metrics import level_recovery
+from jhseg.models import resnet
 from jhseg.models import unet
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, Task
@@ -311,13 +312,20 @@ class UltrametricUNet(Task):
       raise ValueError(f"config.model.levels={levels}: expected increasing levels starting "
                        f"at 0, e.g. (0.0, 0.5, 1.0) (HGM) or (0.0, 1.0) (BGM)")
     self.levels = levels
+    width = config.model.get("width", resnet.PAPER_WIDTH)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+      raise ValueError(f"config.model.width={width!r}: expected a positive integer, the "
+                       f"encoder's base width ({resnet.PAPER_WIDTH} in the paper)")
     self._eval_fns: dict[Any, Any] = {}
 
   # --- model
   def make_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    """U-Net of config.model: depth, decoder_features, width (the encoder's base width,
+    64 -- the paper's -- when absent) and an optional torchvision `pretrained` file."""
     m = self.config.model
     model = unet.UNet(len(self.levels), depth=m.depth,
-                      decoder_features=tuple(m.decoder_features), rngs=rngs)
+                      decoder_features=tuple(m.decoder_features),
+                      width=m.get("width", resnet.PAPER_WIDTH), rngs=rngs)
     if m.get("pretrained"):
       from jhseg.models import torchvision_import  # pylint: disable=g-import-not-at-top
       torchvision_import.load_torchvision_resnet(model.encoder, m.pretrained)
