@@ -119,6 +119,7 @@ def test_loss_is_finite_with_gradients_for_every_module(synthetic_data_dir):
     assert np.all(np.isfinite(np.asarray(leaf)))
   assert float(optax.tree.norm(grads["embedder"])) > 0
   assert float(optax.tree.norm(grads["hierarchy"])) > 0
+  assert float(optax.tree.norm(grads["position"])) > 0  # segment positions reach the loss
   # Eq. 9 with the weights of the config.
   w = task.config.loss
   expected = (w.lambda_e * aux["loss_f_coherent"]

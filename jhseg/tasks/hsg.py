@@ -2,8 +2,9 @@
 Cosegmentation and Clustering Transformers", CVPR 2022) as a task of the training engine.
 
 Model (`HSGNetwork`): the pixel embedding network (`jhseg.models.embedding`, FCN- or
-PSPNet-ResNet, unit embeddings) and the clustering transformers
-(`jhseg.models.clustering_transformer.HierarchicalClustering`, n1 = 8, n2 = 4).
+PSPNet-ResNet, unit embeddings), the clustering transformers
+(`jhseg.models.clustering_transformer.HierarchicalClustering`, n1 = 8, n2 = 4) and
+their learned position table (`model.transformer.position_embedding`).
 
 Data (training): per image, the coherent regions G_e (`jhseg.data.coherent_regions`,
 once per image) and V augmented views carrying them (`jhseg.data.multiview`): fields
@@ -20,7 +21,9 @@ Loss (eq. 9), for a batch of B images x V views:
      negatives all other segments of the batch;
   5. the clustering transformers run once per image on the G0 prototypes of all
      its views concatenated (X_0, (B, V S0, D)), so that every level's clusters are
-     shared by the views; for each level l: L_f(G_l) with label = the level-l
+     shared by the views, with the learned position of every segment in its own view
+     (`jhseg.models.position_embedding`, the mean over its pixels) added to the
+     transformers' keys and queries; for each level l: L_f(G_l) with label = the level-l
      cluster of each G0 segment (unique per image), and L_g(l) (eq. 8) with the
      k-NN graph over X_0 restricted to segments of the same view;
   6. L = lambda_E L_f(G_e) + lambda_F sum_l L_f(G_l) + lambda_G sum_l L_g(l).
@@ -69,6 +72,7 @@ from jhseg.metrics import covering
 from jhseg.metrics import semantic
 from jhseg.models import clustering_transformer as ct
 from jhseg.models import embedding as embedding_lib
+from jhseg.models import position_embedding as position_lib
 from jhseg.models import spherical_kmeans as skm
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, Task
@@ -84,8 +88,12 @@ class HSGNetwork(nnx.Module):
 
   def __init__(self, *, embedder: embedding_lib.FCNEmbedding, num_clusters: Sequence[int],
                num_heads: int = 4, num_encoder_layers: int = 2, num_decoder_layers: int = 2,
-               dropout: float = 0.1, rngs: nnx.Rngs):
+               dropout: float = 0.1, position_embedding: bool = True, rngs: nnx.Rngs):
     self.embedder = embedder
+    # Learned positions of the segments for the transformers' keys and queries (authors'
+    # code); None disables them.
+    self.position = (position_lib.LearnedPositionEmbedding(embedder.embedding_dim, rngs=rngs)
+                     if position_embedding else None)
     self.hierarchy = ct.HierarchicalClustering(
         embedder.embedding_dim, num_clusters=num_clusters, num_heads=num_heads,
         num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers,
@@ -98,7 +106,7 @@ class HSGNetwork(nnx.Module):
 def make_network(model: ml_collections.ConfigDict, rngs: nnx.Rngs) -> HSGNetwork:
   options = dict(depth=model.depth, output_stride=model.train_output_stride,
                  multi_grid=model.multi_grid, embedding_dim=model.embedding_dim,
-                 upsample=model.get("upsample", 1))
+                 upsample=model.get("upsample", 1), width=model.get("width", 64))
   if model.embedding == "pspnet" and model.get("psp_width"):
     options["psp_width"] = model.psp_width
   embedder = embedding_lib.make_embedding(model.embedding, rngs=rngs, **options)
@@ -108,7 +116,8 @@ def make_network(model: ml_collections.ConfigDict, rngs: nnx.Rngs) -> HSGNetwork
   t = model.transformer
   return HSGNetwork(embedder=embedder, num_clusters=tuple(model.num_clusters),
                     num_heads=t.num_heads, num_encoder_layers=t.num_encoder_layers,
-                    num_decoder_layers=t.num_decoder_layers, dropout=t.dropout, rngs=rngs)
+                    num_decoder_layers=t.num_decoder_layers, dropout=t.dropout,
+                    position_embedding=t.get("position_embedding", True), rngs=rngs)
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -209,7 +218,11 @@ def hsg_loss(network: HSGNetwork, views: jax.Array, view_regions: jax.Array, *,
   x0 = g0.prototypes.reshape(b, v * s0, d)
   node_mask = g0.valid.reshape(b, v * s0)
   node_view = jnp.broadcast_to(jnp.repeat(jnp.arange(v), s0)[None], (b, v * s0))
-  out = network.hierarchy(x0, node_mask)
+  pos = None
+  if network.position is not None:  # positions in each view's own embedding grid
+    pos = position_lib.segment_positions(network.position(h, w), g0.labels, s0)
+    pos = pos.reshape(b, v * s0, d)
+  out = network.hierarchy(x0, node_mask, pos)
   level_f, level_g, aux = [], [], {}
   for index, (k, level_labels, assignment, level) in enumerate(zip(
       network.hierarchy.num_clusters, out.labels, out.assignments, out.levels), start=1):
@@ -253,14 +266,25 @@ class Segmentation(NamedTuple):
 def segment_images(embedder: embedding_lib.FCNEmbedding,
                    clustering: ct.HierarchicalClustering, images: jax.Array,
                    valid: jax.Array, *, grid: Sequence[int], num_iterations: int,
-                   location_weight: float) -> Segmentation:
-  """HSG inference: embeddings resized to the image, G0 by k-means, G1.. by transformers."""
+                   location_weight: float,
+                   position: position_lib.LearnedPositionEmbedding | None = None,
+                   position_stride: float = 8.0) -> Segmentation:
+  """HSG inference: embeddings resized to the image, G0 by k-means, G1.. by transformers.
+
+  `position_stride`: pixels per embedding cell in training (training output stride /
+  upsampling); segment positions come from that grid resized to the image.
+  """
   _, height, width, _ = images.shape
   emb = embedder(images)
   emb = skm.unit_normalize(embedding_lib.resize_bilinear(emb, height, width))
   g0 = skm.base_grouping(emb, None, grid=tuple(grid), num_iterations=num_iterations,
                          mask=valid, location_weight=location_weight)
-  out = clustering(g0.prototypes, g0.valid)
+  pos = None
+  if position is not None:
+    pixels = position.resized(position_lib.grid_for(height, width, position_stride),
+                              height, width)
+    pos = position_lib.segment_positions(pixels, g0.labels, g0.prototypes.shape[1])
+  out = clustering(g0.prototypes, g0.valid, pos)
   levels = [g0.labels] + [ct.pixel_labels(g0.labels, g) for g in out.labels]
   return Segmentation(jnp.stack(levels, axis=1), g0.prototypes, g0.valid,
                       tuple(level.attention for level in out.levels))
@@ -403,13 +427,15 @@ class HSG(Task):
       m = self.config.model
 
       @nnx.jit
-      def infer(embedder, clustering, images, valid):
+      def infer(embedder, clustering, position, images, valid):
         return segment_images(embedder, clustering, images, valid, grid=self.config.eval.grid,
                               num_iterations=m.kmeans_iterations,
-                              location_weight=m.location_weight)
+                              location_weight=m.location_weight, position=position,
+                              position_stride=m.train_output_stride / m.get("upsample", 1))
 
       self._infer_fn = infer
-    return self._infer_fn(self._eval_embedder, model.hierarchy, batch["image"], batch["valid"])
+    return self._infer_fn(self._eval_embedder, model.hierarchy, model.position, batch["image"],
+                          batch["valid"])
 
   def _memory(self, model: HSGNetwork, sharding) -> tuple[np.ndarray, np.ndarray]:
     """G0 prototypes and majority classes of the labelled training images."""
