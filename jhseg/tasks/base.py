@@ -59,3 +59,18 @@ class Task(abc.ABC):
 
     May write pictures or files under `workdir` (e.g. `workdir/eval/<step>/`).
     """
+
+  def infer(self, model: nnx.Module, image: np.ndarray, out_dir: str,
+            name: str) -> dict[str, str]:
+    """Predicts one image and writes the results as `out_dir/<name>_*` files.
+
+    Optional; used by `python -m jhseg.infer`. `model` is in evaluation mode,
+    `image` a float32 (H, W, 3) array in [0, 1] of any size. Returns
+    {kind: path} of the files written.
+    """
+    del model, image, out_dir, name
+    from jhseg.tasks import TASKS  # pylint: disable=g-import-not-at-top  (cycle)
+    mine = [n for n, cls in TASKS.items() if cls is type(self)] or [type(self).__name__]
+    able = sorted(n for n, cls in TASKS.items() if cls.infer is not Task.infer)
+    raise NotImplementedError(f"task {mine[0]!r} has no inference on single images "
+                              f"(Task.infer); tasks that have one: {able}")

@@ -575,9 +575,61 @@ class HSG(Task):
       outputs.write_summary(out_dir, summary)
     return scalars
 
+  # --- inference on single images (`python -m jhseg.infer`)
+  def _use_eval_stride(self, model: HSGNetwork) -> None:
+    """`_segment`'s embedder: `model`'s weights at config.model.eval_output_stride."""
+    if getattr(self, "_eval_embedder_of", None) is not model:
+      self._eval_embedder = embedding_lib.with_output_stride(
+          model.embedder, self.config.model.eval_output_stride)
+      self._eval_embedder.eval()
+      self._eval_embedder_of = model
+
+  def infer(self, model: HSGNetwork, image: np.ndarray, out_dir: str,
+            name: str) -> dict[str, str]:
+    """The evaluation's inference (`_segment`) on one image of any size, at its size.
+
+    Writes `<name>_levels.npz` (int32 (H, W) maps G0, ..., G_L, nested),
+    `<name>_hierarchy.png` (the segments of each level, as `hierarchy_<i>.png`),
+    `<name>_ucm.png` (the UCM of the nested levels, altitudes l / L) and
+    `<name>_attention.png` (each level's last-decoder-layer attention, as
+    `attention_0.png`). No padding: the embedder and k-means take any size, and the
+    jitted function compiles once per image size.
+    """
+    from jhseg.viz import attention as viz_attention  # pylint: disable=g-import-not-at-top
+    from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
+    from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
+
+    self._use_eval_stride(model)
+    image = np.asarray(image, np.float32)
+    batch = {"image": jnp.asarray(image[None]),
+             "valid": jnp.ones((1,) + image.shape[:2], bool)}
+    seg = jax.device_get(self._segment(model, batch))
+    levels = [np.asarray(level, np.int32) for level in seg.levels[0]]
+    names = [f"G{l}" for l in range(len(levels))]
+    altitudes, thresholds = level_altitudes_and_cuts(len(levels))
+    h, v = hierarchy.ultrametric_from_nested_segmentations(levels, altitudes)
+    stem = os.path.join(out_dir, name)
+    paths = {"levels": f"{stem}_levels.npz"}
+    np.savez_compressed(paths["levels"], **dict(zip(names, levels)))
+    paths["hierarchy"] = viz_segments.save_hierarchy_levels_png(
+        f"{stem}_hierarchy.png", image, h, v, thresholds, titles=[f"HSG {n}" for n in names])
+    paths["ucm"] = viz_ucm.save_ucm_png(f"{stem}_ucm.png", h, v)
+    paths["attention"] = viz_attention.save_attention_png(
+        f"{stem}_attention.png", levels[:-1], [a[0] for a in seg.attention], image=image,
+        titles=[f"G{l - 1}->G{l}" for l in range(1, len(levels))])
+    return {k: str(p) for k, p in paths.items()}
+
 
 def _finest_truth(truth_levels: Sequence[np.ndarray]) -> np.ndarray:
   """Boundary map of the common refinement of the ground-truth levels."""
   stacked = np.stack([np.asarray(t) for t in truth_levels]).reshape(len(truth_levels), -1)
   _, joint = np.unique(stacked, axis=1, return_inverse=True)
   return boundary.boundaries_from_segmentation(joint.reshape(truth_levels[0].shape))
+
+
+def level_altitudes_and_cuts(num_levels: int) -> tuple[np.ndarray, list[float]]:
+  """The altitudes k / N (k = 1..N) of `num_levels` = N nested levels for
+  `hierarchy.ultrametric_from_nested_segmentations` (as `HSG._report`), and one
+  threshold per level whose cut gives that level back (0, then between altitudes)."""
+  altitudes = np.arange(1, num_levels + 1) / num_levels
+  return altitudes, [0.0] + list(altitudes[:-1] + 0.5 / num_levels)

@@ -466,3 +466,50 @@ class UltrametricUNet(Task):
         curves.save_per_class_png(os.path.join(out_dir, "per_class.png"), result,
                                   class_names=class_names, level_names=names)
     return scalars
+
+  # --- inference on single images (`python -m jhseg.infer`)
+  def _infer_ucm_fn(self):
+    """Jitted image -> UCM of the evaluation: eq. (2), watershed, linkage, area filter."""
+    if getattr(self, "_infer_fn", None) is None:
+      e = self.config.eval
+
+      @nnx.jit
+      def infer_ucm(model, images, valid):
+        h, v = dissimilarity(model(images), self.levels)
+        return predicted_ucm(h, v, valid, min_region_area=e.min_region_area,
+                             linkage=e.linkage, mesh=None)
+
+      self._infer_fn = infer_ucm
+    return self._infer_fn
+
+  def infer(self, model, image: np.ndarray, out_dir: str, name: str) -> dict[str, str]:
+    """The evaluation's predicted UCM of one image of any size, at its size.
+
+    Writes `<name>_ucm.npy`: the UCM as a float32 interpixel map (2H-1, 2W-1), the
+    format of the datasets' `ucm` targets (`jhseg.grid.edges_to_interpixel`: edge
+    values at odd positions, corners the max of their edges, pixels 0; the BSDS
+    ucm2 frame is `jhseg.grid.interpixel_to_ucm2`); `<name>_ucm.png` (that map,
+    white = 0) and `<name>_cuts.png`: the cut midway below each positive level of
+    config.model.levels (e.g. 0.25 -> parts, 0.75 -> objects for {0, 0.5, 1}).
+    No padding: the U-Net takes any size, and the jitted function compiles once
+    per image size.
+    """
+    from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
+    from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
+
+    image = np.asarray(image, np.float32)
+    valid = jnp.ones((1,) + image.shape[:2], bool)
+    ucm_h, ucm_v = jax.device_get(self._infer_ucm_fn()(model, jnp.asarray(image[None]), valid))
+    h, v = np.asarray(ucm_h[0], np.float32), np.asarray(ucm_v[0], np.float32)
+    stem = os.path.join(out_dir, name)
+    paths = {"ucm_array": f"{stem}_ucm.npy"}
+    np.save(paths["ucm_array"], np.asarray(grid.edges_to_interpixel(h, v), np.float32))
+    paths["ucm"] = viz_ucm.save_ucm_png(f"{stem}_ucm.png", h, v)
+    positive = [l for l in self.levels if l > 0]
+    below = [0.0] + positive[:-1]
+    thresholds = [(a + b) / 2 for a, b in zip(below, positive)]
+    names = self._level_names(positive)
+    paths["cuts"] = viz_segments.save_hierarchy_levels_png(
+        f"{stem}_cuts.png", image, h, v, thresholds,
+        titles=[f"{names[l]}, t = {t:g}" for l, t in zip(positive, thresholds)])
+    return {k: str(p) for k, p in paths.items()}

@@ -1,0 +1,208 @@
+"""`python -m jhseg.infer`: a trained run's predictions on any image files.
+
+    python -m jhseg.infer --workdir=RUN_DIR [--step=N | --best] --out=OUT_DIR a.jpg b.png ...
+
+The task and model are rebuilt from `RUN_DIR/config.json` (written by
+`jhseg.train.train_and_evaluate`), and the model's parameters and BatchNorm
+statistics are read from one checkpoint under `RUN_DIR/checkpoints` -- the latest,
+`--step`, or with `--best` the best by the run's `config.checkpoint.best_metric` --
+as plain arrays (`checkpointing.load_params_from`), so the optimizer state is not
+needed and any device topology can read a run written by another. A torchvision
+`config.model.pretrained` file is not read: the checkpoint holds every weight.
+
+Each image is read with PIL as RGB, scaled to [0, 1] and predicted at its own size
+by the task's `Task.infer` (HSG: the nested levels, hierarchy, UCM and attention
+pictures; Ultrametric U-Net: the predicted UCM array and pictures), which writes
+`OUT_DIR/<name>_*` files, `<name>` being the image's file name without extension
+(`_2`, `_3`, ... appended when two inputs share one). The jitted inference compiles
+once per distinct image size: resize or crop a large collection to a few sizes to
+avoid recompiling. A file that cannot be read or predicted is reported and skipped;
+the exit code is 1 if any image failed, 2 if the run cannot be loaded, else 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Sequence
+
+import ml_collections
+import numpy as np
+
+CONFIG_FILE = "config.json"
+
+
+class RunError(Exception):
+  """The run directory cannot give a model (missing files, unknown step, mismatch)."""
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The run's configuration from `workdir/config.json`."""
+  if not os.path.isdir(workdir):
+    raise RunError(f"--workdir {workdir}: no such directory")
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise RunError(f"--workdir {workdir}: no {CONFIG_FILE} (written by "
+                   f"jhseg.train.train_and_evaluate at the start of a run) at {path}")
+  try:
+    with open(path) as f:
+      fields = json.load(f)
+  except (OSError, json.JSONDecodeError) as err:
+    raise RunError(f"{path}: not a readable JSON config ({err})") from None
+  if not isinstance(fields, dict) or "task" not in fields or "model" not in fields:
+    raise RunError(f"{path}: expected a run config with fields 'task' and 'model'")
+  return ml_collections.ConfigDict(fields)
+
+
+def _manager(directory: str, config: ml_collections.ConfigDict, best: bool):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
+  options = {"read_only": True, "create": False}
+  if best:
+    options.update(best_fn=lambda metrics: metrics[config.checkpoint.best_metric],
+                   best_mode=config.checkpoint.get("best_mode", "min"),
+                   keep_checkpoints_without_metrics=False)
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(**options),
+                               item_names=("state", "meta"))
+
+
+def checkpoint_state_dir(workdir: str, config: ml_collections.ConfigDict, *,
+                         step: int | None = None, best: bool = False) -> tuple[int, str]:
+  """(step, `checkpoints/<step>/state` folder) of the latest, given or best checkpoint."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise RunError(f"--workdir {workdir}: no checkpoint directory at {directory}")
+  checkpoint = config.get("checkpoint") or ml_collections.ConfigDict()
+  if best and not checkpoint.get("best_metric"):
+    raise RunError(f"--best: the run has no config.checkpoint.best_metric (see "
+                   f"{os.path.join(workdir, CONFIG_FILE)}); give --step=N or omit both")
+  manager = _manager(directory, config, best)
+  steps = sorted(manager.all_steps())
+  if not steps:
+    raise RunError(f"--workdir {workdir}: no checkpoint in {directory}")
+  if best:
+    chosen = manager.best_step()
+    if chosen is None:
+      raise RunError(f"--best: no checkpoint in {directory} has the metric "
+                     f"{checkpoint.best_metric!r}; saved steps: {steps}")
+  elif step is not None:
+    if step not in steps:
+      raise RunError(f"--step={step}: no such checkpoint in {directory}; saved steps: {steps}")
+    chosen = step
+  else:
+    chosen = steps[-1]
+  state_dir = os.path.join(directory, str(chosen), "state")
+  if not os.path.isdir(state_dir):
+    raise RunError(f"checkpoint {chosen}: no state folder at {state_dir}")
+  return chosen, state_dir
+
+
+def restore_model(workdir: str, *, step: int | None = None, best: bool = False):
+  """(task, model in evaluation mode, step) of the run in `workdir`."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from jhseg.tasks import get_task  # pylint: disable=g-import-not-at-top
+  from jhseg.train import checkpointing  # pylint: disable=g-import-not-at-top
+
+  workdir = os.path.abspath(workdir)
+  config = load_config(workdir)
+  chosen, state_dir = checkpoint_state_dir(workdir, config, step=step, best=best)
+  if config.model.get("pretrained"):
+    config.model.pretrained = ""  # every weight comes from the checkpoint
+  try:
+    task = get_task(config.task)(config)
+  except ValueError as err:
+    raise RunError(f"{os.path.join(workdir, CONFIG_FILE)}: {err}") from None
+  model = task.make_model(nnx.Rngs(config.get("seed", 0)))
+  weights = nnx.state(model, (nnx.Param, nnx.BatchStat))
+  try:
+    loaded, missing = checkpointing.load_params_from(state_dir, weights)
+  except ValueError as err:
+    raise RunError(f"checkpoint {state_dir} does not fit the model of {CONFIG_FILE}: "
+                   f"{err}") from None
+  if missing:
+    raise RunError(f"checkpoint {state_dir} lacks {len(missing)} arrays of the model built from "
+                   f"{CONFIG_FILE}, e.g. {missing[:5]}")
+  nnx.update(model, loaded)
+  model.eval()
+  return task, model, chosen
+
+
+def read_image(path: str) -> np.ndarray:
+  """(H, W, 3) float32 RGB in [0, 1]; ValueError naming the file if PIL cannot read it."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  try:
+    with Image.open(path) as image:
+      rgb = np.asarray(image.convert("RGB"))
+  except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
+    raise ValueError(f"cannot read image {path}: {err}") from None
+  if min(rgb.shape[:2]) < 2:
+    raise ValueError(f"image {path} is {rgb.shape[0]}x{rgb.shape[1]}; need at least 2x2 pixels")
+  return rgb.astype(np.float32) / 255.0
+
+
+def output_names(paths: Sequence[str]) -> list[str]:
+  """File names without extension, made unique by `_2`, `_3`, ... suffixes."""
+  names, used = [], set()
+  for path in paths:
+    stem = os.path.splitext(os.path.basename(path))[0] or "image"
+    name, k = stem, 1
+    while name in used:
+      k += 1
+      name = f"{stem}_{k}"
+    used.add(name)
+    names.append(name)
+  return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m jhseg.infer",
+      description="Predictions of a trained jhseg run on image files (see Task.infer).")
+  parser.add_argument("--workdir", required=True,
+                      help="run directory of jhseg.train (config.json and checkpoints/)")
+  which = parser.add_mutually_exclusive_group()
+  which.add_argument("--step", type=int, default=None,
+                     help="checkpoint step (default: the latest)")
+  which.add_argument("--best", action="store_true",
+                     help="the best checkpoint by the run's config.checkpoint.best_metric")
+  parser.add_argument("--out", required=True, help="output directory (created)")
+  parser.add_argument("images", nargs="+", help="image files PIL can read (JPEG, PNG, ...)")
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    task, model, step = restore_model(args.workdir, step=args.step, best=args.best)
+  except RunError as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  os.makedirs(args.out, exist_ok=True)
+  print(f"{type(task).__name__} from {os.path.abspath(args.workdir)} at step {step}; "
+        f"writing to {os.path.abspath(args.out)}", flush=True)
+  failed = []
+  for index, (path, name) in enumerate(zip(args.images, output_names(args.images)), start=1):
+    start = time.perf_counter()
+    try:
+      image = read_image(path)
+      written = task.infer(model, image, args.out, name)
+    except NotImplementedError as err:
+      print(f"error: {err}", file=sys.stderr)
+      return 2
+    except Exception as err:  # pylint: disable=broad-except  (report, skip, go on)
+      failed.append(path)
+      print(f"[{index}/{len(args.images)}] {path}: FAILED: {err}", file=sys.stderr, flush=True)
+      continue
+    print(f"[{index}/{len(args.images)}] {path} ({image.shape[0]}x{image.shape[1]}): "
+          f"{len(written)} files as {name}_* in {time.perf_counter() - start:.2f} s", flush=True)
+  if failed:
+    print(f"{len(failed)} of {len(args.images)} images failed: {failed}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
