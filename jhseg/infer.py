@@ -5,10 +5,11 @@
 The task and model are rebuilt from `RUN_DIR/config.json` (written by
 `jhseg.train.train_and_evaluate`), and the model's parameters and BatchNorm
 statistics are read from one checkpoint under `RUN_DIR/checkpoints` -- the latest,
-`--step`, or with `--best` the best by the run's `config.checkpoint.best_metric` --
-as plain arrays (`checkpointing.load_params_from`), so the optimizer state is not
-needed and any device topology can read a run written by another. A torchvision
-`config.model.pretrained` file is not read: the checkpoint holds every weight.
+`--step`, or with `--best` the saved step with the best `config.checkpoint.best_metric`
+in the run's metrics.jsonl -- as plain arrays (`checkpointing.load_params_from`), so
+the optimizer state is not needed and any device topology can read a run written by
+another. A torchvision `config.model.pretrained` file is not read: the checkpoint
+holds every weight.
 
 Each image is read with PIL as RGB, scaled to [0, 1] and predicted at its own size
 by the task's `Task.infer` (HSG: the nested levels, hierarchy, UCM and attention
@@ -56,21 +57,39 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(fields)
 
 
-def _manager(directory: str, config: ml_collections.ConfigDict, best: bool):
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+def best_step(workdir: str, metric: str, mode: str, steps: Sequence[int]) -> int:
+  """The saved step whose evaluation has the best `metric` in `workdir/metrics.jsonl`.
 
-  options = {"read_only": True, "create": False}
-  if best:
-    options.update(best_fn=lambda metrics: metrics[config.checkpoint.best_metric],
-                   best_mode=config.checkpoint.get("best_mode", "min"),
-                   keep_checkpoints_without_metrics=False)
-  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(**options),
-                               item_names=("state", "meta"))
+  Read from the run's metric log rather than from orbax's checkpoint metrics, which
+  the engine's checkpoints do not record (no `best_fn` in their manager options).
+  A step evaluated twice (a resumed run) counts with its last record.
+  """
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    raise RunError(f"--best: no metric log at {path}")
+  values = {}
+  with open(path) as f:
+    for number, line in enumerate(f, start=1):
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        raise RunError(f"--best: {path} line {number} is not JSON") from None
+      if record.get(metric) is not None and record.get("step") in steps:
+        values[record["step"]] = float(record[metric])
+  if not values:
+    raise RunError(f"--best: no saved checkpoint (steps {list(steps)}) has the metric "
+                   f"{metric!r} (config.checkpoint.best_metric) in {path}")
+  if mode not in ("min", "max"):
+    raise RunError(f"--best: config.checkpoint.best_mode={mode!r}; expected 'min' or 'max'")
+  pick = min if mode == "min" else max
+  return pick(values, key=lambda step: (values[step], -step))
 
 
 def checkpoint_state_dir(workdir: str, config: ml_collections.ConfigDict, *,
                          step: int | None = None, best: bool = False) -> tuple[int, str]:
   """(step, `checkpoints/<step>/state` folder) of the latest, given or best checkpoint."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   directory = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(directory):
     raise RunError(f"--workdir {workdir}: no checkpoint directory at {directory}")
@@ -78,15 +97,15 @@ def checkpoint_state_dir(workdir: str, config: ml_collections.ConfigDict, *,
   if best and not checkpoint.get("best_metric"):
     raise RunError(f"--best: the run has no config.checkpoint.best_metric (see "
                    f"{os.path.join(workdir, CONFIG_FILE)}); give --step=N or omit both")
-  manager = _manager(directory, config, best)
+  manager = ocp.CheckpointManager(
+      directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+      item_names=("state", "meta"))
   steps = sorted(manager.all_steps())
   if not steps:
     raise RunError(f"--workdir {workdir}: no checkpoint in {directory}")
   if best:
-    chosen = manager.best_step()
-    if chosen is None:
-      raise RunError(f"--best: no checkpoint in {directory} has the metric "
-                     f"{checkpoint.best_metric!r}; saved steps: {steps}")
+    chosen = best_step(workdir, checkpoint.best_metric, checkpoint.get("best_mode", "min"),
+                       steps)
   elif step is not None:
     if step not in steps:
       raise RunError(f"--step={step}: no such checkpoint in {directory}; saved steps: {steps}")
