@@ -115,6 +115,8 @@ def test_loss_is_finite_with_gradients_for_every_module(synthetic_data_dir):
               "loss_g_level2"):
     assert np.isfinite(float(aux[key])), key
   assert float(aux["base_segments"]) >= 4  # at least the 2 x 2 k-means clusters
+  assert 1.0 <= float(aux["clusters_level1"]) <= 8.0
+  assert 1.0 <= float(aux["clusters_level2"]) <= float(aux["clusters_level1"])  # nested
   for leaf in jax.tree.leaves(grads):
     assert np.all(np.isfinite(np.asarray(leaf)))
   assert float(optax.tree.norm(grads["embedder"])) > 0
@@ -149,6 +151,11 @@ def test_views_of_one_image_share_their_coherent_region_labels():
   np.testing.assert_array_equal(
       hsg.unique_per_image(regions, image_index, 4),
       [[0, 3, -1], [3, 1, -1], [4, 7, 6], [5, -1, -1]])
+
+
+def test_clusters_used_counts_distinct_labels_per_row():
+  labels = jnp.array([[0, 0, 2, -1], [1, 1, 1, 1], [-1, -1, -1, -1]])
+  assert float(hsg.clusters_used(labels, 4)) == (2 + 1 + 0) / 3
 
 
 def test_resize_nearest_takes_pytorch_source_pixels():

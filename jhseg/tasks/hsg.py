@@ -189,6 +189,12 @@ def unique_per_image(labels: jax.Array, image_index: jax.Array, num_labels: int)
   return jnp.where(labels >= 0, labels + image_index[:, None] * num_labels, IGNORE)
 
 
+def clusters_used(labels: jax.Array, num_clusters: int) -> jax.Array:
+  """Mean number of distinct labels (>= 0) per row of (B, N) int labels."""
+  present = jnp.any(jax.nn.one_hot(labels, num_clusters, dtype=jnp.bool_), axis=1)
+  return jnp.mean(jnp.sum(present, axis=1).astype(jnp.float32))
+
+
 def hsg_loss(network: HSGNetwork, views: jax.Array, view_regions: jax.Array, *,
              model: ml_collections.ConfigDict, loss: ml_collections.ConfigDict,
              max_regions: int) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -234,6 +240,9 @@ def hsg_loss(network: HSGNetwork, views: jax.Array, view_regions: jax.Array, *,
         num_neighbors=loss.num_neighbors, concentration=loss.concentration))
     aux[f"loss_f_level{index}"] = level_f[-1]
     aux[f"loss_g_level{index}"] = level_g[-1]
+    # Distinct clusters used per image: next to eval/segments_hsg_G<l> it shows a level
+    # that only separates in training (e.g. by dropout noise) and collapses in evaluation.
+    aux[f"clusters_level{index}"] = clusters_used(level_labels, k)
   total = losses.total_loss(coherent_contrastive=l_fe, level_contrastive=level_f,
                             level_grouping=level_g, lambda_e=loss.lambda_e,
                             lambda_f=loss.lambda_f, lambda_g=loss.lambda_g)
