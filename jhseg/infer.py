@@ -120,6 +120,7 @@ def checkpoint_state_dir(workdir: str, config: ml_collections.ConfigDict, *,
 
 def restore_model(workdir: str, *, step: int | None = None, best: bool = False):
   """(task, model in evaluation mode, step) of the run in `workdir`."""
+  import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from jhseg.tasks import get_task  # pylint: disable=g-import-not-at-top
   from jhseg.train import checkpointing  # pylint: disable=g-import-not-at-top
@@ -144,6 +145,10 @@ def restore_model(workdir: str, *, step: int | None = None, best: bool = False):
     raise RunError(f"checkpoint {state_dir} lacks {len(missing)} arrays of the model built from "
                    f"{CONFIG_FILE}, e.g. {missing[:5]}")
   nnx.update(model, loaded)
+  # Every array committed to one device: otherwise the uncommitted ones (RNG streams of
+  # dropout layers) come back committed from the first jitted call, and the second
+  # call compiles again.
+  nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
   model.eval()
   return task, model, chosen
 
