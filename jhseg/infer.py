@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
   which.add_argument("--step", type=int, default=None,
                      help="checkpoint step (default: the latest)")
   which.add_argument("--best", action="store_true",
-                     help="the best checkpoint by the run's config.checkpoint.best_metric")
+                     help="the saved step with the best config.checkpoint.best_metric "
+                          "in the run's metrics.jsonl")
   parser.add_argument("--out", required=True, help="output directory (created)")
   parser.add_argument("images", nargs="+", help="image files PIL can read (JPEG, PNG, ...)")
   return parser
