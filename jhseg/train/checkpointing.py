@@ -50,8 +50,12 @@ class Checkpointer:
           get_metric_fn=lambda metrics: metrics[self.best_metric],
           reverse=config.get("best_mode", "min") == "min", n=1,
           keep_checkpoints_without_metrics=False))
+    # best_fn makes orbax store each checkpoint's metrics, which BestN reads; without it
+    # every checkpoint has no metrics and BestN keeps none.
+    best_fn = (lambda metrics: metrics[self.best_metric]) if self.best_metric else None
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policies.AnyPreservationPolicy(keep),
+        best_fn=best_fn, best_mode=config.get("best_mode", "min"),
         enable_async_checkpointing=config.get("async", True))
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self._manager = ocp.CheckpointManager(self.directory, options=options,
