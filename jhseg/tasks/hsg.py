@@ -475,9 +475,8 @@ class HSG(Task):
 
   def evaluate(self, model, batches: Iterable[Batch], workdir: str, step: int) -> dict[str, Any]:
     e = self.config.eval
-    self._eval_embedder = embedding_lib.with_output_stride(
-        model.embedder, self.config.model.eval_output_stride)
-    self._eval_embedder.eval()
+    self._eval_embedder_of = None  # the parameters changed since the last evaluation
+    self._use_eval_stride(model)
     truth_names = tuple(e.truth_levels)
     num_levels = len(self.config.model.num_clusters) + 1
     hsg_cover = covering.NFCoveringAccumulator(background=0)
@@ -555,8 +554,7 @@ class HSG(Task):
     out_dir = os.path.join(workdir, "eval", str(step))
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
-      altitudes = np.arange(1, len(level_names) + 1) / len(level_names)
-      thresholds = [0.0] + list(altitudes[:-1] + 0.5 / len(level_names))
+      altitudes, thresholds = level_altitudes_and_cuts(len(level_names))
       for i, (image, levels, baseline) in enumerate(pictures):
         h, v = hierarchy.ultrametric_from_nested_segmentations(levels, altitudes)
         viz_segments.save_hierarchy_levels_png(
