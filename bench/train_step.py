@@ -25,6 +25,7 @@ from experiments.configs import pixel_classification
 from jhseg.tasks import get_task
 from jhseg.train import devices, optim
 from jhseg.train.loop import _make_train_step
+from bench import step_timing
 steps, batch, size = map(int, sys.argv[1:4])
 config = pixel_classification.get_config()
 task = get_task(config.task)(config)
@@ -38,16 +39,9 @@ rng = np.random.default_rng(0)
 data = {"image": rng.random((batch, size, size, 3), np.float32),
         "labels": rng.integers(0, 5, (batch, size, size)).astype(np.int32)}
 data = jax.device_put(data, devices.data_sharding(mesh))
-t0 = time.perf_counter()
-compiled = step_fn.lower(state, data, np.int32(1), np.float32(1)).compile()
-compile_s = time.perf_counter() - t0
-state, m = compiled(state, data, np.int32(1), np.float32(1)); jax.block_until_ready(m)
-t0 = time.perf_counter()
-for s in range(steps):
-  state, m = compiled(state, data, np.int32(s + 2), np.float32(1))
-jax.block_until_ready(m)
+compile_s, step_ms, m = step_timing.compile_and_time(step_fn, state, data, steps)
 print(json.dumps({"devices": jax.device_count(), "compile_s": compile_s,
-                  "step_ms": 1000 * (time.perf_counter() - t0) / steps}))
+                  "step_ms": step_ms}))
 """
 
 

@@ -32,6 +32,7 @@ from experiments.configs import ultrametric as configs
 from jhseg.tasks import get_task
 from jhseg.train import devices, optim
 from jhseg.train.loop import _make_train_step
+from bench import step_timing
 width, steps = map(int, sys.argv[1:3])
 config = configs.get_config("tiny")
 config.model.width = width
@@ -55,15 +56,7 @@ ucm[:, 15, :31] = 0.5  # a part boundary row (edges 7|8) in the left object
 data = {"image": rng.random((batch, size, size, 3), np.float32), "ucm": ucm,
         "valid": np.ones((batch, size, size), bool)}
 data = jax.device_put(data, devices.data_sharding(mesh))
-t0 = time.perf_counter()
-compiled = step_fn.lower(state, data, np.int32(1), np.float32(1)).compile()
-compile_s = time.perf_counter() - t0
-state, m = compiled(state, data, np.int32(1), np.float32(1)); jax.block_until_ready(m)
-t0 = time.perf_counter()
-for s in range(steps):
-  state, m = compiled(state, data, np.int32(s + 2), np.float32(1))
-jax.block_until_ready(m)
-step_ms = 1000 * (time.perf_counter() - t0) / steps
+compile_s, step_ms, m = step_timing.compile_and_time(step_fn, state, data, steps)
 assert np.isfinite(float(m["loss"])), m
 print(json.dumps({"devices": jax.device_count(), "width": width, "params": params,
                   "init_s": init_s, "compile_s": compile_s, "step_ms": step_ms,
