@@ -37,6 +37,7 @@ def test_paper_variants_use_the_authors_optimisation(variant):
   assert (c.model.depth, tuple(c.model.multi_grid), c.model.train_output_stride,
           c.model.eval_output_stride) == (50, (1, 2, 4), 16, 8)
   assert c.loss.concentration == 16.0 and c.loss.lambda_e == 1.0
+  assert c.model.width == 64  # torchvision / paper ResNet-50
 
 
 def test_synthetic_default_turns_transformer_dropout_off():
