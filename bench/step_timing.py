@@ -1,11 +1,30 @@
-"""Shared by the benchmarks' child processes: compile a jitted train step, time it."""
+"""Benchmark child processes: one per device count (fixed when JAX starts).
+
+`run_child` starts the code of a benchmark in a fresh Python with N fake CPU devices
+and returns the JSON object its last output line prints; inside the child,
+`compile_and_time` compiles the engine's jitted train step and times it.
+"""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-import jax
-import numpy as np
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_child(code: str, argv: Sequence[Any], num_devices: int) -> dict:
+  """Runs `python -c code *argv` on `num_devices` CPU devices from the repository root."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+  out = subprocess.run([sys.executable, "-c", code, *map(str, argv)], env=env,
+                       capture_output=True, text=True, check=False, cwd=REPO)
+  if out.returncode:
+    raise RuntimeError(out.stderr[-2000:])
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def compile_and_time(step_fn: Callable, state: Any, data: Any,
@@ -15,6 +34,9 @@ def compile_and_time(step_fn: Callable, state: Any, data: Any,
   `step_fn(state, data, step, lr_scale)` as `jhseg.train.loop._make_train_step`; one
   warm-up step runs before the timed ones.
   """
+  import jax  # pylint: disable=g-import-not-at-top  (children only)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, data, np.int32(1), np.float32(1)).compile()
   compile_s = time.perf_counter() - t0

@@ -10,11 +10,8 @@ Ratios are against the 1-device run of the same invocation.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-import time
+
+import step_timing  # bench/step_timing.py, beside this script
 
 CHILD = r"""
 import json, os, sys, time
@@ -46,14 +43,7 @@ print(json.dumps({"devices": jax.device_count(), "compile_s": compile_s,
 
 
 def run(num_devices: int, args) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
-  out = subprocess.run([sys.executable, "-c", CHILD, str(args.steps), str(args.batch),
-                        str(args.size)], env=env, capture_output=True, text=True, check=False,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  if out.returncode:
-    raise RuntimeError(out.stderr[-2000:])
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return step_timing.run_child(CHILD, (args.steps, args.batch, args.size), num_devices)
 
 
 def main() -> None:

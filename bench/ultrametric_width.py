@@ -18,10 +18,8 @@ Ratios are against the first width of `--widths` at the same device count.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
+
+import step_timing  # bench/step_timing.py, beside this script
 
 CHILD = r"""
 import json, os, sys, time
@@ -65,14 +63,7 @@ print(json.dumps({"devices": jax.device_count(), "width": width, "params": param
 
 
 def run(num_devices: int, width: int, steps: int) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
-  out = subprocess.run([sys.executable, "-c", CHILD, str(width), str(steps)], env=env,
-                       capture_output=True, text=True, check=False,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  if out.returncode:
-    raise RuntimeError(out.stderr[-2000:])
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return step_timing.run_child(CHILD, (width, steps), num_devices)
 
 
 def main() -> None:
