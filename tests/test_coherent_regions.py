@@ -88,7 +88,8 @@ def test_num_regions_at_thresholds_matches_connected_components():
   v = rng.integers(0, 5, (5, 8)).astype(np.float64) / 4
   thresholds = np.array([1.0, -0.1, 0.0, 0.25, 0.3, 0.5, 0.75])
   expected = [_components(h, v, t)[0] for t in thresholds]
-  np.testing.assert_array_equal(edge_hierarchy.num_regions_at_thresholds(h, v, thresholds), expected)
+  np.testing.assert_array_equal(edge_hierarchy.num_regions_at_thresholds(h, v, thresholds),
+                                expected)
 
 
 def test_stored_edges_one_pixel_lines_count_half():
@@ -192,7 +193,8 @@ def test_opencv_sed_glue_passes_rgb_float_in_unit_range(tmp_path, monkeypatch):
   assert seen["model"] == str(model)
   assert seen["image"].dtype == np.float32 and seen["image"].flags.c_contiguous
   np.testing.assert_allclose(seen["image"][0, :, 0], np.array([0, 64, 128, 191, 255]) / 255)
-  np.testing.assert_allclose(edges[0], np.clip(np.array([0, 64, 128, 191, 255]) / 255 * 2 - 0.5, 0, 1),
+  np.testing.assert_allclose(edges[0],
+                             np.clip(np.array([0, 64, 128, 191, 255]) / 255 * 2 - 0.5, 0, 1),
                              atol=1e-6)
 
 

@@ -38,8 +38,9 @@ Two choices for the synthetic runs, each measured against the paper's value:
     evaluation they coincide (0.998), soft assignments are uniform (modularity 0) and
     G1 / G2 collapse to about one segment (eval/segments_hsg_G1 1.14 after 150 steps).
     With 0 the same 150-step run keeps 5.8 / 3.9 segments, evaluation modularity
-    0.49 / 0.60 and G1 NFCovering 0.31 instead of 0.11. On other data compare train/clusters_level1 with
-    eval/segments_hsg_G1: a level that separates only in training shows this failure.
+    0.49 / 0.60 and G1 NFCovering 0.31 instead of 0.11. On other data compare
+    train/clusters_level1 with eval/segments_hsg_G1: a level that separates only in
+    training shows this failure.
   * learning rate 0.01: 0.02 with the authors' x10 / x20 groups diverged right after
     the warm-up (gradient norm 7e3 at step 250).
 
@@ -172,7 +173,8 @@ def _base() -> ml_collections.ConfigDict:
   # clustering transformers, queries and position tables, x2 for biases.
   config.optim.groups = [
       ml_collections.ConfigDict(dict(name="transformer_biases",
-                                     pattern="(hierarchy|position)/.*/bias(/value)?", lr_mults=20.0)),
+                                     pattern="(hierarchy|position)/.*/bias(/value)?",
+                                     lr_mults=20.0)),
       ml_collections.ConfigDict(dict(name="transformers", pattern="(hierarchy|position)/.*",
                                      lr_mults=10.0)),
       ml_collections.ConfigDict(dict(name="biases", pattern=".*/bias(/value)?", lr_mults=2.0)),

@@ -229,7 +229,8 @@ def make_edge_source(name: str, **options):
 # --- Hierarchy and cut. ---
 
 
-def edge_map_ucm(edge_map: np.ndarray, *, min_region_area: float = 0) -> tuple[np.ndarray, np.ndarray]:
+def edge_map_ucm(edge_map: np.ndarray, *,
+                 min_region_area: float = 0) -> tuple[np.ndarray, np.ndarray]:
   """UCM (h, v) float64 of an (H, W) edge map: steps 2-3 of the module docstring."""
   edges = np.asarray(edge_map, np.float64)
   if edges.ndim != 2:
@@ -289,7 +290,8 @@ def encode_regions(labels: np.ndarray, *, key: str) -> bytes:
   return buffer.getvalue()
 
 
-def decode_regions(data: bytes, *, key: str, shape: tuple[int, int], max_regions: int) -> np.ndarray:
+def decode_regions(data: bytes, *, key: str, shape: tuple[int, int],
+                   max_regions: int) -> np.ndarray:
   """Labels (H, W) int32 (a fresh array) of an `encode_regions` entry; checks that it
   is `key`'s, of `shape`, with labels < max_regions; CacheEntryError otherwise."""
   if not data.startswith(b"PK\x03\x04"):
@@ -506,7 +508,8 @@ class CoherentRegions:
 
   def __call__(self, example: Example) -> Example:
     if "image" not in example:
-      raise KeyError(f"CoherentRegions: the example has no field 'image' (fields: {sorted(example)})")
+      raise KeyError(f"CoherentRegions: the example has no field 'image' "
+                     f"(fields: {sorted(example)})")
     out = dict(example)
     out[self.output_field] = self.regions(example)
     return out
