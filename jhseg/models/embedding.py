@@ -10,8 +10,9 @@ followed by unit normalisation, v_i = f_i / ||f_i||. C is the backbone's output
 channels (2048 for ResNet-50; the authors' `conv_out`), read from the backbone so that
 a narrower ResNet (`width` < 64, for cheap CPU configurations) fits. The
 ImageNet-pretrained VOC setting uses PSPNet-ResNet50 instead (`PSPEmbedding`): the
-pyramid pooling module of Zhao et al. (CVPR 2017) on the backbone output -- average pooling to 1x1, 2x2, 3x3 and 6x6 bins,
-each 1x1 conv (C -> 512) - BN - ReLU and bilinear upsampling, concatenated with the
+pyramid pooling module of Zhao et al. (CVPR 2017) on the backbone output -- average
+pooling to 1x1, 2x2, 3x3 and 6x6 bins, each 1x1 conv (C -> 512) - BN - ReLU and
+bilinear upsampling, concatenated with the
 input and fused by a 3x3 conv (C + 4 * 512 -> 512) - BN - ReLU -- then the same head
 on 512 channels. (The pyramid follows the authors' `PSPP` module; that the HSG head
 then sits on its 512 channels is our reading, as the paper gives no more detail.)
