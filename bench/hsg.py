@@ -13,8 +13,9 @@ and timed on its own (median of `repeats` after a compile/warm-up call):
   k-means         spherical k-means into 25, 16, 9 and 4 segments (grids 5x5 ... 2x2,
                   30 iterations each, run independently on the pixels)
   transformers    the 25-segment k-means, then clustering transformers 25 -> 16 -> 9 -> 4
-                  (m = 128, 4 heads, 2 + 2 layers) and the labels of every level
-                  propagated to the pixels
+                  (m = 128, 4 heads, 2 + 2 layers) with the segments' learned positions
+                  (table on the stride-16 training grid, resized), and the labels of
+                  every level propagated to the pixels
 
 The ratio column divides each pipeline's time by the embedding network's. Numbers on
 this shared 2-core CPU are indicative only; the ranking is what carries over. With
@@ -22,7 +23,9 @@ this shared 2-core CPU are indicative only; the ranking is what carries over. Wi
 
 Measured 2026-11-22 on the shared 2-core CPU (640 x 640, ResNet-50, output stride 8):
 embedding 5502 ms = 1; no hierarchy 0.010; k-means 25/16/9/4 0.022; k-means 25 +
-transformers 16/9/4 0.012.
+transformers 16/9/4 0.012. With the segment positions added to the transformers (load
+3.9, so noisier): embedding 4649 ms = 1; no hierarchy 0.016; k-means 0.027;
+transformers 0.014 -- the positions cost nothing measurable.
 """
 from __future__ import annotations
 
@@ -38,11 +41,13 @@ import jax  # noqa: E402
 
 from jhseg.models import clustering_transformer as ct  # noqa: E402
 from jhseg.models import embedding  # noqa: E402
+from jhseg.models import position_embedding  # noqa: E402
 from jhseg.models import spherical_kmeans as skm  # noqa: E402
 
 EMBED_DIM = 128
 KMEANS_ITERATIONS = 30
 LEVEL_GRIDS = ((5, 5), (4, 4), (3, 3), (2, 2))   # 25, 16, 9, 4 segments
+TRAIN_STRIDE = 16                                # HSG trains at output stride 16
 
 
 def median_ms(fn, args, repeats: int) -> float:
@@ -72,6 +77,7 @@ def main():
       rngs=rngs)
   hierarchy = ct.HierarchicalClustering(
       EMBED_DIM, num_clusters=tuple(r * c for r, c in LEVEL_GRIDS[1:]), rngs=rngs)
+  position = position_embedding.LearnedPositionEmbedding(EMBED_DIM, rngs=rngs)
   embedder.eval()
   hierarchy.eval()
   images = jax.random.uniform(jax.random.key(1), (1, args.size, args.size, 3))
@@ -79,7 +85,7 @@ def main():
   # Models enter jax.jit as (graphdef, state): nnx.jit re-walks the module graph on
   # every call (about 0.1 s here), which would swamp the small transformers.
   embed_def, embed_state = nnx.split(embedder)
-  hier_def, hier_state = nnx.split(hierarchy)
+  hier_def, hier_state = nnx.split((hierarchy, position))
 
   @jax.jit
   def embed(state, x):
@@ -99,7 +105,12 @@ def main():
   def transformers(state, emb):
     base = skm.spherical_kmeans(emb, grid=LEVEL_GRIDS[0],
                                 num_iterations=KMEANS_ITERATIONS)
-    out = nnx.merge(hier_def, state)(base.prototypes, base.counts > 0)
+    clustering, table = nnx.merge(hier_def, state)
+    _, h, w, _ = emb.shape
+    train_grid = position_embedding.grid_for(args.size, args.size, TRAIN_STRIDE)
+    pos = position_embedding.segment_positions(table.resized(train_grid, h, w), base.labels,
+                                               base.prototypes.shape[1])
+    out = clustering(base.prototypes, base.counts > 0, pos)
     return [base.labels] + [ct.pixel_labels(base.labels, g) for g in out.labels]
 
   emb = embed(embed_state, images)
