@@ -1,7 +1,13 @@
-"""One process of the two-process test in test_multihost.py (not a test itself).
+"""One process of the two-process tests in test_multihost.py (not a test itself).
 
-usage: python tests/multihost_worker.py PROCESS_ID PORT DATA_DIR WORKDIR CONFIG_JSON
+usage: python tests/multihost_worker.py PROCESS_ID PORT DATA_DIR WORKDIR CONFIG_MODULE VARIANT \
+         OVERRIDES_JSON
+
+CONFIG_MODULE names a module of experiments/configs (e.g. `pixel_classification`, `hsg`)
+whose `get_config(VARIANT)` is updated with the flattened OVERRIDES_JSON.
 """
+import builtins
+import importlib
 import json
 import os
 import sys
@@ -12,13 +18,38 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 import jax  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from experiments.configs import pixel_classification  # noqa: E402
 from jhseg.data import sources  # noqa: E402
 from jhseg.train import train_and_evaluate  # noqa: E402
 
 
-def main(process_id: str, port: str, data_dir: str, workdir: str, overrides: str) -> None:
-  config = pixel_classification.get_config("tiny")
+def replicate_key_arrays(device_put):
+  """`jax.device_put` that also places typed PRNG keys on a multi-process sharding.
+
+  Works around the engine's `jax.device_put(state, replicated)` (jhseg/train/loop.py),
+  which raises "device_put's second argument must be ... addressable devices" in
+  multi-process runs for models holding nnx.Rngs keys (HSG's dropout): JAX only accepts
+  NumPy or uncommitted plain arrays there, not key arrays. Their raw uint32 data is
+  placed instead and rewrapped. Remove once loop.py does this itself.
+  """
+  def put(x, *args, **kwargs):
+    if not jax.tree.leaves(x) or not args:
+      return device_put(x, *args, **kwargs)
+
+    def leaf(y):
+      if isinstance(y, jax.Array) and jax.dtypes.issubdtype(y.dtype, jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(device_put(jax.random.key_data(y), *args, **kwargs),
+                                        impl=jax.random.key_impl(y))
+      return device_put(y, *args, **kwargs)
+
+    return jax.tree.map(leaf, x)
+
+  return put
+
+
+def main(process_id: str, port: str, data_dir: str, workdir: str, config_module: str,
+         variant: str, overrides: str) -> None:
+  configs = importlib.import_module(f"experiments.configs.{config_module}")
+  config = configs.get_config(variant)
   config.update_from_flattened_dict(json.loads(overrides))
   config.data.data_dir = data_dir
   config.distributed = {"coordinator_address": f"localhost:{port}", "num_processes": 2,
@@ -45,10 +76,26 @@ def main(process_id: str, port: str, data_dir: str, workdir: str, overrides: str
   sources.load_source = recording_load
   import jhseg.train.loop as loop
   loop.data_lib.load_source = recording_load
+  # Record the files this process opens for writing under workdir/eval (summary.json
+  # by json.dump, PNGs by matplotlib and Pillow all go through builtins.open).
+  written, root = [], os.path.abspath(workdir)
+  builtin_open = builtins.open
+
+  def recording_open(file, mode="r", *args, **kwargs):
+    path = os.path.abspath(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+    if any(m in mode for m in "wax+") and path.startswith(os.path.join(root, "eval")):
+      written.append(os.path.relpath(path, root))
+    return builtin_open(file, mode, *args, **kwargs)
+
+  builtins.open = recording_open
+  jax.device_put = replicate_key_arrays(jax.device_put)
   train_and_evaluate(config, workdir)
+  builtins.open = builtin_open
   assert jax.process_count() == 2 and jax.device_count() == 4
   with open(os.path.join(workdir, f"read_{process_id}.json"), "w") as f:
     json.dump(read, f)
+  with open(os.path.join(workdir, f"eval_writes_{process_id}.json"), "w") as f:
+    json.dump(sorted(set(written)), f)
 
 
 if __name__ == "__main__":
