@@ -22,30 +22,6 @@ from jhseg.data import sources  # noqa: E402
 from jhseg.train import train_and_evaluate  # noqa: E402
 
 
-def replicate_key_arrays(device_put):
-  """`jax.device_put` that also places typed PRNG keys on a multi-process sharding.
-
-  Works around the engine's `jax.device_put(state, replicated)` (jhseg/train/loop.py),
-  which raises "device_put's second argument must be ... addressable devices" in
-  multi-process runs for models holding nnx.Rngs keys (HSG's dropout): JAX only accepts
-  NumPy or uncommitted plain arrays there, not key arrays. Their raw uint32 data is
-  placed instead and rewrapped. Remove once loop.py does this itself.
-  """
-  def put(x, *args, **kwargs):
-    if not jax.tree.leaves(x) or not args:
-      return device_put(x, *args, **kwargs)
-
-    def leaf(y):
-      if isinstance(y, jax.Array) and jax.dtypes.issubdtype(y.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(device_put(jax.random.key_data(y), *args, **kwargs),
-                                        impl=jax.random.key_impl(y))
-      return device_put(y, *args, **kwargs)
-
-    return jax.tree.map(leaf, x)
-
-  return put
-
-
 def main(process_id: str, port: str, data_dir: str, workdir: str, config_module: str,
          variant: str, overrides: str) -> None:
   configs = importlib.import_module(f"experiments.configs.{config_module}")
@@ -88,7 +64,6 @@ def main(process_id: str, port: str, data_dir: str, workdir: str, config_module:
     return builtin_open(file, mode, *args, **kwargs)
 
   builtins.open = recording_open
-  jax.device_put = replicate_key_arrays(jax.device_put)
   train_and_evaluate(config, workdir)
   builtins.open = builtin_open
   assert jax.process_count() == 2 and jax.device_count() == 4

@@ -63,6 +63,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Places every leaf of `tree` on all devices of `mesh` (every process's copy).
+
+  Typed PRNG keys (the `nnx.Rngs` state behind dropout) go through their raw uint32
+  data: with several processes `jax.device_put` accepts only NumPy or uncommitted
+  plain arrays onto a sharding over non-addressable devices, not key arrays.
+  """
+  sharding = replicated(mesh)
+
+  def put(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(jax.device_put(jax.random.key_data(x), sharding),
+                                      impl=jax.random.key_impl(x))
+    return jax.device_put(x, sharding)
+
+  return jax.tree.map(put, tree)
+
+
 def per_process_batch_size(global_batch_size: int) -> int:
   n_dev, n_proc = jax.device_count(), jax.process_count()
   if global_batch_size % n_dev:

@@ -165,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   optimizer = nnx.Optimizer(model, optim.make_optimizer(config.optim, total), wrt=nnx.Param)
   graphdef, state = nnx.split((model, optimizer))
   del model, optimizer
-  state = jax.device_put(state, replicated)
+  state = devices.replicate(state, mesh)
   state_sharding = jax.tree.map(lambda _: replicated, state)
 
   plateau = _make_plateau(config)
