@@ -41,6 +41,15 @@ def run_two_processes(data_dir: str, workdir: str, config_module: str, variant: 
     assert p.returncode == 0, out[-3000:]
 
 
+def run_one_process(configs, variant: str, overrides: dict, data_dir: str, workdir: str):
+  """The reference: the same config in this pytest process on its 4 devices."""
+  config = configs.get_config(variant)
+  config.update_from_flattened_dict(overrides)
+  config.data.data_dir = data_dir
+  train_and_evaluate(config, workdir)
+  return config
+
+
 def params(workdir, step=6):
   path = os.path.join(workdir, "checkpoints", str(step), "state")
   return jax.tree.leaves(read_state_arrays(path)["0"])
@@ -49,10 +58,7 @@ def params(workdir, step=6):
 @pytest.mark.multihost
 def test_two_processes_match_one_process_on_four_devices(synthetic_data_dir, tmp_path):
   single = str(tmp_path / "single")
-  config = pixel_classification.get_config("tiny")
-  config.update_from_flattened_dict(OVERRIDES)
-  config.data.data_dir = synthetic_data_dir
-  train_and_evaluate(config, single)
+  config = run_one_process(pixel_classification, "tiny", OVERRIDES, synthetic_data_dir, single)
 
   multi = str(tmp_path / "multi")
   run_two_processes(synthetic_data_dir, multi, "pixel_classification", "tiny", OVERRIDES)
@@ -93,10 +99,7 @@ def eval_records(workdir: str) -> dict[str, float]:
 @pytest.mark.multihost
 def test_hsg_evaluation_in_two_processes_matches_one_process(synthetic_data_dir, tmp_path):
   single = str(tmp_path / "single")
-  config = hsg.get_config("tiny")
-  config.update_from_flattened_dict(HSG_OVERRIDES)
-  config.data.data_dir = synthetic_data_dir
-  train_and_evaluate(config, single)
+  config = run_one_process(hsg, "tiny", HSG_OVERRIDES, synthetic_data_dir, single)
   multi = str(tmp_path / "multi")
   run_two_processes(synthetic_data_dir, multi, "hsg", "tiny", HSG_OVERRIDES)
 
