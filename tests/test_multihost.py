@@ -109,8 +109,8 @@ def test_hsg_evaluation_in_two_processes_matches_one_process(synthetic_data_dir,
   # into a different assignment of a few pixels: measured |multi - single| = 1.2 % of
   # the parameters' total update. A missing gradient all-reduce or a wrong data split
   # (each process stepping on other examples) moves them by the order of the update.
-  init = named(nnx.state(hsg_task.HSG(config).make_model(nnx.Rngs(config.seed)),
-                         nnx.Param).to_pure_dict())
+  init = named(nnx.to_pure_dict(nnx.state(
+      hsg_task.HSG(config).make_model(nnx.Rngs(config.seed)), nnx.Param)))
   one, two = (named(read_state_arrays(os.path.join(w, "checkpoints", "2", "state"))["0"])
               for w in (single, multi))
   assert set(init) <= set(one) and set(one) == set(two)
