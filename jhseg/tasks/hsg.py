@@ -475,8 +475,7 @@ class HSG(Task):
 
   def evaluate(self, model, batches: Iterable[Batch], workdir: str, step: int) -> dict[str, Any]:
     e = self.config.eval
-    self._eval_embedder_of = None  # the parameters changed since the last evaluation
-    self._use_eval_stride(model)
+    self._use_eval_stride(model, rebuild=True)  # parameters changed since the last one
     truth_names = tuple(e.truth_levels)
     num_levels = len(self.config.model.num_clusters) + 1
     hsg_cover = covering.NFCoveringAccumulator(background=0)
@@ -531,10 +530,6 @@ class HSG(Task):
               pictures, truth_names, *, memory_size: int,
               segment_counts: Mapping[str, np.ndarray],
               attention_picture: tuple | None = None) -> dict[str, float]:
-    from jhseg.viz import attention as viz_attention  # pylint: disable=g-import-not-at-top
-    from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
-    from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
-
     scalars: dict[str, float] = {}
     level_names = [f"G{l}" for l in range(hsg_cover["per_level"].shape[1])]
     for name, cover in (("hsg", hsg_cover), ("baseline", base_cover)):
@@ -554,23 +549,15 @@ class HSG(Task):
     out_dir = os.path.join(workdir, "eval", str(step))
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
-      altitudes, thresholds = level_altitudes_and_cuts(len(level_names))
       for i, (image, levels, baseline) in enumerate(pictures):
-        h, v = hierarchy.ultrametric_from_nested_segmentations(levels, altitudes)
-        viz_segments.save_hierarchy_levels_png(
-            os.path.join(out_dir, f"hierarchy_{i}.png"), image, h, v, thresholds,
-            titles=[f"HSG {n}" for n in level_names])
-        viz_ucm.save_ucm_png(os.path.join(out_dir, f"ucm_{i}.png"), h, v)
-        bh, bv = hierarchy.ultrametric_from_nested_segmentations(baseline, altitudes)
-        viz_segments.save_hierarchy_levels_png(
-            os.path.join(out_dir, f"baseline_{i}.png"), image, bh, bv, thresholds,
-            titles=[f"colour k-means {n}" for n in level_names])
+        save_hierarchy_pictures(os.path.join(out_dir, f"hierarchy_{i}.png"), image, levels,
+                                title="HSG", ucm_path=os.path.join(out_dir, f"ucm_{i}.png"))
+        save_hierarchy_pictures(os.path.join(out_dir, f"baseline_{i}.png"), image, baseline,
+                                title="colour k-means")
       if attention_picture is not None:
-        # Level l's queries attend over the segments of G_{l-1}; paint them through it.
         image, input_levels, attention = attention_picture
-        viz_attention.save_attention_png(
-            os.path.join(out_dir, "attention_0.png"), input_levels, attention, image=image,
-            titles=[f"G{l - 1}->G{l}" for l in range(1, len(attention) + 1)])
+        save_attention_picture(os.path.join(out_dir, "attention_0.png"), image, input_levels,
+                               attention)
       summary = {
           "step": step, "scalars": scalars, "truth_levels": list(truth_names),
           "predicted_levels": level_names,
@@ -583,9 +570,13 @@ class HSG(Task):
     return scalars
 
   # --- inference on single images (`python -m jhseg.infer`)
-  def _use_eval_stride(self, model: HSGNetwork) -> None:
-    """`_segment`'s embedder: `model`'s weights at config.model.eval_output_stride."""
-    if getattr(self, "_eval_embedder_of", None) is not model:
+  def _use_eval_stride(self, model: HSGNetwork, *, rebuild: bool = False) -> None:
+    """`_segment`'s embedder: `model`'s weights at config.model.eval_output_stride.
+
+    Kept while the same `model` comes back (one per image in `infer`); `rebuild` after
+    training changed its weights.
+    """
+    if rebuild or getattr(self, "_eval_embedder_of", None) is not model:
       self._eval_embedder = embedding_lib.with_output_stride(
           model.embedder, self.config.model.eval_output_stride)
       self._eval_embedder.eval()
@@ -602,29 +593,21 @@ class HSG(Task):
     `attention_0.png`). No padding: the embedder and k-means take any size, and the
     jitted function compiles once per image size.
     """
-    from jhseg.viz import attention as viz_attention  # pylint: disable=g-import-not-at-top
-    from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
-    from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
-
     self._use_eval_stride(model)
     image = np.asarray(image, np.float32)
     batch = {"image": jnp.asarray(image[None]),
              "valid": jnp.ones((1,) + image.shape[:2], bool)}
     seg = jax.device_get(self._segment(model, batch))
     levels = [np.asarray(level, np.int32) for level in seg.levels[0]]
-    names = [f"G{l}" for l in range(len(levels))]
-    altitudes, thresholds = level_altitudes_and_cuts(len(levels))
-    h, v = hierarchy.ultrametric_from_nested_segmentations(levels, altitudes)
     stem = os.path.join(out_dir, name)
-    paths = {"levels": f"{stem}_levels.npz"}
-    np.savez_compressed(paths["levels"], **dict(zip(names, levels)))
-    paths["hierarchy"] = viz_segments.save_hierarchy_levels_png(
-        f"{stem}_hierarchy.png", image, h, v, thresholds, titles=[f"HSG {n}" for n in names])
-    paths["ucm"] = viz_ucm.save_ucm_png(f"{stem}_ucm.png", h, v)
-    paths["attention"] = viz_attention.save_attention_png(
-        f"{stem}_attention.png", levels[:-1], [a[0] for a in seg.attention], image=image,
-        titles=[f"G{l - 1}->G{l}" for l in range(1, len(levels))])
-    return {k: str(p) for k, p in paths.items()}
+    paths = {"levels": f"{stem}_levels.npz", "hierarchy": f"{stem}_hierarchy.png",
+             "ucm": f"{stem}_ucm.png", "attention": f"{stem}_attention.png"}
+    np.savez_compressed(paths["levels"], **{f"G{l}": level for l, level in enumerate(levels)})
+    save_hierarchy_pictures(paths["hierarchy"], image, levels, title="HSG",
+                            ucm_path=paths["ucm"])
+    save_attention_picture(paths["attention"], image, levels[:-1],
+                           [a[0] for a in seg.attention])
+    return paths
 
 
 def _finest_truth(truth_levels: Sequence[np.ndarray]) -> np.ndarray:
@@ -632,6 +615,32 @@ def _finest_truth(truth_levels: Sequence[np.ndarray]) -> np.ndarray:
   stacked = np.stack([np.asarray(t) for t in truth_levels]).reshape(len(truth_levels), -1)
   _, joint = np.unique(stacked, axis=1, return_inverse=True)
   return boundary.boundaries_from_segmentation(joint.reshape(truth_levels[0].shape))
+
+
+def save_hierarchy_pictures(path: str, image: np.ndarray, levels: Sequence[np.ndarray], *,
+                            title: str, ucm_path: str | None = None) -> None:
+  """Segments of each nested level over the image (PNG at `path`, panels "<title> G<l>")
+  and, with `ucm_path`, the UCM of the levels at altitudes l / L."""
+  from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
+  from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
+
+  altitudes, thresholds = level_altitudes_and_cuts(len(levels))
+  h, v = hierarchy.ultrametric_from_nested_segmentations(levels, altitudes)
+  viz_segments.save_hierarchy_levels_png(path, image, h, v, thresholds,
+                                         titles=[f"{title} G{l}" for l in range(len(levels))])
+  if ucm_path is not None:
+    viz_ucm.save_ucm_png(ucm_path, h, v)
+
+
+def save_attention_picture(path: str, image: np.ndarray, input_levels: Sequence[np.ndarray],
+                           attention: Sequence[np.ndarray]) -> None:
+  """Each level's last-decoder-layer attention: level l's queries attend over the
+  segments of G_{l-1}, so each is painted on the pixels through that level."""
+  from jhseg.viz import attention as viz_attention  # pylint: disable=g-import-not-at-top
+
+  viz_attention.save_attention_png(
+      path, input_levels, attention, image=image,
+      titles=[f"G{l - 1}->G{l}" for l in range(1, len(attention) + 1)])
 
 
 def level_altitudes_and_cuts(num_levels: int) -> tuple[np.ndarray, list[float]]:
