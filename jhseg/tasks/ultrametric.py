@@ -361,7 +361,6 @@ class UltrametricUNet(Task):
   def _eval_fn(self, mesh, with_ucm: bool):
     """Jitted per-batch evaluation: per-image losses, and the predicted UCM if asked."""
     if (mesh, with_ucm) not in self._eval_fns:
-      e = self.config.eval
 
       @nnx.jit
       def eval_step(model, batch):
@@ -369,9 +368,7 @@ class UltrametricUNet(Task):
         loss = per_image_loss(logits, batch["ucm"], batch["valid"], self.levels)
         if not with_ucm:  # validation loss only (e.g. every epoch, for the plateau rule)
           return loss, None, None
-        h, v = dissimilarity(logits, self.levels)
-        ucm_h, ucm_v = predicted_ucm(h, v, batch["valid"], min_region_area=e.min_region_area,
-                                     linkage=e.linkage, mesh=mesh)
+        ucm_h, ucm_v = self._ucm_from_logits(logits, batch["valid"], mesh)
         return loss, ucm_h, ucm_v
 
       self._eval_fns[mesh, with_ucm] = eval_step
@@ -467,17 +464,21 @@ class UltrametricUNet(Task):
                                   class_names=class_names, level_names=names)
     return scalars
 
+  def _ucm_from_logits(self, logits, valid, mesh):
+    """The evaluation's hierarchy: eq. (2) dissimilarity, then `predicted_ucm`."""
+    h, v = dissimilarity(logits, self.levels)
+    e = self.config.eval
+    return predicted_ucm(h, v, valid, min_region_area=e.min_region_area, linkage=e.linkage,
+                         mesh=mesh)
+
   # --- inference on single images (`python -m jhseg.infer`)
   def _infer_ucm_fn(self):
     """Jitted image -> UCM of the evaluation: eq. (2), watershed, linkage, area filter."""
     if getattr(self, "_infer_fn", None) is None:
-      e = self.config.eval
 
       @nnx.jit
       def infer_ucm(model, images, valid):
-        h, v = dissimilarity(model(images), self.levels)
-        return predicted_ucm(h, v, valid, min_region_area=e.min_region_area,
-                             linkage=e.linkage, mesh=None)
+        return self._ucm_from_logits(model(images), valid, None)
 
       self._infer_fn = infer_ucm
     return self._infer_fn
