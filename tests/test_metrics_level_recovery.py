@@ -91,13 +91,14 @@ def test_ground_truth_against_itself():
   objects[8:11, 5:13] = 2
   parts = objects * 10 + (rng.random((12, 14)) > 0.5) * (objects > 0)
   truth_h, truth_v = _ultrametric([parts, objects], [0.5, 1.0])
-  thresholds = lr.default_thresholds(9)
+  thresholds = lr.sweep_thresholds(9)  # 0, 0.1, ..., 1
   for neighbourhood in (None, lr.object_neighbourhood(objects, radius=2)):
     counts = lr.level_recovery_counts(truth_h, truth_v, truth_h, truth_v,
                                       thresholds=thresholds, neighbourhood=neighbourhood)
     np.testing.assert_array_equal(counts.false_discovery_fraction(), 0)
     lrf = counts.level_recovery_fraction()
-    np.testing.assert_array_equal(lrf[0], (thresholds < 0.5).astype(float))
+    # Sec. 4: a weight-lambda edge is a contour while t <= lambda (rule weight >= t).
+    np.testing.assert_array_equal(lrf[0], [1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(lrf[1], np.ones_like(thresholds))
     assert counts.truth.min() > 0
 
@@ -117,77 +118,6 @@ def test_lrf_non_increasing_in_threshold_for_any_weights():
   assert np.all(np.diff(counts.predicted) <= 0)
 
 
-def test_tolerance_recovers_one_pixel_shift():
-  objects = np.tile(np.array([1, 1, 1, 1, 0, 0]), (4, 1))
-  truth_h, truth_v = _ultrametric([objects], [1.0])
-  pred_h = np.zeros((4, 5))
-  pred_h[:, 4] = 1.0  # boundary one pixel to the right of the truth (column 3|4)
-  pred_v = np.zeros((3, 6))
-  exact = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
-                                   thresholds=[0.5], levels=[1.0])
-  assert exact.level_recovery_fraction()[0, 0] == 0
-  assert exact.false_discovery_fraction()[0] == 1
-  slack = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
-                                   thresholds=[0.5], levels=[1.0], tolerance=1.0)
-  assert slack.level_recovery_fraction()[0, 0] == 1
-  assert slack.false_discovery_fraction()[0] == 0
-  too_tight = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
-                                       thresholds=[0.5], levels=[1.0], tolerance=0.9)
-  assert too_tight.level_recovery_fraction()[0, 0] == 0
-
-
-def test_accumulator_pools_counts_and_per_class_crops():
-  objects = np.zeros((30, 60), int)
-  objects[5:12, 5:15] = 1   # class 7
-  objects[15:25, 40:55] = 2  # class 3
-  truth_h, truth_v = _ultrametric([objects], [1.0])
-  pred_h, pred_v = truth_h.copy(), truth_v.copy()
-  pred_h[5:12, 4] = 0.0  # lose the left side of instance 1
-  acc = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.5], radius=2)
-  acc.add(pred_h, pred_v, truth_h, truth_v, instances=objects,
-          instance_classes={1: 7, 2: 3})
-  result = acc.result()
-  # Instance 1 has perimeter 2*(7+10)=34 edges, instance 2 has 50. Losing the
-  # left side opens instance 1's contour: its other 27 edges are dangling and
-  # dropped too (non-closed), so only instance 2's 50 edges are recovered.
-  assert result["lrf"][0, 0] == pytest.approx(50 / 84)
-  assert result["fdf"][0] == 0.0
-  assert result["per_class"][3]["lrf"][0, 0] == 1.0
-  assert result["per_class"][7]["lrf"][0, 0] == 0.0
-  assert result["per_class"][7]["num_instances"] == 1
-  # Per-class crop equals the counts of the hand-made crop.
-  rows, cols = slice(3, 14), slice(3, 17)
-  crop_counts = lr.level_recovery_counts(
-      pred_h[rows, 3:16], pred_v[3:13, cols], truth_h[rows, 3:16], truth_v[3:13, cols],
-      thresholds=[0.5], levels=[1.0],
-      neighbourhood=lr.object_neighbourhood(objects[rows, cols], radius=2))
-  np.testing.assert_allclose(result["per_class"][7]["lrf"],
-                             crop_counts.level_recovery_fraction())
-
-
-def test_merge_equals_single_pass():
-  rng = np.random.default_rng(2)
-  images = []
-  for _ in range(3):
-    objects = np.zeros((10, 10), int)
-    objects[2:6, 3:8] = 1
-    truth_h, truth_v = _ultrametric([objects], [1.0])
-    images.append((rng.random((10, 9)), rng.random((9, 10)), truth_h, truth_v, objects))
-  whole = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.3, 0.6])
-  first = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.3, 0.6])
-  second = lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.3, 0.6])
-  for i, (ph, pv, th, tv, objects) in enumerate(images):
-    whole.add(ph, pv, th, tv, instances=objects, instance_classes={1: 0})
-    (first if i == 0 else second).add(ph, pv, th, tv, instances=objects,
-                                      instance_classes={1: 0})
-  first.merge(second)
-  np.testing.assert_array_equal(first.result()["lrf"], whole.result()["lrf"])
-  np.testing.assert_array_equal(first.result()["fdf"], whole.result()["fdf"])
-  assert first.result()["per_class"][0]["num_instances"] == 3
-  with pytest.raises(ValueError, match="must match"):
-    first.merge(lr.LevelRecoveryAccumulator(levels=[1.0], thresholds=[0.5]))
-
-
 def test_failure_modes():
   h, v = np.zeros((4, 5)), np.zeros((3, 6))
   with pytest.raises(ValueError, match="predicted edges are for a 3x6 image"):
@@ -196,15 +126,8 @@ def test_failure_modes():
     lr.level_recovery_counts(h, v, np.zeros((4, 5)), np.zeros((4, 6)), thresholds=[0.5])
   with pytest.raises(ValueError, match="neighbourhood has shape"):
     lr.level_recovery_counts(h, v, h, v, thresholds=[0.5], neighbourhood=np.ones((3, 3)))
-  with pytest.raises(ValueError, match="tolerance"):
-    lr.level_recovery_counts(h, v, h, v, thresholds=[0.5], tolerance=-1)
-  acc = lr.LevelRecoveryAccumulator()
-  objects = np.zeros((4, 6), int)
-  objects[1, 1] = 2
-  with pytest.raises(ValueError, match="instance 2 is in the instance map"):
-    acc.add(h, v, h, v, instances=objects, instance_classes={1: 0})
-  with pytest.raises(ValueError, match="needs instances"):
-    acc.add(h, v, h, v, instance_classes={1: 0})
+  with pytest.raises(ValueError, match="num must be >= 1"):
+    lr.sweep_thresholds(0)
   with pytest.raises(ValueError, match="instance ids must be integers >= 1"):
     list(lr.instance_crops(np.full((3, 3), 0), background=255))
 
@@ -236,7 +159,8 @@ def test_sweep_shares_cuts_but_equals_one_threshold_at_a_time():
   neighbourhood = lr.object_neighbourhood(objects, radius=2)
   sweep = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v, thresholds=thresholds,
                                    levels=[1.0], neighbourhood=neighbourhood)
-  assert len(set(lr.threshold_classes(pred_h, pred_v, thresholds))) == 4
+  # Positive weights 0.25, 0.5, 0.75, 1: four distinct cuts "weight >= t" for t in (0, 1].
+  assert len(set(lr.contour_classes(pred_h, pred_v, thresholds))) == 4
   for k, threshold in enumerate(thresholds):
     single = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
                                       thresholds=[threshold], levels=[1.0],
@@ -282,13 +206,17 @@ def _read_pascal_part(path):
   return instances, parts, classes
 
 
-def test_real_pascal_part_annotations(shared_data):
+@pytest.mark.parametrize("level_matching", ["exact", "bsds"])
+def test_real_pascal_part_annotations(shared_data, level_matching):
   import glob
+  from jhseg.metrics import ucm_evaluation
   paths = sorted(glob.glob(str(shared_data / "pascal_part_sample" / "Annotations_Part" /
                                "*.mat")))[:3]
   assert paths, "no Pascal-Part annotation in the shared sample"
-  truth_vs_truth = lr.LevelRecoveryAccumulator()
-  objects_only = lr.LevelRecoveryAccumulator()
+  thresholds = lr.sweep_thresholds(9)
+  make = lambda: ucm_evaluation.UcmEvaluation(thresholds=thresholds,
+                                              level_matching=level_matching)
+  truth_vs_truth, objects_only = make(), make()
   for path in paths:
     instances, parts, classes = _read_pascal_part(path)
     truth_h, truth_v = _ultrametric([parts, instances], [0.5, 1.0])
@@ -298,93 +226,72 @@ def test_real_pascal_part_annotations(shared_data):
     object_h, object_v = _ultrametric([instances], [1.0])
     objects_only.add(object_h, object_v, truth_h, truth_v, instances=instances,
                      instance_classes=classes)
-  thresholds = truth_vs_truth.thresholds
   result = truth_vs_truth.result()
-  np.testing.assert_array_equal(result["fdf"], 0)
-  np.testing.assert_array_equal(result["lrf"][0], (thresholds < 0.5).astype(float))
-  np.testing.assert_array_equal(result["lrf"][1], 1)
-  for per_class in result["per_class"].values():
-    np.testing.assert_array_equal(per_class["fdf"], 0)
-    np.testing.assert_array_equal(per_class["lrf"][1], 1)
   degraded = objects_only.result()
-  np.testing.assert_array_equal(degraded["lrf"][0], 0)
-  np.testing.assert_array_equal(degraded["lrf"][1], 1)
-  np.testing.assert_array_equal(degraded["fdf"], 0)
+  np.testing.assert_array_equal(result["lrf"][0][thresholds <= 0.5], 1)
+  np.testing.assert_array_equal(result["fdf"][thresholds <= 0.5], 0)
+  for per_class in result["per_class"].values():
+    np.testing.assert_array_equal(per_class["lrf"][1][thresholds <= 0.5], 1)
+  if level_matching == "exact":
+    np.testing.assert_array_equal(result["lrf"][0][thresholds > 0.5], 0)
+    np.testing.assert_array_equal(result["lrf"][1], 1)
+    np.testing.assert_array_equal(result["fdf"], 0)
+    np.testing.assert_array_equal(degraded["lrf"][0], 0)
+    np.testing.assert_array_equal(degraded["lrf"][1], 1)
+    np.testing.assert_array_equal(degraded["fdf"], 0)
+  else:
+    # Above 0.5 the machine map is the objects' boundaries alone, thinned on its own: a few
+    # junction pixels move, and part pixels within the tolerance of an object contour match.
+    assert np.all(result["lrf"][0][thresholds > 0.5] < 0.1)
+    assert np.all(result["lrf"][1] > 0.98) and np.all(result["fdf"] < 0.02)
+    assert np.all(degraded["lrf"][0] < 0.1) and np.all(degraded["lrf"][1] > 0.98)
+    assert result["boundary"].ods_f == pytest.approx(1.0)
 
 
-def test_level_survival_orders_the_levels():
-  _, truth_h, truth_v, pred_h, pred_v = _two_part_object()
-  acc = lr.LevelRecoveryAccumulator(thresholds=[0.2, 0.5, 0.7, 0.9])
-  acc.add(pred_h, pred_v, truth_h, truth_v)
-  # Parts (predicted 0.3) survive up to t = 0.2, objects (0.8) up to t = 0.7.
-  assert lr.level_survival(acc.result()) == {0.5: 0.2, 1.0: 0.7}
-  empty = lr.LevelRecoveryAccumulator(thresholds=[0.2])
-  empty.add(np.zeros_like(pred_h), np.zeros_like(pred_v), truth_h, truth_v)
-  assert np.isnan(lr.level_survival(empty.result())[1.0])
+def test_sweep_includes_both_ends_and_the_levels():
+  np.testing.assert_allclose(lr.sweep_thresholds(9), np.arange(11) / 10)
+  t = lr.sweep_thresholds(99)
+  assert len(t) == 101 and t[0] == 0.0 and t[-1] == 1.0
+  np.testing.assert_allclose(t[[25, 50, 75]], [0.25, 0.5, 0.75])
+  # The inner thresholds are the BSDS benchmark's.
+  np.testing.assert_allclose(t[1:-1], lr.default_thresholds(99))
 
 
-def test_accumulator_pickles_for_worker_processes():
-  import pickle
-  _, truth_h, truth_v, pred_h, pred_v = _two_part_object()
-  acc = lr.LevelRecoveryAccumulator(thresholds=[0.2, 0.5])
-  acc.add(pred_h, pred_v, truth_h, truth_v)
-  copy = pickle.loads(pickle.dumps(acc))
-  copy.merge(acc)
-  np.testing.assert_array_equal(copy.total.truth, 2 * acc.total.truth)
-  np.testing.assert_array_equal(copy.result()["lrf"], acc.result()["lrf"])
+def test_contours_at_is_weight_at_least_t_and_never_zero():
+  h = np.array([[0.0, 0.5, 1.0]])
+  v = np.zeros((0, 4))
+  for t, expected in ((0.0, [0, 1, 1]), (0.25, [0, 1, 1]), (0.5, [0, 1, 1]), (0.75, [0, 0, 1]),
+                      (1.0, [0, 0, 1])):
+    np.testing.assert_array_equal(lr.contours_at(h, v, t)[0][0], expected, err_msg=str(t))
+  # Classes: how many positive weights are >= t.
+  np.testing.assert_array_equal(lr.contour_classes(h, v, [0, 0.5, 0.6, 1.0, 1.1]), [2, 2, 1, 1, 0])
+
+
+def _curves(thresholds, parts, objects):
+  return {"thresholds": np.asarray(thresholds), "levels": (0.5, 1.0),
+          "lrf": np.array([parts, objects], float), "fdf": np.zeros(len(thresholds))}
+
+
+def test_level_survival_is_relative_to_the_lowest_threshold():
+  t = [0.0, 0.25, 0.5, 0.75, 1.0]
+  # The target itself: parts recovered up to 0.5, objects up to 1.
+  assert lr.level_survival(_curves(t, [1, 1, 1, 0, 0], [1, 1, 1, 1, 1])) == {0.5: 0.5, 1.0: 1.0}
+  # Half of the part contours recovered at t = 0, lost after 0.25: still a survival.
+  # Objects 0.8 -> 0.4 at 0.75 (= half of 0.8, kept), 0.3 at 1.
+  assert lr.level_survival(_curves(t, [0.5, 0.5, 0.2, 0, 0], [0.8, 0.8, 0.6, 0.4, 0.3])) == {
+      0.5: 0.25, 1.0: 0.75}
+  never = lr.level_survival(_curves(t, [0, 0, 0, 0, 0], [np.nan] * 5))
+  assert np.isnan(never[0.5]) and np.isnan(never[1.0])
 
 
 def test_summary_table_whole_and_per_class():
-  _, truth_h, truth_v, pred_h, pred_v = _two_part_object()
-  instances = np.tile(np.array([1, 1, 1, 1, 0, 0]), (4, 1))
-  acc = lr.LevelRecoveryAccumulator(thresholds=[0.2, 0.5, 0.7, 0.9], radius=1)
-  acc.add(pred_h, pred_v, truth_h, truth_v, instances=instances, instance_classes={1: 12})
-  table = lr.summary(acc.result())
-  # LRF parts [1, 0, 0, 0], objects [1, 1, 1, 0]; FDF 0 (the far contour is dropped).
-  assert table["mean_lrf"] == {0.5: 0.25, 1.0: 0.75}
-  assert table["survival"] == {0.5: 0.2, 1.0: 0.7}
+  t = [0.0, 0.5, 0.75, 1.0]
+  result = _curves(t, [1, 1, 0, 0], [1, 1, 1, 0.25])
+  result["per_class"] = {12: {**_curves(t, [1, 0, 0, 0], [1, 1, 1, 1]), "num_instances": 3}}
+  table = lr.summary(result)
+  assert table["mean_lrf"] == {0.5: 0.5, 1.0: 0.8125}
+  assert table["survival"] == {0.5: 0.5, 1.0: 0.75}
   assert table["mean_fdf"] == 0.0
-  assert table["per_class"][12]["mean_lrf"] == {0.5: 0.25, 1.0: 0.75}
-  assert table["per_class"][12]["num_instances"] == 1
-
-
-def _edge_points(h, v):
-  """(row, col) pixel-unit midpoints of the set edges of boolean (h, v)."""
-  rows_h, cols_h = np.nonzero(h)
-  rows_v, cols_v = np.nonzero(v)
-  return np.concatenate([np.stack([rows_h, cols_h + 0.5], 1),
-                         np.stack([rows_v + 0.5, cols_v], 1)])
-
-
-def test_tolerance_matches_brute_force_distances():
-  rng = np.random.default_rng(7)
-  objects = np.zeros((14, 16), int)
-  objects[3:9, 2:9] = 1
-  objects[9:13, 8:15] = 2
-  parts = objects * 10 + (np.arange(16)[None, :] % 5 == 0) * (objects > 0)
-  truth_h, truth_v = _ultrametric([parts, objects], [0.5, 1.0])
-  pred_h = np.clip(np.roll(truth_h, 1, axis=1) + 0.3 * rng.random(truth_h.shape), 0, 1)
-  pred_v = np.clip(np.roll(truth_v, 1, axis=0) + 0.3 * rng.random(truth_v.shape), 0, 1)
-  neighbourhood = lr.object_neighbourhood(objects, radius=2)
-  thresholds = [0.7, 0.2, 0.45, 0.9]  # unsorted on purpose
-  tolerance = 1.5
-  counts = lr.level_recovery_counts(pred_h, pred_v, truth_h, truth_v, thresholds=thresholds,
-                                    neighbourhood=neighbourhood, tolerance=tolerance)
-  truth_contour = lr.contours_in_neighbourhood(truth_h > 0, truth_v > 0, neighbourhood)
-  truth_points = _edge_points(*truth_contour)
-  for k, t in enumerate(thresholds):
-    pred_points = _edge_points(*lr.contours_in_neighbourhood(pred_h > t, pred_v > t,
-                                                            neighbourhood))
-    assert counts.predicted[k] == len(pred_points)
-    if len(pred_points):
-      gaps = np.linalg.norm(pred_points[:, None] - truth_points[None], axis=-1).min(axis=1)
-      assert counts.false[k] == (gaps > tolerance).sum()
-    for l, level in enumerate((0.5, 1.0)):
-      level_points = _edge_points(truth_contour[0] & np.isclose(truth_h, level),
-                                  truth_contour[1] & np.isclose(truth_v, level))
-      if len(pred_points):
-        reach = np.linalg.norm(level_points[:, None] - pred_points[None], axis=-1).min(axis=1)
-        expected = (reach <= tolerance).sum()
-      else:
-        expected = 0
-      assert counts.recovered[l, k] == expected, (k, l)
+  assert table["per_class"][12]["mean_lrf"] == {0.5: 0.25, 1.0: 1.0}
+  assert table["per_class"][12]["survival"] == {0.5: 0.0, 1.0: 1.0}
+  assert table["per_class"][12]["num_instances"] == 3

@@ -1,36 +1,41 @@
-"""Level Recovery Fraction and False Discovery Fraction (Lapertot, Chierchia, Perret).
+"""Level Recovery Fraction and False Discovery Fraction (Lapertot, Chierchia, Perret, sec. 4).
 
 The ground truth is a hierarchy given as ultrametric edge weights with a few
 levels (Ultrametric Pascal-Part: 1 on object boundaries, 0.5 on part
 boundaries, 0 elsewhere); the prediction is an ultrametric (or any edge
-weights) on the same 4-adjacency edges. Cutting the prediction at a
-threshold t gives a segmentation whose contours are the edges with
-predicted weight > t (the regions of the cut are the components of the
-edges with weight <= t, the convention of `jhseg.hierarchy.cut_at_threshold`;
-for weights that are not an ultrametric, C(t) is the boundary of that cut,
-i.e. the closed part of {weight > t}). With E_lambda the ground-truth edges
-of level lambda and C(t) the predicted contour edges at t:
+weights) on the same 4-adjacency edges. Section 4 binarises the prediction at
+a threshold t in [0, 1]: Upred_t(e) = 0 if Upred(e) < t, else 1, so the
+contours C(t) of the cut at t are the edges with weight >= t (`contours_at`).
+With E_lambda the ground-truth edges of level lambda:
 
-  LRF_lambda(t) = |E_lambda  intersect  C(t)| / |E_lambda|          (eq. 3)
-  FDF(t)        = |C(t) \\ (union over lambda > 0 of E_lambda)| / |C(t)|  (eq. 4)
+  LRF(lambda, t) = |{e in E_lambda : e matches an edge of C(t)}| / |E_lambda|     (eq. 3)
+  FDF(t)         = |{e in C(t) : e matches no ground-truth contour}| / |C(t)|      (eq. 4)
 
-LRF_lambda(t) is the share of the level-lambda contours still present in the
-segmentation at threshold t; it is non-increasing in t, and a good hierarchy
-keeps the coarse (object) level up to high thresholds and loses the fine
-(part) level around the middle. FDF(t) is the share of the predicted
-contours that are no ground-truth contour at all.
+LRF(lambda, t) is the share of the level-lambda contours still recovered at t;
+it is non-increasing in t, and a good hierarchy keeps the coarse (object)
+level up to high thresholds and loses the fine (part) level around the
+middle. FDF(t) is the share of the predicted contours that match no
+ground-truth contour. The target fed in as its own prediction gives
+LRF(lambda, t) = 1 for every t <= lambda, 0 above, and FDF(t) = 0 for every t.
 
-Source note: the paper's text could not be consulted while this module was
-written; eqs. 3-4 above are reconstructed from the project's description of
-them (fraction of each level's contours recovered at t; fraction of the
-predicted contours at t matching no ground-truth contour) and should be
-checked against the paper.
+What "match" means: the paper adapts HSA's boundary recovery order by
+hierarchy level, which matches boundaries with the BSDS correspondence, and
+relates FDF to the false positives of the PR curves. The default is
+therefore the BSDS matcher with its tolerance (0.0075 of the image
+diagonal), computed together with the PR curves on the same boundary maps:
+see `jhseg.metrics.ucm_evaluation`, where LRF is the BSDS recall split by the
+level of the ground-truth boundary pixel and FDF is 1 - BSDS precision. This
+module holds the definitions shared by both matchings and the exact matching
+(`level_recovery_counts`: an edge matches only itself), kept as an option
+because it needs no matching tolerance: it is right for predictions on the
+very edges the target labels, but a contour one pixel off is missed (a
+perfect hierarchy shifted by one pixel scores LRF ~0.5 instead of ~1).
 
-Object-neighbourhood protocol (the paper's evaluation on Pascal-Part, whose
-annotations cover the objects only): the object masks are merged, dilated by
-20 pixels, the contour parts outside that neighbourhood are dropped, and so
-are the contours that are no longer closed. Choices made here where the
-text leaves room, with the reasons:
+Object-neighbourhood protocol (sec. 5, for LRF, FDF and the PR curves on
+Pascal-Part, whose annotations cover the objects only): the object masks are
+merged, dilated by 20 pixels, the contour parts outside that neighbourhood
+are dropped, and so are the contours that are no longer closed. Choices made
+here where the text leaves room, with the reasons:
 
 - An edge is inside the neighbourhood when both of its pixels are: an edge
   is the interface between two pixels, and half-inside edges lie on the
@@ -44,25 +49,21 @@ text leaves room, with the reasons:
   therefore dropped; contours closed by the image border are kept (they
   separate regions). Applied after clipping, to prediction and ground truth
   alike (for an ultrametric ground truth it drops nothing).
-- Matching is exact, edge for edge, by default (`tolerance=0`): the network
-  predicts the same edges the ground truth labels, so no alignment is
-  needed. `tolerance=d > 0` gives a BSDS-like slack: a ground-truth edge
-  counts as recovered when a predicted contour edge lies within d pixels,
-  and a predicted edge is a false discovery when no ground-truth contour
-  edge lies within d pixels (distances between edge midpoints; not the
-  one-to-one assignment of the BSDS matcher, which would make LRF depend on
-  the other levels).
-- Dataset values pool the counts over images (sum of recovered edges over
-  sum of ground-truth edges), as BSDS pools cntR/sumR: images with few
-  edges of a level do not dominate. `FDF(t) = 0` when no contour is
-  predicted (no discovery, no false one); `LRF = nan` for a level with no
-  ground-truth edge.
+- Dataset values pool the counts over images (sum of recovered over sum of
+  ground-truth contours), as BSDS pools cntR/sumR: images with few contours
+  of a level do not dominate. `FDF(t) = 0` when no contour is predicted (no
+  discovery, no false one); `LRF = nan` for a level with no ground-truth
+  contour.
 
-Per-class evaluation (the paper's per-class figure): for every instance, the
-image is cropped to the instance's bounding box enlarged by the
-neighbourhood radius, the protocol is applied inside the crop (with the
-masks of all objects visible in it), and the counts go to the instance's
-class.
+Faithfulness (deliberate deviations from sec. 4, with reasons):
+
+- Weight-0 edges are never contours, also at t = 0 (t = 0 is read as the
+  limit t -> 0+). Literally, at t = 0 every edge is a contour (the cut into
+  single pixels), under which no prediction could have FDF(0) = 0, which the
+  paper states a good segmentation should have at every threshold.
+- The sweep (`sweep_thresholds`) is the BSDS benchmark's N interior
+  thresholds plus both ends, t = 0, 1/(N+1), ..., 1, so the levels 0.5 and 1
+  of the target are thresholds of the sweep.
 """
 from __future__ import annotations
 
@@ -74,11 +75,57 @@ from scipy import ndimage
 
 DEFAULT_RADIUS = 20  # pixels, as in the paper's protocol
 DEFAULT_LEVELS = (0.5, 1.0)  # Ultrametric Pascal-Part: parts, objects
+DEFAULT_NUM_THRESHOLDS = 99  # interior thresholds, as the BSDS benchmark
 
 
-def default_thresholds(num: int = 99) -> np.ndarray:
-  """`num` thresholds evenly inside (0, 1), as the BSDS benchmark's sweep."""
+def sweep_thresholds(num: int = DEFAULT_NUM_THRESHOLDS) -> np.ndarray:
+  """The LRF/FDF sweep: 0, the BSDS benchmark's `num` thresholds, 1 (`num` + 2 values).
+
+  t = k / (num + 1) for k = 0 .. num + 1, so both ends of sec. 4's t in [0, 1]
+  are included (99 gives 0, 0.01, ..., 1; 49 gives 0, 0.02, ..., 1).
+  """
+  if num < 1:
+    raise ValueError(f"sweep_thresholds: num must be >= 1, got {num}")
+  return np.linspace(0.0, 1.0, num + 2)
+
+
+def default_thresholds(num: int = DEFAULT_NUM_THRESHOLDS) -> np.ndarray:
+  """`num` thresholds evenly inside (0, 1), as the BSDS benchmark's sweep.
+
+  For region cuts `weight > t` (`jhseg.metrics.fop`); LRF/FDF use `sweep_thresholds`.
+  """
   return np.linspace(1.0 / (num + 1), 1.0 - 1.0 / (num + 1), num)
+
+
+def contours_at(h, v, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+  """Sec. 4's binarisation: edges with weight >= t, never an edge of weight 0.
+
+  (Weight-0 edges are kept out at t = 0 too; see Faithfulness in the module docstring.)
+  """
+  h = np.asarray(h)
+  v = np.asarray(v)
+  return (h >= threshold) & (h > 0), (v >= threshold) & (v > 0)
+
+
+def contour_classes(h, v, thresholds) -> np.ndarray:
+  """For each threshold, how many distinct positive weights of (h, v) are >= it.
+
+  Two thresholds with the same count select the same contours (`contours_at`),
+  so threshold sweeps compute each distinct cut once.
+  """
+  values = np.unique(np.concatenate([np.ravel(h), np.ravel(v)]))
+  values = values[values > 0]
+  return values.size - np.searchsorted(values, np.asarray(thresholds, np.float64), side="left")
+
+
+def threshold_classes(h, v, thresholds) -> np.ndarray:
+  """For each threshold, how many distinct weights of (h, v) are <= it (cuts `weight > t`).
+
+  The sharing rule of region cuts `weight > t` (`jhseg.metrics.fop`); the
+  LRF/FDF sweep's rule is `contour_classes`.
+  """
+  values = np.unique(np.concatenate([np.ravel(h), np.ravel(v)]))
+  return np.searchsorted(values, np.asarray(thresholds, np.float64), side="right")
 
 
 def _check_edges(h, v, name: str, shape: tuple[int, int] | None = None):
@@ -168,35 +215,6 @@ def contours_in_neighbourhood(contour_h, contour_v, neighbourhood=None):
   return closed_contours(contour_h, contour_v)
 
 
-def _interpixel(h: np.ndarray, v: np.ndarray) -> np.ndarray:
-  """Boolean interpixel grid (2H-1, 2W-1) with the edges of (h, v) set."""
-  grid = np.zeros((2 * h.shape[0] - 1, 2 * v.shape[1] - 1), bool)
-  grid[::2, 1::2] = h
-  grid[1::2, ::2] = v
-  return grid
-
-
-def _within_tolerance(target_h, target_v, tolerance: float):
-  """Edges (h, v) lying within `tolerance` pixels of some edge of (target_h, target_v)."""
-  grid = _interpixel(target_h, target_v)
-  if not grid.any():
-    return np.zeros_like(target_h), np.zeros_like(target_v)
-  # Interpixel sites are half a pixel apart.
-  distance = ndimage.distance_transform_edt(~grid, sampling=0.5)
-  near = distance <= tolerance + 1e-9
-  return near[::2, 1::2], near[1::2, ::2]
-
-
-def threshold_classes(h, v, thresholds) -> np.ndarray:
-  """For each threshold, how many distinct weights of (h, v) are <= it.
-
-  Two thresholds with the same value select the same contours (weight > t),
-  so threshold sweeps compute each distinct cut once.
-  """
-  values = np.unique(np.concatenate([np.ravel(h), np.ravel(v)]))
-  return np.searchsorted(values, np.asarray(thresholds, np.float64), side="right")
-
-
 @dataclasses.dataclass
 class LevelRecoveryCounts:
   """Sufficient statistics of eqs. 3-4 for one image (or summed over many).
@@ -236,19 +254,21 @@ class LevelRecoveryCounts:
 def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
                           thresholds: Sequence[float] | np.ndarray,
                           levels: Sequence[float] = DEFAULT_LEVELS,
-                          neighbourhood=None,
-                          tolerance: float = 0.0) -> LevelRecoveryCounts:
-  """Counts of eqs. 3-4 for one image.
+                          neighbourhood=None) -> LevelRecoveryCounts:
+  """Counts of eqs. 3-4 for one image with exact matching (an edge matches only itself).
+
+  The default of the evaluations is the BSDS matching of
+  `jhseg.metrics.ucm_evaluation`; see the module docstring for when exact
+  matching is the right choice.
 
   Args:
     pred_h, pred_v: predicted edge weights, (H, W-1) and (H-1, W).
     truth_h, truth_v: ground-truth ultrametric edge weights, same shapes; an
       edge belongs to level lambda when its weight equals lambda (to 1e-6).
-    thresholds: the thresholds t; contours at t are the edges with weight > t.
+    thresholds: the thresholds t; contours at t are `contours_at(pred, t)`.
     levels: the ground-truth levels lambda to report, e.g. (0.5, 1.0).
     neighbourhood: optional (H, W) bool mask (see `object_neighbourhood`);
       when given, the object-neighbourhood protocol is applied.
-    tolerance: matching slack in pixels (0: exact edge matching).
   """
   truth_h, truth_v = _check_edges(truth_h, truth_v, "ground-truth")
   shape = (truth_h.shape[0], truth_v.shape[1])
@@ -256,8 +276,6 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
   if neighbourhood is not None and np.shape(neighbourhood) != shape:
     raise ValueError(f"level_recovery_counts: neighbourhood has shape "
                      f"{np.shape(neighbourhood)}, expected {shape}")
-  if tolerance < 0:
-    raise ValueError(f"level_recovery_counts: tolerance must be >= 0, got {tolerance}")
   thresholds = np.asarray(thresholds, np.float64).ravel()
   levels = np.asarray(levels, np.float64).ravel()
   if thresholds.size == 0 or levels.size == 0:
@@ -267,19 +285,10 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
   level_masks = [(truth_contour[0] & np.isclose(truth_h, level, atol=1e-6),
                   truth_contour[1] & np.isclose(truth_v, level, atol=1e-6))
                  for level in levels]
-  if tolerance > 0:
-    near_truth = _within_tolerance(*truth_contour, tolerance)
-  else:
-    near_truth = truth_contour
-
   counts = LevelRecoveryCounts.zeros(len(levels), len(thresholds))
   counts.truth[:] = [m_h.sum() + m_v.sum() for m_h, m_v in level_masks]
-  # With a tolerance, each predicted edge's largest threshold at which it is a
-  # (kept) contour; the kept contours shrink as t grows (clipping and the
-  # closedness filter are monotone), so "contour at t" is "survival >= t".
-  survival = np.full((2 * shape[0] - 1, 2 * shape[1] - 1), -np.inf) if tolerance else None
-  classes = threshold_classes(pred_h, pred_v, thresholds)
-  done: dict[int, int] = {}  # threshold class -> first column computed for it
+  classes = contour_classes(pred_h, pred_v, thresholds)
+  done: dict[int, int] = {}  # contour class -> first column computed for it
   for k, threshold in enumerate(thresholds):
     if classes[k] in done:  # same contours as an earlier threshold
       first = done[classes[k]]
@@ -287,27 +296,13 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
       counts.recovered[:, k] = counts.recovered[:, first]
       continue
     done[classes[k]] = k
-    contour_h, contour_v = contours_in_neighbourhood(pred_h > threshold, pred_v > threshold,
+    contour_h, contour_v = contours_in_neighbourhood(*contours_at(pred_h, pred_v, threshold),
                                                      neighbourhood)
     counts.predicted[k] = contour_h.sum() + contour_v.sum()
-    counts.false[k] = ((contour_h & ~near_truth[0]).sum()
-                       + (contour_v & ~near_truth[1]).sum())
-    if tolerance:
-      sites = _interpixel(contour_h, contour_v)
-      survival[sites] = np.maximum(survival[sites], threshold)
-    else:
-      for l, (mask_h, mask_v) in enumerate(level_masks):
-        counts.recovered[l, k] = (mask_h & contour_h).sum() + (mask_v & contour_v).sum()
-  if tolerance:
-    # Best survival within `tolerance` pixels (2 * tolerance interpixel sites).
-    radius = int(np.floor(2 * tolerance + 1e-9))
-    offsets = np.arange(-radius, radius + 1)
-    disc = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= (2 * tolerance) ** 2 + 1e-9
-    reach = ndimage.grey_dilation(survival, footprint=disc, mode="constant", cval=-np.inf)
-    reach_h, reach_v = reach[::2, 1::2], reach[1::2, ::2]
+    counts.false[k] = ((contour_h & ~truth_contour[0]).sum()
+                       + (contour_v & ~truth_contour[1]).sum())
     for l, (mask_h, mask_v) in enumerate(level_masks):
-      counts.recovered[l] = [(reach_h[mask_h] >= t).sum() + (reach_v[mask_v] >= t).sum()
-                             for t in thresholds]
+      counts.recovered[l, k] = (mask_h & contour_h).sum() + (mask_v & contour_v).sum()
   return counts
 
 
@@ -332,119 +327,28 @@ def instance_crops(instances, *, radius: int = DEFAULT_RADIUS, background: int =
                       slice(max(cols.start - radius, 0), min(cols.stop + radius, width)))
 
 
-class LevelRecoveryAccumulator:
-  """LRF/FDF curves over a dataset, whole images and per object class.
-
-  Each `add` computes one image's counts (safe to run in worker processes and
-  `merge` the accumulators); `result()` pools them.
-  """
-
-  def __init__(self, *, levels: Sequence[float] = DEFAULT_LEVELS,
-               thresholds: Sequence[float] | np.ndarray | None = None,
-               radius: float = DEFAULT_RADIUS, tolerance: float = 0.0,
-               background: int = 0):
-    self.levels = tuple(float(level) for level in levels)
-    self.thresholds = (default_thresholds() if thresholds is None
-                       else np.asarray(thresholds, np.float64).ravel())
-    self.radius = radius
-    self.tolerance = tolerance
-    self.background = background
-    self.total = LevelRecoveryCounts.zeros(len(self.levels), len(self.thresholds))
-    self.per_class: dict[int, LevelRecoveryCounts] = {}
-    self.instances_per_class: dict[int, int] = {}
-    self.num_images = 0
-
-  def _counts(self, pred_h, pred_v, truth_h, truth_v, neighbourhood):
-    return level_recovery_counts(pred_h, pred_v, truth_h, truth_v,
-                                 thresholds=self.thresholds, levels=self.levels,
-                                 neighbourhood=neighbourhood, tolerance=self.tolerance)
-
-  def add(self, pred_h, pred_v, truth_h, truth_v, *, instances=None,
-          instance_classes: Mapping[int, int] | None = None) -> LevelRecoveryCounts:
-    """Adds one image; returns its whole-image counts.
-
-    Args:
-      pred_h, pred_v, truth_h, truth_v: predicted and ground-truth edge weights.
-      instances: optional (H, W) instance map (`background` = no object); when
-        given, the object-neighbourhood protocol is applied.
-      instance_classes: optional {instance id: class id}; when given (with
-        `instances`), per-class crops are evaluated too.
-    """
-    neighbourhood = None
-    if instances is not None:
-      instances = np.asarray(instances)
-      neighbourhood = object_neighbourhood(instances, radius=self.radius,
-                                           background=self.background)
-    counts = self._counts(pred_h, pred_v, truth_h, truth_v, neighbourhood)
-    self.total = self.total + counts
-    self.num_images += 1
-    if instance_classes is not None:
-      if instances is None:
-        raise ValueError("LevelRecoveryAccumulator.add: instance_classes needs instances")
-      self._add_crops(pred_h, pred_v, truth_h, truth_v, instances, instance_classes)
-    return counts
-
-  def _add_crops(self, pred_h, pred_v, truth_h, truth_v, instances, instance_classes):
-    pred_h, pred_v, truth_h, truth_v = map(np.asarray, (pred_h, pred_v, truth_h, truth_v))
-    radius = int(np.ceil(self.radius))
-    for instance_id, (rows, cols) in instance_crops(instances, radius=radius,
-                                                    background=self.background):
-      if instance_id not in instance_classes:
-        raise ValueError(f"LevelRecoveryAccumulator.add: instance {instance_id} is in the "
-                         f"instance map but not in instance_classes "
-                         f"(has {sorted(instance_classes)})")
-      crop = instances[rows, cols]
-      edge_cols = slice(cols.start, cols.stop - 1)
-      edge_rows = slice(rows.start, rows.stop - 1)
-      counts = self._counts(pred_h[rows, edge_cols], pred_v[edge_rows, cols],
-                            truth_h[rows, edge_cols], truth_v[edge_rows, cols],
-                            object_neighbourhood(crop, radius=self.radius,
-                                                 background=self.background))
-      class_id = int(instance_classes[instance_id])
-      previous = self.per_class.get(class_id)
-      self.per_class[class_id] = counts if previous is None else previous + counts
-      self.instances_per_class[class_id] = self.instances_per_class.get(class_id, 0) + 1
-
-  def merge(self, other: "LevelRecoveryAccumulator") -> None:
-    if other.levels != self.levels or not np.array_equal(other.thresholds, self.thresholds):
-      raise ValueError("LevelRecoveryAccumulator.merge: levels and thresholds must match")
-    self.total = self.total + other.total
-    self.num_images += other.num_images
-    for class_id, counts in other.per_class.items():
-      previous = self.per_class.get(class_id)
-      self.per_class[class_id] = counts if previous is None else previous + counts
-      self.instances_per_class[class_id] = (self.instances_per_class.get(class_id, 0)
-                                            + other.instances_per_class[class_id])
-
-  def result(self) -> dict:
-    """Thresholds, LRF (levels x thresholds), FDF, and the same per class."""
-    return {
-        "thresholds": self.thresholds,
-        "levels": self.levels,
-        "lrf": self.total.level_recovery_fraction(),
-        "fdf": self.total.false_discovery_fraction(),
-        "num_images": self.num_images,
-        "per_class": {
-            class_id: {"lrf": counts.level_recovery_fraction(),
-                       "fdf": counts.false_discovery_fraction(),
-                       "num_instances": self.instances_per_class[class_id]}
-            for class_id, counts in sorted(self.per_class.items())},
-    }
-
-
 def level_survival(result: Mapping, *, fraction: float = 0.5) -> dict[float, float]:
-  """Per level, the largest threshold at which LRF is still >= `fraction`.
+  """Per level, the largest threshold at which LRF keeps `fraction` of its value at the lowest one.
 
-  Summarises LRF curves in one number per level, e.g. to check that a model
-  recovers the levels in order (objects survive to higher thresholds than
-  parts). A level never recovered that well gets nan. Assumes, as LRF is,
-  curves non-increasing in t (see the module docstring).
+  s_lambda = max{t : LRF(lambda, t) >= fraction * LRF(lambda, t_1)}, t_1 the
+  lowest threshold of the sweep: with fraction 0.5, where the level has lost
+  half of what the finest cut recovers. Relative to LRF(lambda, t_1), so a
+  method that recovers a level only partly (e.g. a network not trained on
+  it) still gets the threshold where it lets that level go. The one
+  definition of "survival" of jhseg (tables, the task's level-order check).
+  The target fed in as its own prediction gives s_lambda = lambda. A level
+  never recovered (LRF(lambda, t_1) = 0 or nan) gets nan. Assumes, as LRF is,
+  curves non-increasing in t.
   """
   thresholds = np.asarray(result["thresholds"])
   survival = {}
-  for level, curve in zip(result["levels"], np.asarray(result["lrf"])):
-    kept = np.flatnonzero(np.nan_to_num(curve, nan=-1.0) >= fraction)
-    survival[float(level)] = float(thresholds[kept[-1]]) if kept.size else float("nan")
+  for level, curve in zip(result["levels"], np.asarray(result["lrf"], np.float64)):
+    first = curve[0]
+    if not first > 0:  # 0 or nan
+      survival[float(level)] = float("nan")
+      continue
+    kept = np.flatnonzero(np.nan_to_num(curve, nan=-1.0) >= fraction * first)
+    survival[float(level)] = float(thresholds[kept[-1]])
   return survival
 
 
