@@ -19,19 +19,26 @@ with the official cost model by default (`jhseg.hierarchy.matching`).
 Hierarchical ground truth: when the ground truth is a TFDS dataset with a `ucm`
 feature (interpixel (2H-1, 2W-1) ultrametric with a few levels, e.g. {0, 0.5, 1}
 for `ultrametric_pascal_part` and `synthetic_scenes`), UCM predictions (ucm2
-`.mat`/`.npy`/`.png`, or an interpixel (2H-1, 2W-1) `.npy`) are also scored with
-the Level Recovery Fraction per level and the False Discovery Fraction over the
-same thresholds (Lapertot, Chierchia, Perret; `jhseg.metrics.level_recovery`),
-written into summary.json (`level_recovery`) and drawn in `lrf_fdf.png` (and
-`per_class.png` when the dataset has `instance_classes`). The levels are the
-distinct positive `ucm` values of the dataset. With an `instances` feature the
-paper's object-neighbourhood protocol applies (`--no-neighbourhood` turns it
-off). Such datasets need no BSDS features: without `segmentations`/`boundaries`
-the BSDS benchmarks use one annotation, the finest ground-truth segmentation
-(the regions of `ucm == 0`, boundaries thinned as the release's `Boundaries`),
-over the whole image; without `image/id` an image's id is its record index
-(`0`, `1`, ...; prediction files `0.npy`, ...). Soft boundary maps and
-segmentation lists are not UCMs: they get the BSDS benchmarks only.
+`.mat`/`.npy`/`.png`, or an interpixel (2H-1, 2W-1) `.npy`) are scored with the
+three metrics of Lapertot, Chierchia, Perret (sec. 4; `jhseg.metrics.ucm_evaluation`):
+the boundary PR curves (ODS/OIS/AP, the `eval_bdry*.txt` files) against the
+finest ground-truth segmentation, the Level Recovery Fraction per level and the
+False Discovery Fraction, from one BSDS matching per distinct cut, over the sweep
+t = 0, 1/(N+1), ..., 1 (N = `--thresholds`; contours = weights >= t; boundary
+maps drawn as `seg2bdry` and not thinned, see that module), written
+into summary.json (`level_recovery`, with per-class ODS/OIS/AP) and drawn in
+`lrf_fdf.png` (and `per_class.png` when the dataset has `instance_classes`). The
+levels are the distinct positive `ucm` values of the dataset. With an
+`instances` feature the paper's object-neighbourhood protocol applies to all
+three metrics, for any method's UCMs (`--no-neighbourhood`: whole images), and
+with `instance_classes` the per-class protocol of its Fig. 8 (crops around each
+instance, other classes' boundaries removed from the target). Such datasets need
+no BSDS features: without `segmentations`/`boundaries` the region benchmarks use
+one annotation, the finest ground-truth segmentation (the regions of `ucm > 0`
+contours) over the whole image; without `image/id` an image's id is its record
+index (`0`, `1`, ...; prediction files `0.npy`, ...). Soft boundary maps and
+segmentation lists are not UCMs: they get the BSDS benchmarks only, over whole
+images (closed contours are not defined for them).
 
 Speed (`bench/metrics.py`, 481x321 images, 99 thresholds, boundary + region):
 about 2.7 CPU seconds per image with the default matcher, i.e. ~4.5 minutes
@@ -62,6 +69,7 @@ from jhseg.metrics import boundary
 from jhseg.metrics import bsds_io
 from jhseg.metrics import level_recovery
 from jhseg.metrics import region
+from jhseg.metrics import ucm_evaluation
 
 KINDS = ("auto",) + bsds_io.PREDICTION_KINDS
 TFDS_PREFIX = "tfds:"
@@ -104,7 +112,7 @@ class ImageCounts:
   boundary: boundary.BoundaryCounts
   region: region.RegionCounts | None
   # One image's LRF/FDF counts (None: no hierarchical ground truth, or not a UCM prediction).
-  levels: level_recovery.LevelRecoveryAccumulator | None = None
+  levels: ucm_evaluation.UcmEvaluation | None = None
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -291,6 +299,7 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
   pred = bsds_io.load_prediction(task.prediction, task.kind)
   h, w = gt.shape
   opts = dict(max_distance=task.max_distance, thin_maps=task.thin, matcher=task.matcher)
+  levels = None
   data = pred.data
   if pred.kind == "pb" and data.shape == (2 * h + 1, 2 * w + 1):  # a .npy ucm2
     pred = bsds_io.Prediction("ucm2", data)
@@ -303,7 +312,12 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
       raise bsds_io.BSDSFormatError(
           f"{task.prediction}: ucm2 of shape {data.shape}, expected {(2 * h + 1, 2 * w + 1)} for ground truth {h}x{w}")
     _warn_if_frame_not_replicated(data, task.prediction)
-    b = boundary.counts_from_ucm2(data, gt.boundaries, num_thresholds=task.num_thresholds, **opts)
+    if task.level_truth is None:
+      b = boundary.counts_from_ucm2(data, gt.boundaries, num_thresholds=task.num_thresholds, **opts)
+    else:  # PR with LRF/FDF: one matching, the paper's protocol and sweep
+      levels = level_counts(data, task.level_truth, num_thresholds=task.num_thresholds,
+                            max_distance=task.max_distance, matcher=task.matcher)
+      b = levels.boundary[0]
     r = region.region_counts_from_ucm2(data, gt.segmentations, num_thresholds=task.num_thresholds)
   elif pred.kind == "segs":
     if data[0].shape != (h, w):
@@ -317,24 +331,26 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
           f"(or {(2 * h + 1, 2 * w + 1)} for a ucm2)")
     b = boundary.counts_from_soft_map(data, gt.boundaries, num_thresholds=task.num_thresholds, **opts)
     r = None
-  levels = None
-  if task.level_truth is not None and pred.kind == "ucm2":
-    levels = level_counts(data, task.level_truth, num_thresholds=task.num_thresholds)
-  return ImageCounts(task.image_id, b, r, levels)
+  return ImageCounts(task.image_id, b, r, levels if pred.kind == "ucm2" else None)
 
 
 def level_counts(ucm2: np.ndarray, truth: LevelTruth, *,
-                 num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS) -> level_recovery.LevelRecoveryAccumulator:
-  """LRF/FDF counts of one predicted ucm2 against a hierarchical ground truth.
+                 num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS,
+                 max_distance: float = boundary.DEFAULT_MAX_DISTANCE,
+                 matcher: str = matching.DEFAULT_MATCHER, thin: bool = False) -> ucm_evaluation.UcmEvaluation:
+  """PR, LRF and FDF counts of one predicted ucm2 against a hierarchical ground truth.
 
-  The thresholds are the boundary benchmark's (`boundary.bsds_thresholds`); the
-  contours at t are the edges with weight > t, the regions of `ucm2 <= t`.
+  Sweep `level_recovery.sweep_thresholds(num_thresholds)` (0, the BSDS thresholds, 1);
+  contours at t are the edges with weight >= t (`level_recovery.contours_at`); the
+  object-neighbourhood protocol when `truth.instances` is set, per-class crops with
+  `truth.instance_classes` (`jhseg.metrics.ucm_evaluation`).
   """
   from jhseg import grid  # pylint: disable=g-import-not-at-top
   pred_h, pred_v = _interpixel_edges(_grid_float64(grid.ucm2_to_interpixel, ucm2))
   truth_h, truth_v = _interpixel_edges(truth.ucm)
-  accumulator = level_recovery.LevelRecoveryAccumulator(
-      levels=truth.levels, thresholds=boundary.bsds_thresholds(num_thresholds))
+  accumulator = ucm_evaluation.UcmEvaluation(
+      levels=truth.levels, thresholds=level_recovery.sweep_thresholds(num_thresholds),
+      max_distance=max_distance, matcher=matcher, thin=thin)
   accumulator.add(pred_h, pred_v, truth_h, truth_v, instances=truth.instances,
                   instance_classes=truth.instance_classes)
   return accumulator
@@ -405,7 +421,7 @@ def write_official_files(output: pathlib.Path, bdry: boundary.BoundaryResult,
 
 def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
                  reg: region.RegionResult | None,
-                 levels: level_recovery.LevelRecoveryAccumulator | None = None) -> dict:
+                 levels: ucm_evaluation.UcmEvaluation | None = None) -> dict:
   out = {
       "num_images": len(counts),
       "image_ids": [c.image_id for c in counts],
@@ -427,8 +443,9 @@ def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
   return out
 
 
-def level_recovery_dict(levels: level_recovery.LevelRecoveryAccumulator) -> dict:
-  """JSON form of the pooled LRF/FDF curves: per level and per class, with `level_recovery.summary`."""
+def level_recovery_dict(levels: ucm_evaluation.UcmEvaluation) -> dict:
+  """JSON form of the pooled LRF/FDF curves: per level and per class (with the class's
+  boundary ODS/OIS/AP), and the tables of `level_recovery.summary`."""
   result = levels.result()
   names = lambda values: [f"{level:g}" for level in values]  # JSON keys: "0.5", "1"
 
@@ -447,9 +464,14 @@ def level_recovery_dict(levels: level_recovery.LevelRecoveryAccumulator) -> dict
       **curves(result["lrf"], result["fdf"]),
       "summary": one(table),
       "per_class": {str(class_id): {"num_instances": c["num_instances"], **curves(c["lrf"], c["fdf"]),
-                                    "summary": one(table["per_class"][class_id])}
+                                    "summary": one(table["per_class"][class_id]),
+                                    "boundary": _boundary_scores(c["boundary"])}
                     for class_id, c in result["per_class"].items()},
   }
+
+
+def _boundary_scores(result: boundary.BoundaryResult) -> dict:
+  return {"ods_f": result.ods_f, "ois_f": result.ois_f, "ap": result.ap}
 
 
 def _nan_to_none(value: float) -> float | None:
@@ -457,7 +479,7 @@ def _nan_to_none(value: float) -> float | None:
   return None if value != value else value
 
 
-def collect_levels(counts: Sequence[ImageCounts]) -> level_recovery.LevelRecoveryAccumulator | None:
+def collect_levels(counts: Sequence[ImageCounts]) -> ucm_evaluation.UcmEvaluation | None:
   """The per-image LRF/FDF counts merged (None when no image has them)."""
   scored = [c.levels for c in counts if c.levels is not None]
   if not scored:
@@ -466,7 +488,7 @@ def collect_levels(counts: Sequence[ImageCounts]) -> level_recovery.LevelRecover
     missing = [c.image_id for c in counts if c.levels is None]
     raise ValueError(f"LRF/FDF: images {missing[:5]} have no UCM prediction (kinds ucm2, npy ucm2/interpixel, "
                      f"png ucm2) but others do; use one --kind")
-  total = level_recovery.LevelRecoveryAccumulator(levels=scored[0].levels, thresholds=scored[0].thresholds)
+  total = ucm_evaluation.UcmEvaluation(levels=scored[0].levels, thresholds=scored[0].thresholds)
   for accumulator in scored:
     total.merge(accumulator)
   return total
@@ -477,7 +499,7 @@ def _level_names(levels: Sequence[float]) -> dict[float, str] | None:
   return {1.0: "objects", 0.5: "parts"} if tuple(levels) == (0.5, 1.0) else None
 
 
-def write_level_figures(output: pathlib.Path, levels: level_recovery.LevelRecoveryAccumulator,
+def write_level_figures(output: pathlib.Path, levels: ucm_evaluation.UcmEvaluation,
                         title: str) -> list[pathlib.Path]:
   """`lrf_fdf.png`, and `per_class.png` when per-class crops were scored."""
   from jhseg.viz import curves  # pylint: disable=g-import-not-at-top
@@ -563,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="prediction format; auto: by extension, .mat files by their variable")
   parser.add_argument("--thresholds", type=int, default=boundary.DEFAULT_NUM_THRESHOLDS, metavar="N",
                       help="number of thresholds for ucm2/png/npy maps: linspace(1/(N+1), 1-1/(N+1), N); "
-                           "segmentation lists use one threshold per segmentation")
+                           "segmentation lists use one threshold per segmentation; UCMs against a hierarchical "
+                           "(tfds 'ucm') ground truth: those N plus 0 and 1 (contours: weights >= t)")
   parser.add_argument("--max-distance", "--max_distance", dest="max_distance", type=float,
                       default=boundary.DEFAULT_MAX_DISTANCE,
                       help="boundary matching tolerance, as a fraction of the image diagonal")
@@ -572,16 +595,19 @@ def build_parser() -> argparse.ArgumentParser:
                            "(SciPy sparse LAPJV), 'higra' = Higra's match_pixels_image_2d (max cardinality, then min "
                            "distance; ~3x slower); see jhseg.hierarchy.matching")
   parser.add_argument("--no-thin", "--no_thin", dest="no_thin", action="store_true",
-                      help="do not thin the binarised machine boundaries (the official benchmark thins)")
+                      help="do not thin the binarised machine boundaries (the official benchmark thins); UCMs "
+                           "against a hierarchical (tfds 'ucm') ground truth are never thinned, see "
+                           "jhseg.metrics.ucm_evaluation")
   parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), metavar="N",
                       help="worker processes over images (1: evaluate in this process)")
   parser.add_argument("--tfds-data-dir", "--tfds_data_dir", dest="tfds_data_dir", default=None, metavar="DIR",
                       help="TFDS data_dir for a tfds: ground truth (None: TFDS's default, ~/tensorflow_datasets)")
   parser.add_argument("--no-neighbourhood", "--no_neighbourhood", dest="no_neighbourhood", action="store_true",
-                      help="LRF/FDF over whole images; by default, when the TFDS ground truth has 'instances', the "
-                           "object-neighbourhood protocol of Lapertot et al. applies (object masks dilated by 20 px, "
-                           "contours outside dropped, non-closed contours dropped) and, with 'instance_classes', "
-                           "per-class crops are scored (per_class.png)")
+                      help="PR, LRF and FDF of UCMs over whole images; by default, when the TFDS ground truth has "
+                           "'instances', the object-neighbourhood protocol of Lapertot et al. applies to all three "
+                           "(object masks dilated by 20 px, contours outside dropped, non-closed contours dropped) "
+                           "and, with 'instance_classes', per-class crops are scored (per_class.png, per-class "
+                           "ODS/OIS/AP in summary.json)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser
 

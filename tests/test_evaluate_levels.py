@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from jhseg import evaluate
 from jhseg.metrics import boundary
+from jhseg.metrics import level_recovery
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPEC = "tfds:synthetic_scenes/tiny/test"
@@ -54,25 +55,27 @@ def test_ground_truth_as_prediction_recovers_every_level(records, synthetic_data
   summary = _run(predictions, out, synthetic_data_dir)
   levels = summary["level_recovery"]
   t = np.asarray(levels["thresholds"])
-  np.testing.assert_allclose(t, boundary.bsds_thresholds(99))
+  np.testing.assert_allclose(t, level_recovery.sweep_thresholds(99))  # 0, 0.01, ..., 1
   assert levels["levels"] == [0.5, 1.0]
   assert levels["num_images"] == len(records) == summary["num_images"]
   assert summary["image_ids"] == sorted(str(k) for k in range(len(records)))
-  # Contours at t are weights > t: a level-lambda edge is present exactly while t < lambda.
+  # Sec. 4: contours at t are weights >= t: a level-lambda edge is present exactly while
+  # t <= lambda, so LRF(lambda, t) = 1 for t <= lambda, 0 above, and FDF = 0 everywhere.
   for name, level in (("0.5", 0.5), ("1", 1.0)):
     lrf = np.asarray(levels["lrf"][name])
-    np.testing.assert_array_equal(lrf[t < level], 1.0)
-    np.testing.assert_array_equal(lrf[t >= level], 0.0)
+    np.testing.assert_array_equal(lrf[t <= level], 1.0)
+    np.testing.assert_array_equal(lrf[t > level], 0.0)
   np.testing.assert_array_equal(levels["fdf"], 0.0)
   s = levels["summary"]
-  assert s["survival"] == {"0.5": pytest.approx(0.49), "1": pytest.approx(0.99)}
-  assert s["mean_lrf"]["0.5"] == pytest.approx(np.mean(t < 0.5))
+  assert s["survival"] == {"0.5": 0.5, "1": 1.0}
+  assert s["mean_lrf"]["0.5"] == pytest.approx(np.mean(t <= 0.5))
   assert s["mean_lrf"]["1"] == 1.0 and s["mean_fdf"] == 0.0
   assert levels["per_class"] == {}  # synthetic_scenes has no instance_classes
   assert _is_png(out / "lrf_fdf.png") and _is_png(out / "pr_curve.png")
   assert not (out / "per_class.png").exists()
-  # The BSDS benchmarks ran against the finest ground-truth segmentation: a perfect UCM scores 1.
+  # The PR curves ran against the finest ground-truth segmentation, on the same sweep.
   assert summary["boundary"]["ods_f"] == pytest.approx(1.0)
+  np.testing.assert_allclose(summary["boundary"]["thresholds"], t)
   assert summary["region"]["covering_ods"] == pytest.approx(1.0)
 
 
@@ -83,7 +86,7 @@ def test_prediction_without_part_level_recovers_no_part(records, synthetic_data_
   levels = _run(predictions, tmp_path / "out", synthetic_data_dir)["level_recovery"]
   t = np.asarray(levels["thresholds"])
   np.testing.assert_array_equal(levels["lrf"]["0.5"], 0.0)
-  np.testing.assert_array_equal(np.asarray(levels["lrf"]["1"])[t < 1], 1.0)
+  np.testing.assert_array_equal(levels["lrf"]["1"], 1.0)
   np.testing.assert_array_equal(levels["fdf"], 0.0)  # every predicted contour is an object contour
   assert levels["summary"]["mean_lrf"]["0.5"] == 0.0
 
@@ -125,16 +128,28 @@ def test_neighbourhood_drops_contours_far_from_objects(records, synthetic_data_d
   if not added:
     pytest.skip("no synthetic test scene has a pixel 20 px away from every object")
   predictions = _write_predictions(tmp_path / "pred", preds)
-  # Default protocol: the spurious contour lies outside the object neighbourhood and is dropped.
-  default = _run(predictions, tmp_path / "out", synthetic_data_dir)["level_recovery"]
-  np.testing.assert_array_equal(default["fdf"], 0.0)
-  # Whole images: FDF(t) = spurious edges / all predicted contour edges at t.
-  whole = _run(predictions, tmp_path / "whole", synthetic_data_dir, "--no-neighbourhood")["level_recovery"]
+  # Default protocol, for all three metrics: the spurious contour lies outside the object
+  # neighbourhood and is dropped, so FDF stays 0 and the PR curves stay perfect.
+  default = _run(predictions, tmp_path / "out", synthetic_data_dir)
+  np.testing.assert_array_equal(default["level_recovery"]["fdf"], 0.0)
+  assert default["boundary"]["ods_f"] == pytest.approx(1.0)
+  # Whole images: FDF(t) = spurious boundary pixels / all predicted boundary pixels at t, the
+  # maps drawn as the official seg2bdry; 0.0075 x 45 px < 1 px: only coincident pixels match.
+  whole_summary = _run(predictions, tmp_path / "whole", synthetic_data_dir, "--no-neighbourhood")
+  whole = whole_summary["level_recovery"]
   t = np.asarray(whole["thresholds"])
-  truth = np.array([sum(int((e > th).sum()) for r in records for e in _edges(r["ucm"])) for th in t])
-  np.testing.assert_allclose(whole["fdf"], added / (truth + added))
+  machine, false = np.zeros(len(t)), np.zeros(len(t))
+  for r, pred in zip(records, preds):
+    for k, th in enumerate(t):
+      drawn = [boundary.boundaries_from_segmentation(level_recovery.contour_regions(
+          (h >= th) & (h > 0), (v >= th) & (v > 0))) for h, v in (_edges(pred), _edges(r["ucm"]))]
+      machine[k] += drawn[0].sum()
+      false[k] += (drawn[0] & ~drawn[1]).sum()
+  np.testing.assert_allclose(whole["fdf"], false / machine)
+  assert np.all(false > 0)
+  np.testing.assert_allclose(whole_summary["boundary"]["precision"], 1 - false / machine)
   for name, level in (("0.5", 0.5), ("1", 1.0)):  # recovery unchanged by the extra contour
-    np.testing.assert_array_equal(np.asarray(whole["lrf"][name])[t < level], 1.0)
+    np.testing.assert_array_equal(np.asarray(whole["lrf"][name])[t <= level], 1.0)
 
 
 def test_per_class_curves_and_figure(tmp_path):
@@ -154,17 +169,23 @@ def test_per_class_curves_and_figure(tmp_path):
                               instance_classes={1: 7, 2: 3})
   ucm2 = np.pad(ucm.astype(np.float64), 1, mode="edge")
   accumulator = evaluate.level_counts(ucm2, truth, num_thresholds=9)
-  # Hand counts on the whole image: 3 part edges (between columns 1 and 2), two 3x3 squares.
-  assert accumulator.total.truth.tolist() == [3, 12 + 12]
-  assert accumulator.per_class[7].truth.tolist() == [3, 12]
-  assert accumulator.per_class[3].truth.tolist() == [0, 12]
+  # Hand counts of boundary pixels drawn as seg2bdry (a pixel is on when an edge at its
+  # lower-right corner is): each 3x3 square's 12 contour edges draw a 4x4 ring of 12 pixels
+  # (level 1); the 3 part edges between columns 1 and 2 draw (0..3, 1), of which (1, 1) and
+  # (2, 1) are off the ring (level 0.5; on the ring the object level wins).
+  assert accumulator.total.truth.tolist() == [2, 12 + 12]
+  assert accumulator.per_class[7].counts.truth.tolist() == [2, 12]
+  assert accumulator.per_class[3].counts.truth.tolist() == [0, 12]
   table = evaluate.level_recovery_dict(accumulator)
   assert sorted(table["per_class"]) == ["3", "7"]
   assert table["per_class"]["7"]["num_instances"] == 1
   t = np.asarray(table["thresholds"])
-  np.testing.assert_array_equal(np.asarray(table["per_class"]["7"]["lrf"]["0.5"])[t < 0.5], 1.0)
-  np.testing.assert_array_equal(np.asarray(table["per_class"]["7"]["lrf"]["0.5"])[t >= 0.5], 0.0)
-  assert table["per_class"]["3"]["lrf"]["0.5"] == [None] * 9  # no part boundary: nan -> null
+  np.testing.assert_array_equal(np.asarray(table["per_class"]["7"]["lrf"]["0.5"])[t <= 0.5], 1.0)
+  np.testing.assert_array_equal(np.asarray(table["per_class"]["7"]["lrf"]["0.5"])[t > 0.5], 0.0)
+  assert table["per_class"]["3"]["lrf"]["0.5"] == [None] * 11  # no part boundary: nan -> null
+  # Per-class boundary benchmark (Fig. 8): the target itself scores 1 in each class.
+  assert table["per_class"]["7"]["boundary"]["ods_f"] == pytest.approx(1.0)
+  assert table["per_class"]["3"]["boundary"]["ois_f"] == pytest.approx(1.0)
   assert table["per_class"]["3"]["summary"]["mean_lrf"]["0.5"] is None
   json.dumps(table, allow_nan=False)  # strict JSON
   np.testing.assert_array_equal(table["per_class"]["3"]["lrf"]["1"], 1.0)
@@ -199,6 +220,12 @@ def test_worker_processes_give_the_same_counts(records, synthetic_data_dir, tmp_
   assert pooled.num_images == serial.num_images == len(records)
   for field in ("truth", "recovered", "predicted", "false"):
     np.testing.assert_array_equal(getattr(pooled.total, field), getattr(serial.total, field))
-  # 4 of 16 images without parts: part LRF below 0.5 is the share of part edges in the other 12.
-  parts = [int(sum((e == 0.5).sum() for e in _edges(r["ucm"]))) for r in records]
+  # 4 of 16 images without parts: part LRF up to 0.5 is the share of part boundary pixels in the
+  # other 12; part pixels are drawn (seg2bdry) by the finest cut but not by the objects' cut.
+  def part_pixels(ucm):
+    h, v = _edges(ucm)
+    drawn = [boundary.boundaries_from_segmentation(level_recovery.contour_regions(h >= t, v >= t))
+             for t in (0.5, 1.0)]
+    return int((drawn[0] & ~drawn[1]).sum())
+  parts = [part_pixels(r["ucm"]) for r in records]
   np.testing.assert_allclose(serial.result()["lrf"][0][:4], sum(parts[4:]) / sum(parts))

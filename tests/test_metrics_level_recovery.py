@@ -206,8 +206,9 @@ def _read_pascal_part(path):
   return instances, parts, classes
 
 
-@pytest.mark.parametrize("level_matching", ["exact", "bsds"])
-def test_real_pascal_part_annotations(shared_data, level_matching):
+@pytest.mark.parametrize("level_matching,thin", [("exact", False), ("bsds", False),
+                                                  ("bsds", True)])
+def test_real_pascal_part_annotations(shared_data, level_matching, thin):
   import glob
   from jhseg.metrics import ucm_evaluation
   paths = sorted(glob.glob(str(shared_data / "pascal_part_sample" / "Annotations_Part" /
@@ -215,7 +216,7 @@ def test_real_pascal_part_annotations(shared_data, level_matching):
   assert paths, "no Pascal-Part annotation in the shared sample"
   thresholds = lr.sweep_thresholds(9)
   make = lambda: ucm_evaluation.UcmEvaluation(thresholds=thresholds,
-                                              level_matching=level_matching)
+                                              level_matching=level_matching, thin=thin)
   truth_vs_truth, objects_only = make(), make()
   for path in paths:
     instances, parts, classes = _read_pascal_part(path)
@@ -232,7 +233,7 @@ def test_real_pascal_part_annotations(shared_data, level_matching):
   np.testing.assert_array_equal(result["fdf"][thresholds <= 0.5], 0)
   for per_class in result["per_class"].values():
     np.testing.assert_array_equal(per_class["lrf"][1][thresholds <= 0.5], 1)
-  if level_matching == "exact":
+  if level_matching == "exact" or not thin:  # exact edges, or unthinned maps: exactly 1 / 0
     np.testing.assert_array_equal(result["lrf"][0][thresholds > 0.5], 0)
     np.testing.assert_array_equal(result["lrf"][1], 1)
     np.testing.assert_array_equal(result["fdf"], 0)

@@ -15,6 +15,7 @@ from jhseg import hierarchy
 from jhseg.data import augment
 from jhseg.data.sources import load_source
 from jhseg.metrics import level_recovery
+from jhseg.metrics import ucm_evaluation
 from jhseg.tasks import ultrametric
 from jhseg.train import train_and_evaluate
 
@@ -71,7 +72,7 @@ def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_pat
   report = json.loads((out / "summary.json").read_text())
   assert report["num_images"] == 6
   lrf = np.asarray(report["lrf_fdf"]["lrf"], float)
-  assert lrf.shape == (2, config.eval.num_thresholds)
+  assert lrf.shape == (2, config.eval.num_thresholds + 2)  # the sweep has both ends
   assert np.all(np.diff(lrf, axis=1) <= 1e-12)  # LRF never grows with the threshold
   assert set(report["levels"].values()) == {"parts", "objects"}
   assert report["per_class"], "synthetic scenes have object classes"
@@ -255,16 +256,16 @@ def _result(part_curve, object_curve, thresholds):
 
 
 def test_level_order_check_on_hand_built_curves():
-  t = level_recovery.default_thresholds(99)
-  # The target itself: parts (0.5) are contours for t < 0.5, objects (1) for t < 1.
-  perfect = ultrametric.level_order_check(_result((t < 0.5) * 1.0, (t < 1.0) * 1.0, t))
+  t = level_recovery.sweep_thresholds(99)
+  # The target itself: parts (0.5) are contours for t <= 0.5, objects (1) for t <= 1.
+  perfect = ultrametric.level_order_check(_result((t <= 0.5) * 1.0, (t <= 1.0) * 1.0, t))
   assert perfect["level_order_ok"]
-  assert perfect["relative_survival"] == {"0.5": pytest.approx(0.49), "1.0": pytest.approx(0.99)}
-  # A trained network misses contours by a pixel: plateaus below 1 still pass.
+  assert perfect["relative_survival"] == {"0.5": 0.5, "1.0": 1.0}
+  # Levels recovered only in part: plateaus below 1 still pass.
   ceiling = ultrametric.level_order_check(_result((t < 0.5) * 0.45, (t < 0.85) * 0.6, t))
   assert ceiling["level_order_ok"]
   # Levels swapped: parts outlive objects.
-  swapped = ultrametric.level_order_check(_result((t < 1.0) * 1.0, (t < 0.5) * 1.0, t))
+  swapped = ultrametric.level_order_check(_result((t <= 1.0) * 1.0, (t <= 0.5) * 1.0, t))
   assert not swapped["level_order_ok"] and not swapped["increasing"]
   # Parts lost early (before t = 0.25).
   early = ultrametric.level_order_check(_result((t < 0.1) * 1.0, (t < 1.0) * 1.0, t))
@@ -280,18 +281,20 @@ def test_level_order_check_on_hand_built_curves():
 def test_boundary_counts_of_the_target_itself_are_perfect(synthetic_data_dir):
   raw = _scenes(synthetic_data_dir, 1)[0]
   h, v = _edges(np.asarray(raw["ucm"]))
-  thresholds = np.array([0.25, 0.75, 0.99])
+  thresholds = np.array([0.25, 0.75, 1.0])
   neighbourhood = level_recovery.object_neighbourhood(np.asarray(raw["instances"]), radius=20)
-  counts = ultrametric.boundary_counts(h, v, h, v, thresholds=thresholds,
-                                       neighbourhood=neighbourhood, max_distance=0.0075)
+  counts, levels = ucm_evaluation.image_counts(h, v, h, v, thresholds=thresholds,
+                                               neighbourhood=neighbourhood, max_distance=0.0075)
   # t = 0.25: every target contour, matched exactly.
   assert counts.cnt_r[0] == counts.sum_r[0] > 0
   assert counts.cnt_p[0] == counts.sum_p[0] > 0
-  # t = 0.75 and 0.99: the objects only; parts are missed. (Thinning moves a few junction
+  # t = 0.75 and 1: the objects only; parts are missed. (Thinning moves a few junction
   # pixels of the objects-only map, unmatched at 0.0075 of a 32-px diagonal.)
   assert counts.cnt_r[1] < counts.sum_r[1]
   assert counts.cnt_p[1] >= 0.9 * counts.sum_p[1]
   assert counts.cnt_r[2] == counts.cnt_r[1] and counts.sum_p[2] == counts.sum_p[1]
+  # LRF/FDF come from the same matching: FDF = 1 - precision.
+  np.testing.assert_array_equal(levels.false, counts.sum_p - counts.cnt_p)
 
 
 # ----------------------------------------------------------------------------- paper configs

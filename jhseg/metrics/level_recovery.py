@@ -128,7 +128,8 @@ def threshold_classes(h, v, thresholds) -> np.ndarray:
   return np.searchsorted(values, np.asarray(thresholds, np.float64), side="right")
 
 
-def _check_edges(h, v, name: str, shape: tuple[int, int] | None = None):
+def check_edges(h, v, name: str, shape: tuple[int, int] | None = None):
+  """(h, v) as arrays, checked to be the (H, W-1), (H-1, W) edges of one (`shape`) image."""
   h = np.asarray(h)
   v = np.asarray(v)
   if h.ndim != 2 or v.ndim != 2:
@@ -270,9 +271,9 @@ def level_recovery_counts(pred_h, pred_v, truth_h, truth_v, *,
     neighbourhood: optional (H, W) bool mask (see `object_neighbourhood`);
       when given, the object-neighbourhood protocol is applied.
   """
-  truth_h, truth_v = _check_edges(truth_h, truth_v, "ground-truth")
+  truth_h, truth_v = check_edges(truth_h, truth_v, "ground-truth")
   shape = (truth_h.shape[0], truth_v.shape[1])
-  pred_h, pred_v = _check_edges(pred_h, pred_v, "predicted", shape)
+  pred_h, pred_v = check_edges(pred_h, pred_v, "predicted", shape)
   if neighbourhood is not None and np.shape(neighbourhood) != shape:
     raise ValueError(f"level_recovery_counts: neighbourhood has shape "
                      f"{np.shape(neighbourhood)}, expected {shape}")
