@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jhseg.metrics import level_recovery
+from jhseg.metrics import ucm_evaluation
 from jhseg.viz import curves, grids, segments, ucm
 
 PARTS = np.repeat(np.array([[1, 1, 2, 2, 3, 3, 0, 0]]), 6, axis=0)
@@ -84,7 +84,7 @@ def test_hierarchy_levels_figure_counts_regions(tmp_path):
 
 def test_lrf_fdf_figure_lines_follow_the_results(tmp_path):
   h, v = _ultrametric([PARTS, OBJECTS], [0.5, 1.0])
-  accumulator = level_recovery.LevelRecoveryAccumulator(thresholds=[0.25, 0.5, 0.75])
+  accumulator = ucm_evaluation.UcmEvaluation(thresholds=[0.25, 0.5, 0.75])
   accumulator.add(h, v, h, v)
   result = accumulator.result()
   figure = curves.lrf_fdf_figure({"truth": result, "truth again": result},
@@ -94,7 +94,7 @@ def test_lrf_fdf_figure_lines_follow_the_results(tmp_path):
       "truth: LRF objects", "truth: LRF parts", "truth: FDF"]
   assert [line.get_linestyle() for line in lines[:3]] == ["-", "--", ":"]
   np.testing.assert_allclose(lines[0].get_ydata(), [1, 1, 1])  # objects always recovered
-  np.testing.assert_allclose(lines[1].get_ydata(), [1, 0, 0])  # parts up to t < 0.5
+  np.testing.assert_allclose(lines[1].get_ydata(), [1, 1, 0])  # parts up to t = 0.5
   np.testing.assert_allclose(lines[2].get_ydata(), [0, 0, 0])
   assert not np.allclose(lines[0].get_color(), lines[3].get_color())  # a colour per method
   path = curves.save_lrf_fdf_png(tmp_path / "lrf.png", result)
@@ -126,7 +126,7 @@ def test_per_class_figure_one_panel_per_class(tmp_path):
   instances = np.zeros_like(PARTS)
   instances[:, :2] = 1
   instances[:, 2:6] = 2
-  accumulator = level_recovery.LevelRecoveryAccumulator(thresholds=[0.25, 0.75], radius=1)
+  accumulator = ucm_evaluation.UcmEvaluation(thresholds=[0.25, 0.75], radius=1)
   accumulator.add(h, v, h, v, instances=instances, instance_classes={1: 15, 2: 8})
   figure = curves.per_class_figure(accumulator.result(), class_names={15: "person"},
                                    columns=4)
