@@ -341,6 +341,46 @@ def test_make_splits_test_list_and_overlap(tmp_path):
     splits.make_splits(tmp_path, ["a_1"])
 
 
+# Looked up by hand in COB's voc_train/voc_val/voc_test.txt (github.com/kmaninis/COB).
+SAMPLE_COB_SPLITS = {
+    "train": ["2008_000726", "2008_003497", "2008_006462", "2009_001103", "2010_001199",
+              "2010_002065", "2010_003057", "2010_005275", "2010_005511"],
+    "val": ["2008_000652", "2008_000700", "2008_003228", "2010_002526"],
+    "test": ["2008_000939", "2008_001978", "2008_005643", "2010_000145", "2010_005243"],
+}
+
+
+def test_cob_lists_are_the_paper_splits():
+  lists = splits.cob_splits()
+  assert {k: len(v) for k, v in lists.items()} == {"train": 4998, "val": 2607, "test": 2498}
+  train, val, test = (set(lists[k]) for k in ("train", "val", "test"))
+  assert not (train & val or train & test or val & test)
+  assert len(train | val | test) == 10103  # every Pascal-Part image
+  # First lines of COB's files: train starts with 2008_000008, val 2008_000002, test 2008_000003.
+  assert (lists["train"][0], lists["val"][0], lists["test"][0]) == (
+      "2008_000008", "2008_000002", "2008_000003")
+
+
+def test_make_splits_defaults_to_cob(tmp_path):
+  ids = sorted(sum(SAMPLE_COB_SPLITS.values(), ["1999_000001"]))
+  got = splits.make_splits(tmp_path, ids)
+  assert {k: list(getattr(got, k)) for k in SAMPLE_COB_SPLITS} == SAMPLE_COB_SPLITS
+  assert got.rule.startswith("COB's") and "1 present ids in none of them left out" in got.rule
+  # VOC's train/val lists (the PASCAL-Context lists COB halves) do not override COB's split.
+  _write_lines(tmp_path / "ImageSets/Main/train.txt", SAMPLE_COB_SPLITS["train"])
+  _write_lines(tmp_path / "ImageSets/Main/val.txt",
+               SAMPLE_COB_SPLITS["val"] + SAMPLE_COB_SPLITS["test"])
+  assert splits.make_splits(tmp_path, ids).test == tuple(SAMPLE_COB_SPLITS["test"])
+  # A user's three lists do.
+  _write_lines(tmp_path / "train.txt", ids[:2])
+  _write_lines(tmp_path / "val.txt", ids[2:4])
+  _write_lines(tmp_path / "test.txt", ids[4:])
+  got = splits.make_splits(tmp_path, ids)
+  assert (got.train, got.val, got.test) == (tuple(ids[:2]), tuple(ids[2:4]), tuple(ids[4:]))
+  with pytest.raises(FileNotFoundError, match="COB split lists"):
+    splits.make_splits(tmp_path / "empty", ids, cob_dir=tmp_path / "nowhere")
+
+
 def test_fallback_split_rule():
   ids = [f"2010_{i:06d}" for i in range(18)][::-1]
   got = splits.fallback_splits(ids)
@@ -449,17 +489,15 @@ def _id(example):
 def test_sample_build_splits_and_data_source(sample_build, shared_data):
   import tensorflow_datasets as tfds
   builder, examples = sample_build
-  assert {s: len(e) for s, e in examples.items()} == {"train": 10, "val": 4, "test": 4}
-  ids = sorted(p.stem for p in (shared_data / SAMPLE / "Annotations_Part").glob("*.mat"))
-  expected = splits.fallback_splits(ids)
-  for split in ("train", "val", "test"):
-    assert sorted(_id(e) for e in examples[split]) == list(getattr(expected, split))
-  assert builder.info.metadata["split_rule"].startswith("fallback")
+  # The sample's 18 ids are VOC 2010 images: COB's lists (the paper's splits) place them.
+  for split, ids in SAMPLE_COB_SPLITS.items():
+    assert sorted(_id(e) for e in examples[split]) == ids
+  assert builder.info.metadata["split_rule"].startswith("COB's PASCAL-Context splits")
   assert builder.info.metadata["min_region_area"] == 30
   # The registered name works with tfds.data_source, as jhseg.data uses it.
   source = tfds.data_source("ultrametric_pascal_part/hierarchical", split="test",
                             data_dir=builder.data_dir_root, download=False)
-  assert len(source) == 4
+  assert len(source) == len(SAMPLE_COB_SPLITS["test"]) == 5
 
 
 def test_sample_features_shapes_and_image(sample_build, shared_data):
