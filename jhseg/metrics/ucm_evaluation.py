@@ -12,7 +12,7 @@ Per image and per threshold t of the sweep (`level_recovery.sweep_thresholds`):
    (`level_recovery.contours_at`), with the object-neighbourhood protocol
    when instances are given: clipped to the merged object masks dilated by
    20 px, non-closed contours dropped. Thresholds that select the same
-   contours share one cut: each distinct cut is built, thinned and matched
+   contours share one cut: each distinct cut is built, drawn and matched
    once, for all three metrics.
 2. Machine boundaries: C(t) drawn at image resolution as the official
    `seg2bdry` (a pixel is on when an edge at its lower-right corner is a
