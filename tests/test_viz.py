@@ -99,7 +99,7 @@ def test_lrf_fdf_figure_lines_follow_the_results(tmp_path):
   assert not np.allclose(lines[0].get_color(), lines[3].get_color())  # a colour per method
   path = curves.save_lrf_fdf_png(tmp_path / "lrf.png", result)
   assert _read_png(path).shape == (400, 600, 3)
-  with pytest.raises(ValueError, match="must be a LevelRecoveryAccumulator.result"):
+  with pytest.raises(ValueError, match="must be a UcmEvaluation.result"):
     curves.lrf_fdf_figure({"bad": {"lrf": []}})
 
 

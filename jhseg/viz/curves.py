@@ -22,14 +22,14 @@ FDF_LINESTYLE = ":"
 
 
 def _as_methods(results: Mapping) -> dict[str, Mapping]:
-  """A single `LevelRecoveryAccumulator.result()` or {method name: result}."""
+  """A single `UcmEvaluation.result()` or {method name: result}."""
   if "lrf" in results and "fdf" in results:
     return {"": results}
   for name, result in results.items():
     if not isinstance(result, Mapping) or not {"lrf", "fdf", "thresholds", "levels"} <= set(
         result):
       raise ValueError(f"lrf_fdf_figure: results[{name!r}] must be a "
-                       f"LevelRecoveryAccumulator.result() dict (thresholds, levels, lrf, fdf)")
+                       f"UcmEvaluation.result() dict (thresholds, levels, lrf, fdf)")
   return dict(results)
 
 
@@ -64,7 +64,7 @@ def lrf_fdf_figure(results: Mapping, *, level_names: Mapping[float, str] | None 
   """LRF per level and FDF against the threshold for one or several methods.
 
   Args:
-    results: a `LevelRecoveryAccumulator.result()` dict, or {name: result}.
+    results: a `UcmEvaluation.result()` dict, or {name: result}.
     level_names: optional names of the levels, e.g. {1.0: "objects", 0.5: "parts"}.
     title: optional axes title.
   """
@@ -95,13 +95,13 @@ def per_class_figure(result: Mapping, *, class_names: Mapping[int, str] | None =
   """Small multiples of LRF/FDF, one panel per object class (per-class crops).
 
   Args:
-    result: a `LevelRecoveryAccumulator.result()` with `per_class` entries.
+    result: a `UcmEvaluation.result()` with `per_class` entries.
     class_names: optional {class id: name} for the panel titles.
   """
   per_class = result.get("per_class") or {}
   if not per_class:
     raise ValueError("per_class_figure: the result has no per-class curves (pass "
-                     "instance_classes to LevelRecoveryAccumulator.add)")
+                     "instance_classes to UcmEvaluation.add)")
   columns = max(1, min(columns, len(per_class)))
   rows = -(-len(per_class) // columns)
   figure = _canvas.new_figure(width=panel_size * columns, height=panel_size * rows + 0.3)
