@@ -45,6 +45,7 @@ import functools
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders import builder_base
 from tfds_builders.synthetic_scenes import label_tree, render
 
 # Each split is its own random stream: scene i of "train" and of "test" differ.
@@ -90,7 +91,7 @@ def ultrametric_target(parts: np.ndarray, instances: np.ndarray) -> np.ndarray:
   return np.asarray(_jitted_target()(parts, instances), np.float32)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(builder_base.JhsegBuilder):
   """Synthetic scenes of objects made of parts, with their two-level hierarchy."""
 
   VERSION = tfds.core.Version("1.1.0")
@@ -105,10 +106,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             max_objects=3),
   ]
   DEFAULT_CONFIG_NAME = "default"
-
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record unless told otherwise: the library reads through tfds.data_source.
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size
