@@ -53,8 +53,8 @@ def prepared_builder(name: str, data_dir: str | None, *, auto_build: bool = True
   raise DatasetNotFoundError(
       f"dataset {name!r} is not prepared in {builder.data_dir!r} (config.data.data_dir="
       f"{data_dir!r}); expected TFDS array_record files there. Build it with: "
-      f"tfds build tfds_builders/{base} --data_dir={data_dir or '~/tensorflow_datasets'} "
-      f"--file_format=array_record [--manual_dir=...] (see the README)")
+      f"tfds build {base} --imports=tfds_builders "
+      f"--data_dir={data_dir or '~/tensorflow_datasets'} [--manual_dir=...] (see the README)")
 
 
 def load_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[str, Any]]:

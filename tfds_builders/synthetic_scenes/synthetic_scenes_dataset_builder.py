@@ -3,8 +3,7 @@ r"""TFDS builder of the synthetic hierarchical scenes (the built-in default data
 No download: scenes are rendered by `render.render_scene`, deterministically
 from (split seed, example index). Build with
 
-    tfds build tfds_builders/synthetic_scenes --config=tiny --data_dir=DIR \
-        --file_format=array_record
+    tfds build synthetic_scenes --imports=tfds_builders --config=tiny --data_dir=DIR
 
 (without --config, `tfds build` builds every config), programmatically with
 `builder.download_and_prepare(file_format="array_record")`, or with
