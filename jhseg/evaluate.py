@@ -250,6 +250,18 @@ def _prediction_file(folder: pathlib.Path, image_id: str, kind: str) -> tuple[pa
   raise FileNotFoundError(f"{folder}: no prediction {image_id}.mat/.npy/.png for ground-truth image {image_id!r}")
 
 
+def _warn_about_predictions_without_ground_truth(folder: pathlib.Path, ground_truth_ids,
+                                                  kind: str) -> None:
+  """Prediction files whose id is no ground-truth image are not scored: say so, with the count."""
+  extensions = ({".mat", ".npy", ".png"} if kind == "auto"
+                else {bsds_io.PREDICTION_EXTENSIONS[kind]})
+  extra = sorted({f.stem for f in folder.iterdir()
+                  if f.suffix in extensions and f.is_file()} - set(ground_truth_ids))
+  if extra:
+    warnings.warn(f"--predictions {folder}: {len(extra)} prediction file(s) have no ground-truth "
+                  f"image and are ignored; first ids: {extra[:5]}", stacklevel=3)
+
+
 def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str = "auto",
                num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS,
                max_distance: float = boundary.DEFAULT_MAX_DISTANCE, thin: bool = True,
@@ -272,6 +284,7 @@ def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str =
     gts, level_truths = _read_tfds(ground_truth, tfds_data_dir, neighbourhood=neighbourhood)
   else:
     gts = _ground_truth_from_folder(pathlib.Path(ground_truth))
+  _warn_about_predictions_without_ground_truth(predictions, gts, kind)
   tasks = []
   for image_id in sorted(gts):
     path, image_kind = _prediction_file(predictions, image_id, kind)
