@@ -675,7 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "per-class crops are scored (per_class.png)")
   parser.add_argument("--no-fop", "--no_fop", dest="no_fop", action="store_true",
                       help="skip the objects-and-parts F-measure Fop (ODS/OIS/AP, eval_fop*.txt) of UCMs and "
-                           "segmentation lists (it about doubles the region benchmark's time)")
+                           "segmentation lists (about 0.8 CPU s per 481x321 ucm2 at 99 thresholds, twice the region "
+                           "benchmark's)")
   parser.add_argument("--quiet", action="store_true", help="no progress bar")
   return parser
 

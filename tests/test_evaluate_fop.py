@@ -47,7 +47,8 @@ def test_cli_writes_fop_files_and_summary(bench, tmp_path, capsys):
     shutil.copy(bench / "ucm2" / f"{image_id}.mat", preds)
     shutil.copy(bench / "groundTruth" / f"{image_id}.mat", gts)
   out = tmp_path / "out"
-  assert _run("--predictions", preds, "--ground-truth", gts, "--output", out, "--thresholds", 4) == 0
+  assert _run("--predictions", preds, "--ground-truth", gts, "--output", out,
+              "--thresholds", 4) == 0
   assert "Fop ODS=" in capsys.readouterr().out
   summary = json.loads((out / "summary.json").read_text())["fop"]
   # Independent collection: per image and threshold (P, R) from fop_counts, then SEISM's
@@ -90,9 +91,11 @@ def test_segmentation_lists_get_fop_and_no_fop_and_soft_maps_skip_it(bench, tmp_
   assert _run("--predictions", segs, "--ground-truth", gts, "--output", tmp_path / "s") == 0
   summary = json.loads((tmp_path / "s" / "summary.json").read_text())
   num_segs = len(bsds_io.load_prediction(segs / "2018.mat", "segs").data)
-  assert summary["fop"]["thresholds"] == list(range(1, num_segs + 1))  # one position per segmentation
+  # One sweep position per segmentation.
+  assert summary["fop"]["thresholds"] == list(range(1, num_segs + 1))
   assert (tmp_path / "s" / "eval_fop.txt").is_file()
-  assert _run("--predictions", segs, "--ground-truth", gts, "--output", tmp_path / "n", "--no-fop") == 0
+  assert _run("--predictions", segs, "--ground-truth", gts, "--output", tmp_path / "n",
+              "--no-fop") == 0
   assert "fop" not in json.loads((tmp_path / "n" / "summary.json").read_text())
   assert not list((tmp_path / "n").glob("eval_fop*"))
   pngs = tmp_path / "png"

@@ -32,7 +32,8 @@ def test_ucm2_with_nan_is_an_error_naming_the_file(one_image, tmp_path, capsys):
   scipy.io.savemat(preds / "2018.mat", {"ucm2": ucm2})
   assert _run("--predictions", preds, "--ground-truth", gts, "--output", tmp_path / "o") == 2
   err = capsys.readouterr().err
-  assert f"{preds / '2018.mat'}: 'ucm2' has 1 non-finite values (NaN or inf), the first at index (5, 7)" in err
+  assert (f"{preds / '2018.mat'}: 'ucm2' has 1 non-finite values (NaN or inf), the first at "
+          f"index (5, 7)") in err
 
 
 def test_ucm2_outside_unit_range_is_an_error(one_image, tmp_path, capsys):
@@ -40,7 +41,8 @@ def test_ucm2_outside_unit_range_is_an_error(one_image, tmp_path, capsys):
   scipy.io.savemat(preds / "2018.mat", {"ucm2": ucm2 * 255})  # an 8-bit scaled map
   assert _run("--predictions", preds, "--ground-truth", gts, "--output", tmp_path / "o") == 2
   err = capsys.readouterr().err
-  assert f"{preds / '2018.mat'}: 'ucm2' has values in [0, {ucm2.max() * 255:g}]; expected [0, 1]" in err
+  assert (f"{preds / '2018.mat'}: 'ucm2' has values in [0, {ucm2.max() * 255:g}]; "
+          f"expected [0, 1]") in err
 
 
 @pytest.mark.parametrize("bad", [np.inf, -0.5])
