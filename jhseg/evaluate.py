@@ -16,9 +16,10 @@ UCMs and segmentations also `eval_cover.txt`, `eval_cover_th.txt`,
 segmentations also get the objects-and-parts F-measure Fop (Pont-Tuset & Marques,
 CVPR 2013; `jhseg.metrics.fop`, as SEISM and DEL report it) at ODS, OIS and AP over
 the same thresholds: `eval_fop.txt`, `eval_fop_thr.txt`, `eval_fop_img.txt` (the
-layouts of the `eval_bdry*.txt` files) and summary.json's `fop` (`--no-fop` skips it). Images are
-evaluated in worker processes with a progress bar. Boundary pixels are matched
-with the official cost model by default (`jhseg.hierarchy.matching`).
+layouts of the `eval_bdry*.txt` files) and summary.json's `fop` (`--no-fop` skips
+it). Images are evaluated in worker processes with a progress bar. Boundary
+pixels are matched with the official cost model by default
+(`jhseg.hierarchy.matching`).
 
 Hierarchical ground truth: when the ground truth is a TFDS dataset with a `ucm`
 feature (interpixel (2H-1, 2W-1) ultrametric with a few levels, e.g. {0, 0.5, 1}
@@ -533,8 +534,11 @@ def collect(counts: Sequence[ImageCounts]) -> tuple[boundary.BoundaryResult, reg
 
 def fop_counts(kind: str, data, gt: bsds_io.GroundTruth, *,
                num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS) -> fop_lib.FopAccumulator | None:
-  """One image's Fop sweep against every annotator: a ucm2 cut at the region benchmark's
-  thresholds (regions of `ucm2 <= t`), or each segmentation of a list; None for soft maps."""
+  """One image's Fop sweep against every annotator; None for soft boundary maps.
+
+  A ucm2 is cut at the region benchmark's thresholds (the regions of `ucm2 <= t`, as SEISM's
+  `ucm2 > t` contours); a segmentation list gives one position per segmentation (1..K).
+  """
   if kind == "ucm2":
     thresholds = boundary.bsds_thresholds(num_thresholds)
     segmentations = region.segmentations_from_ucm2(data, thresholds)
@@ -560,7 +564,7 @@ def collect_fop(counts: Sequence[ImageCounts]) -> dict | None:
   return total.result()
 
 
-def fop_summary(result: dict, image_ids: Sequence[str]) -> dict[str, float]:
+def fop_summary(result: dict, image_ids: Sequence[str]) -> dict:
   """summary.json's `fop`: the eval_fop.txt values, the per-threshold curve, per-image bests."""
   curve = result["per_threshold"]
   return {

@@ -199,8 +199,8 @@ def read_image(path: str) -> np.ndarray:
     with Image.open(path) as image:
       rgb = _rgb_in_unit_range(image, path)
   except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
-    if str(path) in str(err):  # already names the file (the mode checks above)
-      raise
+    if isinstance(err, ValueError) and str(err).startswith(f"image {path}: "):
+      raise  # the mode checks above, which name the file
     raise ValueError(f"cannot read image {path}: {err}") from None
   if min(rgb.shape[:2]) < 2:
     raise ValueError(f"image {path} is {rgb.shape[0]}x{rgb.shape[1]}; need at least 2x2 pixels")

@@ -91,7 +91,11 @@ def test_palette_rgba_and_cmyk(tmp_path):
   _check(tmp_path / "cmyk.tif", (255 - cmy.astype(np.float64)) / 255.0)
 
 
-def test_truncated_file_is_named(tmp_path):
+def test_unreadable_and_truncated_files_are_named(tmp_path):
+  text = tmp_path / "text.jpg"
+  text.write_text("not a JPEG")
+  with pytest.raises(ValueError, match=f"^cannot read image {text}: "):
+    read_image(str(text))
   jpeg = tmp_path / "cut.jpg"
   Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(jpeg)
   jpeg.write_bytes(jpeg.read_bytes()[:200])
