@@ -11,7 +11,8 @@ the optimizer state is not needed and any device topology can read a run written
 another. A torchvision `config.model.pretrained` file is not read: the checkpoint
 holds every weight.
 
-Each image is read with PIL as RGB, scaled to [0, 1] and predicted at its own size
+Each image is read with PIL as RGB, scaled to [0, 1] by its mode's range (8-bit modes
+/ 255, 16-bit grey / 65535; see `read_image`) and predicted at its own size
 by the task's `Task.infer` (HSG: the nested levels, hierarchy, UCM and attention
 pictures; Ultrametric U-Net: the predicted UCM array and pictures), which writes
 `OUT_DIR/<name>_*` files, `<name>` being the image's file name without extension
@@ -153,18 +154,57 @@ def restore_model(workdir: str, *, step: int | None = None, best: bool = False):
   return task, model, chosen
 
 
+# PIL modes of 8 bits per channel: PIL's own conversion to RGB is exact for them (palette
+# looked up, alpha dropped, grey replicated, CMYK as 255 - C - K clipped).
+_EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
+                    "YCbCr", "LAB", "HSV")
+# 16-bit grey (PNG, TIFF): PIL's convert("RGB") clips these at 255 (black and white), so they
+# are scaled by 65535 here.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _rgb_in_unit_range(image, path: str) -> np.ndarray:
+  """(H, W, 3) float32 in [0, 1] of an opened PIL image of any supported mode."""
+  mode = image.mode
+  if mode in _EIGHT_BIT_MODES:
+    return np.asarray(image.convert("RGB")).astype(np.float32) / 255.0
+  if mode in _SIXTEEN_BIT_MODES or mode == "I":
+    grey = np.asarray(image).astype(np.float64)
+    if mode == "I" and grey.size and (grey.min() < 0 or grey.max() > 65535):
+      raise ValueError(f"image {path}: 32-bit integer (mode 'I') values in [{grey.min():g}, "
+                       f"{grey.max():g}]; expected 16-bit values in [0, 65535]")
+    grey = grey / 65535.0
+  elif mode == "F":
+    grey = np.asarray(image).astype(np.float64)
+    if not np.isfinite(grey).all() or (grey.size and (grey.min() < 0 or grey.max() > 1)):
+      raise ValueError(f"image {path}: floating-point (mode 'F') values must be finite and in "
+                       f"[0, 1]; got [{np.nanmin(grey):g}, {np.nanmax(grey):g}] "
+                       f"{'with NaN/inf' if not np.isfinite(grey).all() else ''}".rstrip())
+  else:
+    raise ValueError(f"image {path}: unsupported PIL mode {mode!r}; supported: "
+                     f"{', '.join(_EIGHT_BIT_MODES + _SIXTEEN_BIT_MODES + ('I', 'F'))}")
+  return np.repeat(grey.astype(np.float32)[..., None], 3, axis=-1)
+
+
 def read_image(path: str) -> np.ndarray:
-  """(H, W, 3) float32 RGB in [0, 1]; ValueError naming the file if PIL cannot read it."""
+  """(H, W, 3) float32 RGB in [0, 1]; ValueError naming the file if it cannot be read.
+
+  Scaled by the range of the file's mode: 8-bit modes (L, P, RGB, RGBA, LA, CMYK, 1, ...)
+  through PIL's RGB conversion / 255, alpha dropped; 16-bit grey (I;16*) and 32-bit integer
+  grey (I, values in [0, 65535]) / 65535; float grey (F) as is, if in [0, 1].
+  """
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
   try:
     with Image.open(path) as image:
-      rgb = np.asarray(image.convert("RGB"))
+      rgb = _rgb_in_unit_range(image, path)
   except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
+    if isinstance(err, ValueError) and str(err).startswith(f"image {path}: "):
+      raise  # the mode checks above, which name the file
     raise ValueError(f"cannot read image {path}: {err}") from None
   if min(rgb.shape[:2]) < 2:
     raise ValueError(f"image {path} is {rgb.shape[0]}x{rgb.shape[1]}; need at least 2x2 pixels")
-  return rgb.astype(np.float32) / 255.0
+  return rgb
 
 
 def output_names(paths: Sequence[str]) -> list[str]:

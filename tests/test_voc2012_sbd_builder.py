@@ -168,3 +168,29 @@ def test_bad_release_files_are_named(release, tmp_path):
   _write_voc_png(releases.voc / "SegmentationClass" / "2007_000032.png", np.zeros((3, 3), np.uint8))
   with pytest.raises(ValueError, match=r"2007_000032.png.*\(3, 3\).*\(7, 9\)"):
     b.read_example(releases, "2007_000032", "voc")
+
+
+def test_truncated_files_fail_naming_them_or_are_skipped(release, tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tfds_builders import bad_files  # pylint: disable=g-import-not-at-top
+  from tfds_builders import voc2012_sbd  # pylint: disable=g-import-not-at-top
+  from tfds_builders.voc2012_sbd import release_files  # pylint: disable=g-import-not-at-top
+  from tfds_builders.voc2012_sbd import voc2012_sbd_dataset_builder as b  # pylint: disable=g-import-not-at-top
+
+  manual, _, _ = release
+  releases = release_files.find_releases(manual)
+  label = releases.voc / "SegmentationClass" / "2007_000033.png"
+  label.write_bytes(label.read_bytes()[:60])  # a VOC val label cut short
+  with pytest.raises(bad_files.BadFileError, match=f"{label}: "):
+    b.read_example(releases, "2007_000033", "voc")
+  jpeg = release_files.image_path(releases, "2008_000002")  # an SBD-labelled image of train_aug
+  jpeg.write_bytes(jpeg.read_bytes()[:300])
+  with pytest.raises(bad_files.BadFileError, match=f"{jpeg}: OSError"):
+    b.read_example(releases, "2008_000002", "sbd")
+  config = tfds.download.DownloadConfig(manual_dir=str(manual))
+  with pytest.raises(bad_files.BadFileError):  # val is built before train_aug or after: either fails
+    voc2012_sbd.Builder(data_dir=str(tmp_path / "fail")).download_and_prepare(download_config=config)
+  builder = voc2012_sbd.Builder(data_dir=str(tmp_path / "skip"), bad_files="skip")
+  # val's only image is bad: a split cannot be empty, so skipping still fails there, naming it.
+  with pytest.raises(bad_files.BadFileError, match="split val: all 1 examples have bad files"):
+    builder.download_and_prepare(download_config=config)

@@ -3,6 +3,8 @@
 Datasets of this repository (`tfds_builders/`) are registered on demand.
 Those that need no download (the synthetic scenes) are built automatically
 the first time a run asks for them, so every default run works offline.
+A record that fails to decode (e.g. a truncated JPEG stored by an older build) raises
+`RecordDecodeError` naming the dataset, the split and the record index.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import importlib
 from typing import Any, Sequence
 
 import ml_collections
+import numpy as np
 
 # Builders that live in this repository: dataset name -> module that registers it.
 LOCAL_BUILDERS = {
@@ -25,6 +28,44 @@ SELF_BUILDING = ("synthetic_scenes",)
 
 class DatasetNotFoundError(FileNotFoundError):
   pass
+
+
+class RecordDecodeError(ValueError):
+  """A stored record cannot be decoded; the message names dataset, split and record."""
+
+
+class NamedRecords(Sequence):
+  """A random-access source whose decoding errors name the dataset, split and record.
+
+  Without it, a corrupt record fails deep inside grain with e.g. `OSError: image file is
+  truncated`, naming neither the dataset nor the record.
+  """
+
+  def __init__(self, source: Sequence[dict[str, Any]], *, dataset: str, split: str):
+    self._source, self.dataset, self.split = source, dataset, split
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def _error(self, index, error: Exception) -> RecordDecodeError:
+    return RecordDecodeError(f"dataset {self.dataset!r} split {self.split!r} record {index}: "
+                             f"cannot decode it ({type(error).__name__}: {error}); rebuild the "
+                             f"dataset (its builder validates every file)")
+
+  def __getitem__(self, index):
+    if isinstance(index, (int, np.integer)) and not -len(self) <= index < len(self):
+      raise IndexError(f"dataset {self.dataset!r} split {self.split!r}: record {index} out of "
+                       f"range [0, {len(self)})")
+    try:
+      return self._source[index]
+    except Exception as error:  # noqa: BLE001 -- decoders raise many types
+      raise self._error(index, error) from error
+
+  def __getitems__(self, indices):
+    return [self[index] for index in indices]
+
+  def __repr__(self) -> str:
+    return f"NamedRecords({self.dataset!r}, {self.split!r}, {len(self)} records)"
 
 
 def _register(name: str) -> None:
@@ -53,8 +94,8 @@ def prepared_builder(name: str, data_dir: str | None, *, auto_build: bool = True
   raise DatasetNotFoundError(
       f"dataset {name!r} is not prepared in {builder.data_dir!r} (config.data.data_dir="
       f"{data_dir!r}); expected TFDS array_record files there. Build it with: "
-      f"tfds build tfds_builders/{base} --data_dir={data_dir or '~/tensorflow_datasets'} "
-      f"--file_format=array_record [--manual_dir=...] (see the README)")
+      f"tfds build {base} --imports=tfds_builders "
+      f"--data_dir={data_dir or '~/tensorflow_datasets'} [--manual_dir=...] (see the README)")
 
 
 def load_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[str, Any]]:
@@ -65,4 +106,5 @@ def load_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[st
   if split not in builder.info.splits:
     raise ValueError(f"dataset {data.name!r} has no split {split!r}; available: "
                      f"{sorted(builder.info.splits)}")
-  return tfds.data_source(data.name, split=split, data_dir=data.get("data_dir"), download=False)
+  source = tfds.data_source(data.name, split=split, data_dir=data.get("data_dir"), download=False)
+  return NamedRecords(source, dataset=data.name, split=split)

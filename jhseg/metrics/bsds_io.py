@@ -17,6 +17,11 @@ Predictions, one file per image, named `<id>.<ext>`:
 - `npy`: a float array, either an HxW soft boundary map in [0, 1] (boundary
   benchmark) or a (2H+1)x(2W+1) `ucm2` (both benchmarks); which one is decided
   by the shape against the ground truth, in `jhseg.evaluate`.
+
+Values are checked: a `ucm2` or `npy` map with a NaN or infinite value, or a value
+outside [0, 1] (the benchmark's thresholds lie in (0, 1), so e.g. a 0-255 map would
+silently count every edge as a contour), and `segs` with non-finite or non-integer
+labels raise BSDSFormatError naming the file.
 """
 import dataclasses
 import os
@@ -75,6 +80,32 @@ def _loadmat(path: os.PathLike | str) -> dict:
     raise BSDSFormatError(f"{path}: not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
 
 
+def _check_unit_range(path: pathlib.Path, what: str, array: np.ndarray) -> np.ndarray:
+  """`array` if every value is finite and in [0, 1]; else BSDSFormatError naming the file."""
+  finite = np.isfinite(array)
+  if not finite.all():
+    where = tuple(int(i) for i in np.argwhere(~finite)[0])
+    raise BSDSFormatError(f"{path}: {what} has {int((~finite).sum())} non-finite values (NaN or "
+                          f"inf), the first at index {where}; expected values in [0, 1]")
+  if array.size and (array.min() < 0 or array.max() > 1):
+    raise BSDSFormatError(f"{path}: {what} has values in [{array.min():g}, {array.max():g}]; "
+                          f"expected [0, 1] (the benchmark thresholds lie in (0, 1): rescale it)")
+  return array
+
+
+def _integer_labels(path: pathlib.Path, k: int, labels) -> np.ndarray:
+  """Cell `segs{k+1}` as int32; non-finite or fractional labels raise BSDSFormatError."""
+  labels = np.asarray(labels)
+  if labels.dtype.kind == "f":
+    if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
+      raise BSDSFormatError(f"{path}: segs{{{k + 1}}} holds non-finite or non-integer labels; "
+                            f"expected integer label maps")
+  elif labels.dtype.kind not in "iub":
+    raise BSDSFormatError(f"{path}: segs{{{k + 1}}} has dtype {labels.dtype}; expected integer "
+                          f"label maps")
+  return labels.astype(np.int32)
+
+
 def _cell_items(value: np.ndarray) -> list:
   return list(np.asarray(value, dtype=object).ravel(order="F"))
 
@@ -129,8 +160,8 @@ def load_prediction(path: os.PathLike | str, kind: str) -> Prediction:
       ucm2 = np.asarray(contents["ucm2"], np.float64)
       if ucm2.ndim != 2 or ucm2.shape[0] % 2 != 1 or ucm2.shape[1] % 2 != 1:
         raise BSDSFormatError(f"{path}: 'ucm2' must be a (2H+1)x(2W+1) matrix, got shape {ucm2.shape}")
-      return Prediction("ucm2", ucm2)
-    segs = tuple(np.asarray(s).astype(np.int32) for s in _cell_items(contents["segs"]))
+      return Prediction("ucm2", _check_unit_range(path, "'ucm2'", ucm2))
+    segs = tuple(_integer_labels(path, k, s) for k, s in enumerate(_cell_items(contents["segs"])))
     if not segs or any(s.ndim != 2 or s.shape != segs[0].shape for s in segs):
       raise BSDSFormatError(f"{path}: 'segs' must be a non-empty cell of equally sized 2-D label maps")
     return Prediction("segs", segs)
@@ -151,4 +182,4 @@ def load_prediction(path: os.PathLike | str, kind: str) -> Prediction:
     raise BSDSFormatError(f"{path}: not a readable .npy array ({type(e).__name__}: {e})") from e
   if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
     raise BSDSFormatError(f"{path}: expected a 2-D numeric array, got shape {array.shape} dtype {array.dtype}")
-  return Prediction("pb", array.astype(np.float64))
+  return Prediction("pb", _check_unit_range(path, "the array", array.astype(np.float64)))

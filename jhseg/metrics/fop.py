@@ -23,12 +23,14 @@ with every ground truth's regions pooled in the G counts, and the defaults
 of the paper: gamma_o = 0.9, gamma_p = 0.25, beta = 0.1.
 
 Hierarchies are scored over a threshold sweep (the cuts at each t). As DEL
-(Liu et al., IJCAI 2018) reports, following the authors' benchmark:
-ODS takes, per threshold, the mean precision and the mean recall over
-images and their F, and keeps the best threshold; OIS takes each image's
-best threshold (by its own Fop), then the F of the mean precision and mean
-recall there. (The authors' MATLAB collector computes the per-threshold
-dataset F with a misplaced parenthesis; the harmonic mean is meant and used.)
+(Liu et al., IJCAI 2018, Sec. 4.1) reports, following the authors' benchmark
+(SEISM, `gather_measure.m` with `general_ods` / `general_ois`): ODS takes, per
+threshold, the mean precision and the mean recall over images and their
+harmonic mean F = 2PR / (P + R), and keeps the best threshold; OIS takes each
+image's best threshold (by its own Fop), then the F of the mean precision and
+mean recall there. AP, which SEISM does not report for Fop, is the BSDS
+boundary benchmark's rule (`boundary.average_precision`: precision linearly
+interpolated at recall 0:0.01:1) applied to the per-threshold mean curve.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jhseg.metrics import boundary
 from jhseg.metrics import level_recovery
 
 GAMMA_OBJECT = 0.9
@@ -175,8 +178,17 @@ class FopAccumulator:
     self.recall: list[np.ndarray] = []
 
   def add_segmentations(self, segmentations: Sequence, truths: Sequence) -> np.ndarray:
-    """Adds one image's sweep; returns its (positions, 3) precision, recall, F."""
-    scores = [objects_and_parts(s, truths, **self.options) for s in segmentations]
+    """Adds one image's sweep; returns its (positions, 3) precision, recall, F.
+
+    A segmentation given twice as the same array object (e.g. the identical cuts of
+    `region.segmentations_from_ucm2`) is scored once.
+    """
+    by_identity: dict[int, dict[str, float]] = {}
+    scores = []
+    for segmentation in segmentations:
+      if id(segmentation) not in by_identity:
+        by_identity[id(segmentation)] = objects_and_parts(segmentation, truths, **self.options)
+      scores.append(by_identity[id(segmentation)])
     if not scores:
       raise ValueError("FopAccumulator.add_segmentations: needs at least one segmentation")
     return self._append(scores)
@@ -228,7 +240,11 @@ class FopAccumulator:
                 "recall": float(mean_recall[ods]), "threshold": float(sweep[ods])},
         "ois": {"f": float(_f(ois_precision, ois_recall)),
                 "precision": float(ois_precision), "recall": float(ois_recall)},
+        "ap": boundary.average_precision(mean_recall, mean_precision),
         "per_threshold": {"threshold": sweep, "precision": mean_precision,
                           "recall": mean_recall, "f": f_per_position},
+        # Each image at its own best sweep position: threshold, precision, recall, F.
+        "per_image": np.stack([sweep[best], precision[rows, best], recall[rows, best],
+                               _f(precision[rows, best], recall[rows, best])], axis=1),
         "num_images": len(best),
     }

@@ -25,8 +25,10 @@ Features, one example per image (keyed by the image id):
   (the thinned image-size boundaries of each segmentation, what the boundary
   benchmark matches against), same order.
 
-Build: `tfds build tfds_builders/bsds500 --manual_dir=DIR --file_format=array_record`
-(array_record is also this builder's default, so `tfds.data_source` works).
+Build: `tfds build bsds500 --imports=tfds_builders --manual_dir=DIR --data_dir=D`
+(array_record is this builder's default, so `tfds.data_source` works). Every JPEG is
+decoded and every groundTruth validated against it; a bad file fails the build naming it,
+or is skipped with `bad_files="skip"` / `JHSEG_BAD_FILES=skip` (tfds_builders/bad_files.py).
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jhseg.metrics import bsds_io
+from tfds_builders import bad_files
+from tfds_builders import builder_base
 
 SPLITS = ("train", "val", "test")
 _LAYOUT_CANDIDATES = ("BSR/BSDS500/data", "BSDS500/data")
@@ -71,7 +75,26 @@ def split_files(root: pathlib.Path, split: str) -> list[tuple[str, pathlib.Path,
   return out
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+def read_example(image_id: str, image: pathlib.Path, gt_file: pathlib.Path) -> dict:
+  """One example; BadFileError naming the file if the JPEG or the groundTruth is bad."""
+  shape = bad_files.decode_image(image)
+  gt = bad_files.read(gt_file, bsds_io.load_ground_truth)
+  if gt.shape != shape:
+    raise bad_files.BadFileError(f"{gt_file}: groundTruth is {gt.shape[0]}x{gt.shape[1]}, but "
+                                 f"image {image} is {shape[0]}x{shape[1]}")
+  for k, segmentation in enumerate(gt.segmentations):
+    if segmentation.min() < 1:
+      raise bad_files.BadFileError(f"{gt_file}: groundTruth{{{k + 1}}}.Segmentation has label "
+                                   f"{segmentation.min()}; the release's labels start at 1")
+  return {
+      "image": image,  # a path: TFDS stores the JPEG bytes without re-encoding
+      "image/id": image_id,
+      "segmentations": np.stack(gt.segmentations).astype(np.int32),
+      "boundaries": np.stack(gt.boundaries),
+  }
+
+
+class Builder(builder_base.JhsegBuilder):
   """BSDS500 images with all human segmentations and boundaries."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -81,10 +104,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     BSR/BSDS500/data/images/{train,val,test}/*.jpg
     BSR/BSDS500/data/groundTruth/{train,val,test}/*.mat
   """
-
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record by default: random access through tfds.data_source / grain.
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     zlib = tfds.features.Encoding.ZLIB
@@ -110,14 +129,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     root = find_data_root(pathlib.Path(dl_manager.manual_dir))
-    return {split: self._generate_examples(split_files(root, split)) for split in SPLITS}
+    return {split: self._generate_examples(split, split_files(root, split)) for split in SPLITS}
 
-  def _generate_examples(self, files):
-    for image_id, image, gt_file in files:
-      gt = bsds_io.load_ground_truth(gt_file)
-      yield image_id, {
-          "image": image,  # a path: TFDS stores the JPEG bytes without re-encoding
-          "image/id": image_id,
-          "segmentations": np.stack(gt.segmentations).astype(np.int32),
-          "boundaries": np.stack(gt.boundaries),
-      }
+  def _generate_examples(self, split: str, files):
+    paths = {image_id: (image, gt_file) for image_id, image, gt_file in files}
+    yield from self.checked_examples(split, list(paths),
+                                     lambda image_id: read_example(image_id, *paths[image_id]))

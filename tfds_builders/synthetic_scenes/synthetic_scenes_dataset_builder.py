@@ -3,8 +3,7 @@ r"""TFDS builder of the synthetic hierarchical scenes (the built-in default data
 No download: scenes are rendered by `render.render_scene`, deterministically
 from (split seed, example index). Build with
 
-    tfds build tfds_builders/synthetic_scenes --config=tiny --data_dir=DIR \
-        --file_format=array_record
+    tfds build synthetic_scenes --imports=tfds_builders --config=tiny --data_dir=DIR
 
 (without --config, `tfds build` builds every config), programmatically with
 `builder.download_and_prepare(file_format="array_record")`, or with
@@ -45,6 +44,7 @@ import functools
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders import builder_base
 from tfds_builders.synthetic_scenes import label_tree, render
 
 # Each split is its own random stream: scene i of "train" and of "test" differ.
@@ -90,7 +90,7 @@ def ultrametric_target(parts: np.ndarray, instances: np.ndarray) -> np.ndarray:
   return np.asarray(_jitted_target()(parts, instances), np.float32)
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(builder_base.JhsegBuilder):
   """Synthetic scenes of objects made of parts, with their two-level hierarchy."""
 
   VERSION = tfds.core.Version("1.1.0")
@@ -105,10 +105,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                             max_objects=3),
   ]
   DEFAULT_CONFIG_NAME = "default"
-
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record unless told otherwise: the library reads through tfds.data_source.
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     s = self.builder_config.image_size

@@ -12,8 +12,10 @@ import os
 import numpy as np
 import scipy.io
 
+from tfds_builders import bad_files
 
-class ContextFormatError(ValueError):
+
+class ContextFormatError(bad_files.BadFileError):
   """A PASCAL-Context .mat file does not follow the release format."""
 
 

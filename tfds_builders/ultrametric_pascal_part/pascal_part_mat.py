@@ -24,6 +24,8 @@ import os
 import numpy as np
 import scipy.io
 
+from tfds_builders import bad_files
+
 # VOC class names in index order (class_ind - 1), spelled as in the Pascal-Part release.
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -32,7 +34,7 @@ VOC_CLASSES = (
 )
 
 
-class PascalPartFormatError(ValueError):
+class PascalPartFormatError(bad_files.BadFileError):
   """A Pascal-Part .mat file does not follow the release format."""
 
 

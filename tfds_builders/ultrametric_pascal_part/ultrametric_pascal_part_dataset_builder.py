@@ -25,6 +25,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders import bad_files
+from tfds_builders import builder_base
 from tfds_builders.ultrametric_pascal_part import context_mat
 from tfds_builders.ultrametric_pascal_part import layout
 from tfds_builders.ultrametric_pascal_part import pascal_part_mat
@@ -55,8 +57,12 @@ def _target_name(target: str) -> str:
   return target
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
-  """Ultrametric Pascal-Part: images with 2-level ultrametric part/instance targets."""
+class Builder(builder_base.JhsegBuilder):
+  """Ultrametric Pascal-Part: images with 2-level ultrametric part/instance targets.
+
+  Writes array_record by default; every JPEG is decoded and every annotation validated
+  (`bad_files="fail"|"skip"`, see tfds_builders/bad_files.py).
+  """
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -110,34 +116,32 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     self.info.metadata.update({"split_rule": split_ids.rule, "min_region_area":
                                targets.MIN_REGION_AREA, "target": self.builder_config.target})
     # TFDS cannot write an empty split; a tiny manual_dir may leave val or test empty.
-    return {name: self._generate_examples(releases, ids)
+    return {name: self._generate_examples(releases, name, ids)
             for name, ids in (("train", split_ids.train), ("val", split_ids.val),
                               ("test", split_ids.test)) if ids}
 
-  def _generate_examples(self, releases: layout.ReleaseLayout, ids: tuple[str, ...]):
-    for image_id in ids:
-      yield image_id, make_example(releases, image_id, self.builder_config.target)
-
-
-def _image_shape(path: pathlib.Path) -> tuple[int, int]:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  with Image.open(path) as image:
-    width, height = image.size
-  return height, width
+  def _generate_examples(self, releases: layout.ReleaseLayout, split: str,
+                         ids: tuple[str, ...]):
+    target = self.builder_config.target
+    yield from self.checked_examples(split, ids,
+                                     lambda image_id: make_example(releases, image_id, target))
 
 
 def make_example(releases: layout.ReleaseLayout, image_id: str, target: str) -> dict:
-  """One example: the stacked Pascal-Part maps and the `target` ucm, checked against the JPEG."""
+  """One example: the stacked Pascal-Part maps and the `target` ucm, checked against the JPEG.
+
+  The JPEG is decoded completely; a corrupt image or annotation raises BadFileError naming it.
+  """
   annotation_path = releases.annotations_dir / f"{image_id}.mat"
   image_path = releases.images_dir / f"{image_id}.jpg"
   if not image_path.is_file():
     raise FileNotFoundError(f"{image_path}: missing VOC2010 image for annotation {annotation_path}")
   annotation = pascal_part_mat.read_annotation(annotation_path)
-  shape = _image_shape(image_path)
+  shape = bad_files.decode_image(image_path)
   if annotation.objects and annotation.objects[0].mask.shape != shape:
-    raise ValueError(f"{annotation_path}: field `anno.objects(1).mask`: expected the shape "
-                     f"{shape} of {image_path}, got {annotation.objects[0].mask.shape}")
+    raise bad_files.BadFileError(
+        f"{annotation_path}: field `anno.objects(1).mask`: expected the shape {shape} of "
+        f"{image_path}, got {annotation.objects[0].mask.shape}")
   stacked = stacking.stack(annotation, shape)
   ucm, instances, parts = targets.hierarchical_target(stacked.instances, stacked.parts)
   if target == "binary_parts":
@@ -148,8 +152,8 @@ def make_example(releases: layout.ReleaseLayout, image_id: str, target: str) -> 
       raise FileNotFoundError(f"{context_path}: missing PASCAL-Context label map for {image_id}")
     label_map = context_mat.read_label_map(context_path)
     if label_map.shape != shape:
-      raise ValueError(f"{context_path}: field `LabelMap`: expected the shape {shape} of "
-                       f"{image_path}, got {label_map.shape}")
+      raise bad_files.BadFileError(f"{context_path}: field `LabelMap`: expected the shape "
+                                   f"{shape} of {image_path}, got {label_map.shape}")
     ucm = targets.binary_label_target(label_map)
   return {
       "image": str(image_path),

@@ -30,6 +30,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders import bad_files
+from tfds_builders import builder_base
 from tfds_builders.voc2012_sbd import release_files
 
 SPLITS = ("train", "val", "train_aug")
@@ -52,26 +54,27 @@ def split_sources(releases: release_files.Releases) -> dict[str, list[tuple[str,
 
 
 def read_example(releases: release_files.Releases, image_id: str, source: str) -> dict:
-  """One example; the label map must have the image's size."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
+  """One example; BadFileError naming the file if the JPEG or the label map is bad.
 
+  The JPEG is decoded completely; the label map must decode, hold valid class indices and
+  have the image's size.
+  """
   image = release_files.image_path(releases, image_id)
   if source == "voc":
     label_file = releases.voc / "SegmentationClass" / f"{image_id}.png"
-    segmentation = release_files.read_voc_label(label_file)
+    segmentation = bad_files.read(label_file, release_files.read_voc_label)
   else:
     label_file = releases.sbd / "cls" / f"{image_id}.mat"
-    segmentation = release_files.read_sbd_label(label_file)
-  with Image.open(image) as opened:
-    width, height = opened.size
+    segmentation = bad_files.read(label_file, release_files.read_sbd_label)
+  height, width = bad_files.decode_image(image)
   if segmentation.shape != (height, width):
-    raise ValueError(f"{label_file}: label map is {segmentation.shape}, but image {image} is "
-                     f"{(height, width)}")
+    raise bad_files.BadFileError(f"{label_file}: label map is {segmentation.shape}, but image "
+                                 f"{image} is {(height, width)}")
   return {"image": image, "image/id": image_id, "segmentation": segmentation,
           "label_source": source}
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(builder_base.JhsegBuilder):
   """PASCAL VOC 2012 segmentation (train, val) and SBD-augmented train_aug."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -81,10 +84,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     VOCtrainval_11-May-2012.tar -> VOCdevkit/VOC2012/{JPEGImages,SegmentationClass,ImageSets}
     benchmark.tgz (SBD)         -> benchmark_RELEASE/dataset/{img,cls,train.txt,val.txt}
   """
-
-  def __init__(self, *, file_format=None, **kwargs):
-    # array_record by default: random access through tfds.data_source / grain.
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -114,8 +113,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     releases = release_files.find_releases(pathlib.Path(dl_manager.manual_dir))
     sources = split_sources(releases)
-    return {split: self._generate_examples(releases, sources[split]) for split in SPLITS}
+    return {split: self._generate_examples(releases, split, sources[split]) for split in SPLITS}
 
-  def _generate_examples(self, releases, items):
-    for image_id, source in items:
-      yield image_id, read_example(releases, image_id, source)
+  def _generate_examples(self, releases, split: str, items):
+    source_of = dict(items)
+    yield from self.checked_examples(
+        split, [image_id for image_id, _ in items],
+        lambda image_id: read_example(releases, image_id, source_of[image_id]))

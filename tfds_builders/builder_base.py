@@ -1,0 +1,37 @@
+"""What every jhseg builder shares: array_record by default, and the bad-file policy.
+
+`tfds.data_source` and grain read only random-access formats, so a builder writes
+array_record unless `file_format` (`tfds build --file_format`) asks for another.
+`bad_files` ("fail" or "skip", default $JHSEG_BAD_FILES else "fail") is what a builder does
+with a file that does not decode or validate (see `bad_files`).
+"""
+from __future__ import annotations
+
+import tensorflow_datasets as tfds
+
+from tfds_builders import bad_files as bad_files_lib
+
+DEFAULT_FILE_FORMAT = "array_record"
+
+
+class JhsegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """GeneratorBasedBuilder writing array_record by default, with a bad-file policy."""
+
+  def __init__(self, *, file_format=None, bad_files: str | None = None, **kwargs):
+    super().__init__(file_format=file_format or DEFAULT_FILE_FORMAT, **kwargs)
+    self.bad_files = bad_files_lib.resolve_policy(bad_files)
+
+  def checked_examples(self, split: str, keys, make_example):
+    """(key, make_example(key)) for every key, the bad ones failing or skipped per policy."""
+    guard = bad_files_lib.BadFiles(self.bad_files, dataset=self.name, split=split)
+    kept = 0
+    for key in keys:
+      example = guard.make(key, lambda key=key: make_example(key))
+      if example is not None:
+        kept += 1
+        yield key, example
+    guard.report()
+    if not kept and guard.skipped:  # TFDS would fail with "No examples were yielded"
+      raise bad_files_lib.BadFileError(
+          f"{self.name} split {split}: all {len(guard.skipped)} examples have bad files, e.g. "
+          f"{guard.skipped[0][1]}")
