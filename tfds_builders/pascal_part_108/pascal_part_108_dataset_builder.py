@@ -17,7 +17,9 @@ VOC2010 `ImageSets/Main/train.txt`, `test` = `val.txt`, restricted to the images
 an annotation. Without the lists (e.g. the 18-image sample) a documented fallback that is
 not the benchmark split: sorted ids, even positions train, odd positions test.
 
-Files: array_record by default (the library reads through `tfds.data_source`).
+Files: array_record by default (the library reads through `tfds.data_source`). Every JPEG is
+decoded and every annotation read while building; a bad file fails naming it, or is skipped
+with `JHSEG_BAD_FILES=skip` (tfds_builders/bad_files.py).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from tfds_builders import bad_files
+from tfds_builders import builder_base
 from tfds_builders.pascal_part_108 import classes
 from tfds_builders.pascal_part_108 import labels
 from tfds_builders.ultrametric_pascal_part import layout
@@ -69,14 +73,6 @@ def split_ids(manual_dir: pathlib.Path, available: list[str]
   return {"train": tuple(ordered[0::2]), "test": tuple(ordered[1::2])}, FALLBACK_RULE
 
 
-def _image_shape(path: pathlib.Path) -> tuple[int, int]:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-
-  with Image.open(path) as image:
-    width, height = image.size
-  return height, width
-
-
 def make_example(annotations_dir: pathlib.Path, images_dir: pathlib.Path,
                  image_id: str) -> dict:
   """One example; errors name the annotation or image file and the field."""
@@ -85,8 +81,8 @@ def make_example(annotations_dir: pathlib.Path, images_dir: pathlib.Path,
   if not image_path.is_file():
     raise FileNotFoundError(f"{image_path}: missing VOC2010 image for annotation "
                             f"{annotation_path}")
-  annotation = pascal_part_mat.read_annotation(annotation_path)
-  shape = _image_shape(image_path)
+  annotation = bad_files.read(annotation_path, pascal_part_mat.read_annotation)
+  shape = bad_files.decode_image(image_path)  # fully decoded: a truncated JPEG fails here
   if annotation.objects and annotation.objects[0].mask.shape != shape:
     raise ValueError(f"{annotation_path}: field `anno.objects(1).mask`: expected the shape "
                      f"{shape} of {image_path}, got {annotation.objects[0].mask.shape}")
@@ -95,7 +91,7 @@ def make_example(annotations_dir: pathlib.Path, images_dir: pathlib.Path,
           "object_class": object_class, "part_class": part_class}
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(builder_base.JhsegBuilder):
   """PASCAL-Part-108: VOC2010 images, 21 object and 108 part classes per pixel."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -106,9 +102,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     JPEGImages/*.jpg         from VOC2010 VOCtrainval_03-May-2010.tar (VOCdevkit/VOC2010/ also OK)
     train.txt, val.txt       VOC2010 ImageSets/Main lists (train / test split; optional)
   """
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     label_map = lambda doc: tfds.features.Tensor(shape=(None, None), dtype=np.uint8,
@@ -142,9 +135,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     available = sorted(p.stem for p in releases.annotations_dir.glob("*.mat"))
     ids, rule = split_ids(manual_dir, available)
     self.info.metadata["split_rule"] = rule
-    return {name: self._generate_examples(releases, split) for name, split in ids.items()
+    return {name: self._generate_examples(releases, name, split) for name, split in ids.items()
             if split}
 
-  def _generate_examples(self, releases: layout.ReleaseLayout, ids: tuple[str, ...]):
-    for image_id in ids:
-      yield image_id, make_example(releases.annotations_dir, releases.images_dir, image_id)
+  def _generate_examples(self, releases: layout.ReleaseLayout, split: str,
+                         ids: tuple[str, ...]):
+    yield from self.checked_examples(
+        split, ids, lambda image_id: make_example(releases.annotations_dir,
+                                                  releases.images_dir, image_id))
