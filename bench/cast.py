@@ -24,9 +24,9 @@ times too slow and noisy; only the ratios of one run mean something.
   CAST-S  4353 ms/batch = 1.8 images/s;  ViT-S (conv stem, 11 blocks) 9436 ms = 0.8 images/s
   graph pooling 196->64: 1117 ms, FPS 20.1 ms (1.8%);  64->32: 126 ms, FPS 2.6 ms (2.1%);
                 32->16: 89 ms, FPS 4.0 ms (4.5%);    16->8 (assignments): 45 ms, FPS 0.8 ms (1.7%)
-The FPS share stays under 5% at every level (Table 8 reports 24-60% for the authors'
-DGL call on a GPU), the paper's "FPS under 15% of graph pooling" holds here; the
-issue's 39 images/s target for CAST-S is far from reached on these loaded cores.
+The FPS share stays under 5% at every level (Table 8 reports 25-60% for the authors'
+DGL call on their GPU system, appendix A.4), inside the issue's 15% target; its 39
+images/s target for CAST-S is far from reached on these loaded cores.
 """
 from __future__ import annotations
 

@@ -46,6 +46,7 @@ from typing import NamedTuple, Sequence
 from flax import nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jhseg.models import cast_pooling
 
@@ -92,6 +93,7 @@ def sincos_position_embedding(height: int, width: int, dim: int,
 
 def resize_labels_nearest(labels: jax.Array, height: int, width: int) -> jax.Array:
   """(B, H, W) -> (B, height, width), PyTorch `interpolate(mode='nearest')` indexing."""
+  labels = jnp.asarray(labels)
   rows = (jnp.arange(height) * labels.shape[1]) // height
   cols = (jnp.arange(width) * labels.shape[2]) // width
   return labels[:, rows][:, :, cols]
@@ -200,7 +202,7 @@ class CAST(nnx.Module):
     dim = config.dim
     self.patch_embed = ConvStem(dim, rngs=rngs)
     self.cls_token = nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, 1, dim)))
-    rates = jnp.linspace(0.0, drop_path_rate, sum(config.depths)).tolist()
+    rates = np.linspace(0.0, drop_path_rate, sum(config.depths)).tolist()  # timm's rule
     self.stages = nnx.List()
     for depth in config.depths:
       self.stages.append(nnx.List([

@@ -53,6 +53,10 @@ def nested_label_maps(superpixels: jax.Array, levels: Sequence[cast_model.LevelO
     levels: the model's `CASTOutput.levels`.
   """
   b, h, w = superpixels.shape
+  if not levels or levels[0].logits.shape[0] != b:
+    raise ValueError(f"nested_label_maps: {b} superpixel maps but levels for batch "
+                     f"{levels[0].logits.shape[0] if levels else 'none'}; pass the model's "
+                     f"`CASTOutput.levels` for the same batch")
   flat = superpixels.reshape(b, -1).astype(jnp.int32)
   maps = [flat] + [jnp.take_along_axis(ids, flat, axis=1) for ids in
                    superpixel_region_ids(levels)]

@@ -33,6 +33,7 @@ import pathlib
 import re
 from typing import Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -272,3 +273,46 @@ def load_cast_checkpoint(model: cast_model.CAST, path: str | os.PathLike, *,
   """
   state = encoder_state(read_checkpoint(path, trust_pickle=trust_pickle), encoder, str(path))
   load_cast_state_dict(model, state, source=str(path))
+
+
+def _set_rng_state(model: cast_model.CAST, seed: int) -> None:
+  """Concrete dropout / drop-path RNG streams for an abstractly built model."""
+  rng_state = nnx.state(model, nnx.RngState)
+  base = jax.random.key(seed)
+  flat = []
+  for index, (path, variable) in enumerate(nnx.to_flat_state(rng_state)):
+    if isinstance(variable, nnx.RngKey):
+      value = jax.random.fold_in(base, index)
+    else:
+      value = jnp.zeros(variable.shape, variable.dtype)
+    flat.append((path, variable.replace(value)))
+  nnx.update(model, nnx.from_flat_state(flat))
+
+
+def cast_from_state_dict(config: cast_model.CASTConfig, state: Mapping[str, np.ndarray], *,
+                         num_classes: int | None = None, drop_path_rate: float = 0.0,
+                         seed: int = 0, source: str = "state dict") -> cast_model.CAST:
+  """A CAST holding an (unprefixed) state dict, built without a random initialisation.
+
+  The model is built abstractly (`nnx.eval_shape`), every parameter and BatchNorm
+  statistic is set from `state`, and the dropout streams are seeded from `seed`. This
+  skips compiling an initialiser per parameter shape (tens of CPU seconds).
+  """
+  model = nnx.eval_shape(lambda: cast_model.CAST(
+      config, num_classes=num_classes, drop_path_rate=drop_path_rate, rngs=nnx.Rngs(seed)))
+  load_cast_state_dict(model, state, source=source)
+  _set_rng_state(model, seed)
+  leftovers = [path for path, value in nnx.to_flat_state(nnx.state(model))
+               if isinstance(value[...], jax.ShapeDtypeStruct)]
+  if leftovers:
+    raise AssertionError(f"cast_from_state_dict: state left unset: {leftovers[:5]}")
+  return model
+
+
+def cast_from_checkpoint(config: cast_model.CASTConfig, path: str | os.PathLike, *,
+                         encoder: str = "base", num_classes: int | None = None,
+                         trust_pickle: bool = False, **options) -> cast_model.CAST:
+  """`cast_from_state_dict` of one encoder of a checkpoint file (see load_cast_checkpoint)."""
+  state = encoder_state(read_checkpoint(path, trust_pickle=trust_pickle), encoder, str(path))
+  return cast_from_state_dict(config, state, num_classes=num_classes, source=str(path),
+                              **options)
