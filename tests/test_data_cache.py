@@ -53,7 +53,8 @@ def test_encode_decode_hooks_and_a_failing_check_recomputes_with_a_warning(tmp_p
   def reject(arrays):
     raise cache.CacheEntryError("labels do not fit the image")
 
-  with pytest.warns(RuntimeWarning, match=r"toy-cache: cache file .*labels do not fit.*recomputing"):
+  with pytest.warns(RuntimeWarning,
+                    match=r"toy-cache: cache file .*labels do not fit.*recomputing"):
     result = _cache(cache_dir=str(tmp_path), owner="toy-cache").get_or_compute(
         _example(0), compute, encode=small, decode=reject)
   assert compute.calls == 2 and result["labels"].dtype == np.int32

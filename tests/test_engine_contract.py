@@ -356,8 +356,38 @@ def test_init_from_with_a_prefix_map_loads_a_backbone_into_a_larger_model(tmp_pa
   task = ToyTask(toy_config(**{"model.trunk": "encoder", "model.width": 4}))
   _, state, _ = loop.build_state(task, task.config, 1)
   params, missing, unused = checkpointing.load_params_from(
-      source, state[0], prefixes=[("backbone/", "encoder/"), ("nothing/", "head/")])
+      source, state[0], prefixes=[("backbone/", "encoder/"), ("nothing/", "head/")],
+      with_unused=True)
   assert missing == ["head/kernel/value"]  # looked up as nothing/kernel/value: absent
   assert unused == []                          # every backbone/ variable was used
   np.testing.assert_array_equal(np.asarray(params["encoder"]["kernel"][...]),
                                 trained["backbone"]["kernel"]["value"])
+
+
+# ----------------------------------------------------------------------------- HSG paper configs
+
+
+@pytest.mark.parametrize("variant", ["coco_stage1", "coco", "cityscapes"])
+def test_hsg_paper_configs_evaluate_datasets_with_the_decoded_fields(variant):
+  from experiments.configs import hsg as hsg_configs
+  from jhseg.tasks import hsg
+  from jhseg.train import evaluators
+
+  config = hsg_configs.get_config(variant)
+  (evaluator,) = evaluators.parse_evaluators(config)
+  fields = {*config.eval.truth_levels, config.eval.label_field}
+  if variant.startswith("coco"):
+    # coco/2017 has no segmentation maps: VOC 2012 (tfds_builders/voc2012_sbd), val + train_aug.
+    assert (evaluator.dataset, evaluator.split) == ("voc2012_sbd", "val")
+    assert config.eval.memory_split == "train_aug" and fields == {"segmentation"}
+  else:
+    assert evaluator.dataset == "cityscapes/semantic_segmentation"
+    assert fields == {"segmentation_label"}
+  # TFDS Cityscapes stores (H, W, 1) label maps: decoded as (H, W).
+  example = {"image": np.zeros((4, 6, 3), np.uint8),
+             "segmentation_label": np.arange(24, dtype=np.uint8).reshape(4, 6, 1)}
+  out = hsg.decode_eval(example, truth_levels=("segmentation_label",),
+                        label_field="segmentation_label", size=(5, 6))
+  assert out["truth"].shape == (1, 5, 6) and out["labels"].shape == (5, 6)
+  np.testing.assert_array_equal(out["labels"][:4], np.arange(24).reshape(4, 6))
+  assert (out["labels"][4] == -1).all()

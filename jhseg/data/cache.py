@@ -200,8 +200,8 @@ class ExampleCache:
       digest.update(value.reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
-  def get_or_compute(self, example: Example, compute: Callable[[Example], Mapping[str, np.ndarray]],
-                     *, encode: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+  def get_or_compute(self, example: Example,
+                     compute: Callable[[Example], Mapping[str, np.ndarray]], *, encode: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
                      = dict,
                      decode: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
                      = dict) -> dict[str, np.ndarray]:

@@ -49,9 +49,10 @@ resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
     mIoU and pixel accuracy (`metrics.semantic.ConfusionMatrix`). The authors'
     released code does not include this step (`predictions` raises
     NotImplementedError); k = 10 neighbours with an unweighted vote is our choice.
-Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json, hierarchy_<i>.png (segments per
-level of HSG), baseline_<i>.png (the colour baseline), ucm_<i>.png and attention_0.png (the
-first image's last-decoder-layer attention of each level's queries, painted on its pixels).
+Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json, hierarchy_<i>.png
+(segments per level of HSG), baseline_<i>.png (the colour baseline), ucm_<i>.png and
+attention_0.png (the first image's last-decoder-layer attention of each level's
+queries, painted on its pixels).
 """
 from __future__ import annotations
 

@@ -53,9 +53,9 @@ on the synthetic scenes) whatever the hierarchy's order. The target itself
 gives LRF = 1 at t_1, s_parts = 0.49 and s_objects = 0.99 (99 thresholds);
 swapped levels or parts lost before t = 0.25 fail.
 
-Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json (all scalars, curves, per-class
-tables), lrf_fdf.png (Fig. 5 style: LRF solid/dashed per level, FDF dotted),
-pr_curve.png (with iso-F lines), ucm_grid.png (image / target UCM / predicted
+Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json (all scalars, curves,
+per-class tables), lrf_fdf.png (Fig. 5 style: LRF solid/dashed per level, FDF
+dotted), pr_curve.png (with iso-F lines), ucm_grid.png (image / target UCM / predicted
 UCM) and per_class.png.
 """
 from __future__ import annotations

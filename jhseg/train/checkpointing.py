@@ -140,8 +140,8 @@ def read_state_arrays(path: str) -> dict[str, Any]:
   return checkpointer.restore(path, restore_args=args)
 
 
-def load_params_from(directory: str, params: Any, *,
-                     prefixes: Any = None) -> tuple[Any, list[str], list[str]]:
+def load_params_from(directory: str, params: Any, *, prefixes: Any = None,
+                     with_unused: bool = False) -> tuple[Any, ...]:
   """Variables of `params` (a model state) replaced by same-named arrays of another run.
 
   `directory` is a run's workdir (its latest checkpoint) or one checkpoint's
@@ -151,10 +151,10 @@ def load_params_from(directory: str, params: Any, *,
   variables under a target prefix are loaded, each from the source name with the
   prefix swapped. Without `prefixes` every variable is looked up by its own name.
 
-  Returns the new variables, the names of this model's variables that were looked
-  for and not found (they keep their initial values), and the names of the source's
-  variables (under a source prefix, if any) that were not used. An array found with
-  another shape raises ValueError naming the variable.
+  Returns the new variables and the names of this model's variables that were
+  looked for and not found (they keep their initial values); with `with_unused`,
+  also the names of the source's variables (under a source prefix, if any) that
+  were not used. An array found with another shape raises ValueError naming it.
   """
   from jhseg.train.optim import parameter_name
 
@@ -200,4 +200,4 @@ def load_params_from(directory: str, params: Any, *,
 
   replaced = jax.tree_util.tree_map_with_path(replace, params)
   unused = sorted(n for n in flat if n not in used and any(n.startswith(s) for s, _ in pairs))
-  return replaced, missing, unused
+  return (replaced, missing, unused) if with_unused else (replaced, missing)

@@ -217,8 +217,8 @@ def _resume_or_initialise(config, checkpointer, state, train_iter, plateau):
     return state, int(meta["step"])
   if config.get("init_from"):
     directory, prefixes = _init_from(config.init_from)
-    params, missing, unused = checkpointing.load_params_from(directory, state[0],
-                                                             prefixes=prefixes)
+    params, missing, unused = checkpointing.load_params_from(
+        directory, state[0], prefixes=prefixes, with_unused=True)
     state[0] = params  # The run state is (model, optimizer).
     logging.info("initialised from %s: %d model variables not found there %s; %d of its "
                  "variables unused %s", directory, len(missing), missing[:10], len(unused),
