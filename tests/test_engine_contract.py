@@ -275,16 +275,18 @@ def _count_primitive(jaxpr, name):
 
 def test_non_trainable_parameters_are_not_differentiated():
   counts = {}
-  for head_only in (False, True):
-    config = toy_config(**{"model.head_only": head_only})
+  for case in ("all", "head_only", "optim.frozen"):
+    config = toy_config(**{"model.head_only": case == "head_only"})
+    if case == "optim.frozen":
+      config.optim.frozen = ["backbone/.*"]
     task = ToyTask(config)
     graphdef, state, wrt = loop.build_state(task, config, 4)
     fn = loop.make_train_step(graphdef, task, wrt=wrt, seed=0, total_steps=4)
     jaxpr = jax.make_jaxpr(fn)(state, _batch(), np.int32(1), np.float32(1.0)).jaxpr
-    counts[head_only] = _count_primitive(jaxpr, "dot_general")
+    counts[case] = _count_primitive(jaxpr, "dot_general")
   # Forward: 2 products. Head gradient: 1. Backbone: 1 to backpropagate through the head
   # and 1 for its kernel's gradient -- absent when only the head is trained.
-  assert counts == {False: 5, True: 3}
+  assert counts == {"all": 5, "head_only": 3, "optim.frozen": 3}
 
 
 def test_clipping_and_grad_norm_cover_only_the_trainable_set():

@@ -120,7 +120,6 @@ def make_train_step(graphdef: nnx.GraphDef, task: Task, *, wrt: Any, seed: int,
 
     (loss, aux), grads = nnx.value_and_grad(
         loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(model)
-    updates_before = optimizer.step[...]
     accumulating = isinstance(optimizer.opt_state, optax.MultiStepsState)
     if accumulating:
       updates_before = optimizer.opt_state.gradient_step[...]
