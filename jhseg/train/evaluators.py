@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import ml_collections
@@ -144,6 +144,9 @@ def check_first_example(evaluator: Evaluator, transforms: Sequence[Transform]) -
                      f"{sorted(example)})") from err
 
 
+_EVALUATORS_OWN = object()  # default of `EvalContext.batches(num_examples=...)`
+
+
 class EvalContext:
   """What an evaluation gets from the engine (one per evaluator and step).
 
@@ -173,7 +176,7 @@ class EvalContext:
     return self.step >= self.total_steps
 
   def batches(self, split: str | None = None, *, dataset: str | None = None,
-              data_dir: str | None = None, num_examples: Any = "evaluator",
+              data_dir: str | None = None, num_examples: Any = _EVALUATORS_OWN,
               transforms: Sequence[Transform] | None = None,
               batch_size: int | None = None) -> Iterator[Batch]:
     """Global batches (sharded over the mesh, with `example_mask`) of one pass.
@@ -184,7 +187,7 @@ class EvalContext:
     otherwise; `transforms` to the evaluation's.
     """
     own = split is None and dataset is None and data_dir is None
-    if num_examples == "evaluator":
+    if num_examples is _EVALUATORS_OWN:
       num_examples = self.evaluator.num_examples if own else None
     source = data_lib.load_source(self.evaluator.data_config(dataset, data_dir),
                                   split or self.evaluator.split)
