@@ -31,7 +31,7 @@ def compile_and_time(step_fn: Callable, state: Any, data: Any,
                      steps: int) -> tuple[float, float, Any]:
   """(compile seconds, mean milliseconds per step, last metrics) of the engine's step.
 
-  `step_fn(state, data, step, lr_scale)` as `jhseg.train.loop._make_train_step`; one
+  `step_fn(state, data, step, lr_scale)` as `jhseg.train.loop.make_train_step`; one
   warm-up step runs before the timed ones.
   """
   import jax  # pylint: disable=g-import-not-at-top  (children only)

@@ -21,7 +21,7 @@ sys.path.insert(0, os.getcwd())
 from experiments.configs import pixel_classification
 from jhseg.tasks import get_task
 from jhseg.train import devices, optim
-from jhseg.train.loop import _make_train_step
+from jhseg.train.loop import make_train_step
 from bench import step_timing
 steps, batch, size = map(int, sys.argv[1:4])
 config = pixel_classification.get_config()
@@ -31,7 +31,8 @@ model = task.make_model(nnx.Rngs(0))
 opt = nnx.Optimizer(model, optim.make_optimizer(config.optim, 1000), wrt=nnx.Param)
 graphdef, state = nnx.split((model, opt))
 state = jax.device_put(state, devices.replicated(mesh))
-step_fn = jax.jit(_make_train_step(graphdef, task, 0), donate_argnums=0)
+step_fn = jax.jit(make_train_step(graphdef, task, wrt=nnx.Param, seed=0, total_steps=1000),
+                  donate_argnums=0)
 rng = np.random.default_rng(0)
 data = {"image": rng.random((batch, size, size, 3), np.float32),
         "labels": rng.integers(0, 5, (batch, size, size)).astype(np.int32)}

@@ -29,7 +29,7 @@ sys.path.insert(0, os.getcwd())
 from experiments.configs import ultrametric as configs
 from jhseg.tasks import get_task
 from jhseg.train import devices, optim
-from jhseg.train.loop import _make_train_step
+from jhseg.train.loop import make_train_step
 from bench import step_timing
 width, steps = map(int, sys.argv[1:3])
 config = configs.get_config("tiny")
@@ -46,7 +46,8 @@ init_s = time.perf_counter() - t0
 params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 graphdef, state = nnx.split((model, opt))
 state = jax.device_put(state, devices.replicated(mesh))
-step_fn = jax.jit(_make_train_step(graphdef, task, 0), donate_argnums=0)
+step_fn = jax.jit(make_train_step(graphdef, task, wrt=nnx.Param, seed=0, total_steps=1000),
+                  donate_argnums=0)
 rng = np.random.default_rng(0)
 ucm = np.zeros((batch, 2 * size - 1, 2 * size - 1), np.float32)
 ucm[:, :, 31] = 1.0   # an object boundary column (interpixel column 31 = edges 15|16)

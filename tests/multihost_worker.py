@@ -36,7 +36,7 @@ def main(process_id: str, port: str, data_dir: str, workdir: str, config_module:
 
   def recording_load(data, split):
     source = load(data, split)
-    if split != data.train_split:
+    if split != data.get("train_split"):  # evaluators read other splits
       return source
 
     class Recording:

@@ -42,14 +42,20 @@ def test_loss_goes_down_and_run_writes_its_outputs(synthetic_data_dir, tmp_path)
   losses = [r["train/loss"] for r in read_jsonl(workdir) if "train/loss" in r]
   assert len(losses) == 6
   assert losses[-1] < 0.7 * losses[0], losses
-  assert 0.0 <= summary["eval/miou"] <= 1.0
-  assert 0.0 <= summary["test/miou"] <= 1.0  # the final model on the test split
-  # The last two checkpoints (keep=2) and the best by eval/miou are kept.
-  evals = {r["step"]: r["eval/miou"] for r in read_jsonl(workdir) if "eval/miou" in r}
+  assert 0.0 <= summary["eval/val/miou"] <= 1.0
+  assert 0.0 <= summary["eval/test/miou"] <= 1.0  # the final model on the test split
+  # The last two checkpoints (keep=2) and the best by eval/val/miou are kept.
+  evals = {r["step"]: r["eval/val/miou"] for r in read_jsonl(workdir) if "eval/val/miou" in r}
   assert sorted(evals) == [20, 40, 60]
   best = max(evals, key=evals.get)
   kept = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
   assert kept == sorted({40, 60, best})
+  tests = [r["step"] for r in read_jsonl(workdir) if "eval/test/miou" in r]
+  assert tests == [60]
+  for name, steps in (("val", (20, 40, 60)), ("test", (60,))):
+    assert sorted(os.listdir(os.path.join(workdir, "eval", name))) == sorted(map(str, steps))
+    with open(os.path.join(workdir, "eval", name, "60", "summary.json")) as f:
+      assert json.load(f)["scalars"]["miou"] == pytest.approx(summary[f"eval/{name}/miou"])
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["task"] == "pixel_classification"
   assert any(name.startswith("events.out.tfevents")
@@ -58,8 +64,7 @@ def test_loss_goes_down_and_run_writes_its_outputs(synthetic_data_dir, tmp_path)
 
 def test_resumed_run_matches_uninterrupted_run(synthetic_data_dir, tmp_path):
   # A constant schedule, so that the shorter first leg has the same learning rates.
-  overrides = dict(num_train_steps=12, checkpoint_every_steps=6, eval_every_steps=None,
-                   log_every_steps=3, **{"optim.schedule": "constant"})
+  overrides = dict(num_train_steps=12, checkpoint_every_steps=6, log_every_steps=3, **{"optim.schedule": "constant"})
   straight = str(tmp_path / "straight")
   train_and_evaluate(tiny_config(synthetic_data_dir, **overrides), straight)
   resumed = str(tmp_path / "resumed")
@@ -76,7 +81,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_a_good_checkpoint(synthet
                                                                          tmp_path):
   workdir = str(tmp_path / "nan")
   config = tiny_config(synthetic_data_dir, num_train_steps=20, checkpoint_every_steps=2,
-                       log_every_steps=1, eval_every_steps=None,
+                       log_every_steps=1,
                        **{"optim.schedule": "constant"})
   config.optim.learning_rate = 1e-3
   train_and_evaluate(config, workdir)  # 20 good steps, checkpoints at 18 and 20.
@@ -103,12 +108,11 @@ def test_unknown_task_lists_valid_tasks(synthetic_data_dir, tmp_path):
 
 def test_init_from_another_run_copies_its_parameters(synthetic_data_dir, tmp_path):
   source = str(tmp_path / "source")
-  train_and_evaluate(tiny_config(synthetic_data_dir, num_train_steps=4, eval_every_steps=None,
+  train_and_evaluate(tiny_config(synthetic_data_dir, num_train_steps=4,
                                  checkpoint_every_steps=4), source)
   # A learning rate of 0: the new run's kernels must stay exactly the source's.
   target = str(tmp_path / "target")
-  config = tiny_config(synthetic_data_dir, num_train_steps=2, eval_every_steps=None,
-                       init_from=source, seed=1, **{"optim.schedule": "constant"})
+  config = tiny_config(synthetic_data_dir, num_train_steps=2, init_from=source, seed=1, **{"optim.schedule": "constant"})
   config.optim.learning_rate = 0.0
   train_and_evaluate(config, target)
   kernels = lambda w, s: {k: v for k, v in read_state_arrays(
@@ -125,10 +129,10 @@ def test_init_from_another_run_copies_its_parameters(synthetic_data_dir, tmp_pat
 def test_reduce_on_plateau_lowers_the_learning_rate_scale(synthetic_data_dir, tmp_path):
   import ml_collections
   # A relative threshold of 10 means no evaluation ever counts as an improvement.
-  config = tiny_config(synthetic_data_dir, num_train_steps=30, eval_every_steps=10,
-                       log_every_steps=10, checkpoint_every_steps=30)
+  config = tiny_config(synthetic_data_dir, num_train_steps=30, log_every_steps=10,
+                       checkpoint_every_steps=30, **{"evals.val.every_steps": 10})
   config.plateau = ml_collections.ConfigDict(
-      {"metric": "eval/pixel_accuracy", "mode": "max", "patience": 1, "factor": 0.5,
+      {"metric": "eval/val/pixel_accuracy", "mode": "max", "patience": 1, "factor": 0.5,
        "threshold": 10.0})
   workdir = str(tmp_path / "plateau")
   train_and_evaluate(config, workdir)
@@ -137,5 +141,5 @@ def test_reduce_on_plateau_lowers_the_learning_rate_scale(synthetic_data_dir, tm
   assert scales == {10: 1.0, 20: 1.0, 30: 0.5}
 
   config.plateau.metric = "eval/nonexistent"
-  with pytest.raises(KeyError, match="plateau.metric"):
+  with pytest.raises(ValueError, match="plateau.metric.*evaluator"):
     train_and_evaluate(config, str(tmp_path / "bad"))

@@ -22,10 +22,10 @@ def _tiny_config(data_dir: str):
   config = configs.get_config("tiny")
   config.data.data_dir = data_dir
   config.num_train_steps = 3
-  config.eval_every_steps = 3
+  config.evals.val.every_steps = 3
   config.checkpoint_every_steps = 3
   config.log_every_steps = 3
-  config.data.num_eval_examples = 6      # two batches of 4, the second one padded
+  config.evals.val.num_examples = 6      # two batches of 4, the second one padded
   config.eval.num_memory_examples = 8
   return config
 
@@ -47,17 +47,17 @@ def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_pat
   for name in ("hsg", "baseline"):
     for truth in ("instances", "parts"):
       for level in ("G0", "G1", "G2", "best"):
-        value = summary[f"eval/nfcovering_{name}_{truth}_{level}"]
+        value = summary[f"eval/val/nfcovering_{name}_{truth}_{level}"]
         assert 0.0 < value <= 1.0, (name, truth, level)
-    assert 0.0 <= summary[f"eval/boundary_{name}_ods_f"] <= 1.0
+    assert 0.0 <= summary[f"eval/val/boundary_{name}_ods_f"] <= 1.0
   # The 3 x 3 test grid and n1, n2 = 8, 4 bound the distinct segments per level.
   for name in ("hsg", "baseline"):
     for level, bound in (("G0", 9), ("G1", 8), ("G2", 4)):
-      assert 1.0 <= summary[f"eval/segments_{name}_{level}"] <= bound, (name, level)
-  assert 0.0 <= summary["eval/retrieval_miou"] <= 1.0
-  assert 0.0 < summary["eval/retrieval_pixel_accuracy"] <= 1.0
+      assert 1.0 <= summary[f"eval/val/segments_{name}_{level}"] <= bound, (name, level)
+  assert 0.0 <= summary["eval/val/retrieval_miou"] <= 1.0
+  assert 0.0 < summary["eval/val/retrieval_pixel_accuracy"] <= 1.0
 
-  out = tmp_path / "eval" / "3"
+  out = tmp_path / "eval" / "val" / "3"
   for i in range(config.eval.num_pictures):
     for name in (f"hierarchy_{i}.png", f"baseline_{i}.png", f"ucm_{i}.png"):
       assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name

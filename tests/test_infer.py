@@ -2,6 +2,7 @@
 import json
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -24,14 +25,14 @@ SIZES = ((40, 56), (33, 47))  # two sizes (one odd) -> two compilations
 
 def _short_run(config, data_dir: str):
   config.data.data_dir = data_dir
-  config.data.test_split = None
+  config.evals = ml_collections.ConfigDict({"val": config.evals.val})  # no test split
   config.num_train_steps = 2
   config.log_every_steps = 1
-  config.eval_every_steps = 1
+  config.evals.val.every_steps = 1
   config.checkpoint_every_steps = 1      # checkpoints at steps 1 and 2
   config.data.batch_size = 4
-  config.data.eval_batch_size = 4
-  config.data.num_eval_examples = 1
+  config.evals.val.batch_size = 4
+  config.evals.val.num_examples = 1
   return config
 
 
@@ -50,7 +51,7 @@ def hsg_run(synthetic_data_dir, tmp_path_factory):
 def ultrametric_run(synthetic_data_dir, tmp_path_factory):
   config = _short_run(ultrametric_configs.get_config("tiny"), synthetic_data_dir)
   config.eval.hierarchy_every_steps = 2   # step 1: validation loss only (for --best)
-  config.checkpoint.best_metric = "eval/loss"
+  config.checkpoint.best_metric = "eval/val/loss"
   config.checkpoint.best_mode = "min"
   workdir = tmp_path_factory.mktemp("ultrametric_run")
   train_and_evaluate(config, str(workdir))
@@ -112,15 +113,15 @@ def test_restores_the_checkpoint_arrays_of_the_chosen_step(ultrametric_run):
 def test_best_is_the_step_with_the_lowest_eval_loss(ultrametric_run):
   records = [json.loads(line) for line in
              (ultrametric_run / "metrics.jsonl").read_text().splitlines()]
-  losses = {r["step"]: r["eval/loss"] for r in records if "eval/loss" in r}
+  losses = {r["step"]: r["eval/val/loss"] for r in records if "eval/val/loss" in r}
   assert sorted(losses) == [1, 2]
   config = infer.load_config(str(ultrametric_run))
   step, state_dir = infer.checkpoint_state_dir(str(ultrametric_run), config, best=True)
   assert step == min(losses, key=losses.get)
   assert state_dir.endswith(f"checkpoints/{step}/state")
-  assert infer.best_step(str(ultrametric_run), "eval/loss", "max", [1, 2]) == max(
+  assert infer.best_step(str(ultrametric_run), "eval/val/loss", "max", [1, 2]) == max(
       losses, key=losses.get)
-  assert infer.best_step(str(ultrametric_run), "eval/loss", "min", [2]) == 2  # only saved ones
+  assert infer.best_step(str(ultrametric_run), "eval/val/loss", "min", [2]) == 2  # only saved ones
 
 
 # ----------------------------------------------------------------------------- tasks

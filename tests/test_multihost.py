@@ -16,7 +16,7 @@ from jhseg.tasks import hsg as hsg_task
 from jhseg.train.checkpointing import read_state_arrays
 from jhseg.train import train_and_evaluate
 
-OVERRIDES = {"num_train_steps": 6, "checkpoint_every_steps": 6, "eval_every_steps": 6,
+OVERRIDES = {"num_train_steps": 6, "checkpoint_every_steps": 6, "evals.val.every_steps": 6,
              "log_every_steps": 3, "checkpoint.async": False, "data.num_threads": 0}
 
 
@@ -77,9 +77,9 @@ def test_two_processes_match_one_process_on_four_devices(synthetic_data_dir, tmp
     assert not set(reads[0][half]) & set(reads[1][half])
 
 
-HSG_OVERRIDES = {"num_train_steps": 2, "checkpoint_every_steps": 2, "eval_every_steps": 2,
+HSG_OVERRIDES = {"num_train_steps": 2, "checkpoint_every_steps": 2, "evals.val.every_steps": 2,
                  "log_every_steps": 2, "checkpoint.async": False, "data.num_threads": 0,
-                 "data.num_eval_examples": 8, "eval.num_memory_examples": 8}
+                 "evals.val.num_examples": 8, "eval.num_memory_examples": 8}
 
 
 def named(tree) -> dict[str, np.ndarray]:
@@ -127,10 +127,10 @@ def test_hsg_evaluation_in_two_processes_matches_one_process(synthetic_data_dir,
   # Only process 0 writes the evaluation outputs, and the same files as one process.
   writes = [json.load(open(os.path.join(multi, f"eval_writes_{p}.json"))) for p in range(2)]
   assert writes[1] == []
-  expected = sorted(os.path.join("eval", "2", name)
-                    for name in os.listdir(os.path.join(single, "eval", "2")))
+  expected = sorted(os.path.join("eval", "val", "2", name)
+                    for name in os.listdir(os.path.join(single, "eval", "val", "2")))
   assert writes[0] == expected
-  assert "eval/2/summary.json" in expected and "eval/2/hierarchy_1.png" in expected
+  assert "eval/val/2/summary.json" in expected and "eval/val/2/hierarchy_1.png" in expected
 
   # Evaluation: every process gathers the whole batch (outputs.to_host), so the host-side
   # metrics see the same images in the same order. The colour baseline and the truth do
@@ -139,13 +139,13 @@ def test_hsg_evaluation_in_two_processes_matches_one_process(synthetic_data_dir,
   # sits on a tie within that (measured: all equal to the last bit), hence 1e-6; one
   # flipped pixel of these small images moves NFCovering or mIoU by 1e-4 or more.
   one, two = eval_records(single), eval_records(multi)
-  assert sorted(one) == sorted(two) and "eval/nfcovering_hsg_instances_G1" in one
+  assert sorted(one) == sorted(two) and "eval/val/nfcovering_hsg_instances_G1" in one
   for key in one:
     if "baseline" in key:
       assert one[key] == two[key], key
     else:
       np.testing.assert_allclose(two[key], one[key], rtol=1e-6, atol=1e-6, err_msg=key)
-  summaries = [json.load(open(os.path.join(w, "eval", "2", "summary.json")))
+  summaries = [json.load(open(os.path.join(w, "eval", "val", "2", "summary.json")))
                for w in (single, multi)]
   memory = [s["retrieval"]["memory_segments"] for s in summaries]
   assert memory[0] == memory[1] > 0

@@ -84,8 +84,73 @@ def test_step_decay_schedule_follows_the_fractions():
 
 
 def test_unknown_optimizer_lists_valid_names():
-  with pytest.raises(ValueError, match=r"unknown optimizer.*'adam'.*'sgd'"):
-    optim.make_optimizer(config(name="lamb"), 10)
+  with pytest.raises(ValueError, match=r"unknown optimizer.*'adam'.*'sgd'.*optax's.*'lion'"):
+    optim.make_optimizer(config(name="lambada"), 10)
+
+
+def _random_grads(seed):
+  keys = iter(jax.random.split(jax.random.key(seed), 8))
+  return jax.tree.map(lambda p: jax.random.normal(next(keys), p.shape), PARAMS)
+
+
+def _run(tx, steps=3):
+  state, params, out = tx.init(PARAMS), PARAMS, []
+  for step in range(steps):
+    updates, state = tx.update(_random_grads(step), state, params)
+    params = optax.apply_updates(params, updates)
+    out.append(updates)
+  return out
+
+
+def test_any_optax_optimiser_by_name_with_its_kwargs():
+  c = config(name="lion", learning_rate=0.01, kwargs={"b1": 0.8, "weight_decay": 0.1})
+  ours = _run(optim.make_optimizer(c, 10))
+  reference = _run(optax.lion(0.01, b1=0.8, weight_decay=0.1))
+  for a, b in zip(ours, reference):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), a, b)
+  with pytest.raises(ValueError, match=r"optax.lion rejects .*kwargs.*momentum"):
+    optim.make_optimizer(config(name="lion", kwargs={"momentum": 0.9}), 10)
+  with pytest.raises(ValueError, match=r"only optax optimisers take kwargs"):
+    optim.make_optimizer(config(name="adam", kwargs={"b1": 0.8}), 10)
+
+
+def test_groups_may_have_their_own_update_rule():
+  # AdamW for the encoder (the global rule), plain SGD at 0.5 for the head (a probe).
+  c = config(name="adamw", learning_rate=0.01, weight_decay=0.1,
+             groups=[ml_collections.ConfigDict({
+                 "name": "probe", "pattern": "head/.*", "lr_mults": 1.0,
+                 "optim": {"name": "sgd", "learning_rate": 0.5}})])
+  ours = _run(optim.make_optimizer(c, 10))
+  adamw = optax.adamw(0.01, weight_decay=0.1)
+  state, params = adamw.init(PARAMS["encoder"]), PARAMS["encoder"]
+  for step, update in enumerate(ours):
+    grads = _random_grads(step)
+    np.testing.assert_allclose(update["head"]["kernel"], -0.5 * grads["head"]["kernel"],
+                               rtol=1e-6)
+    expected, state = adamw.update(grads["encoder"], state, params)
+    params = optax.apply_updates(params, expected)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5), update["encoder"],
+                 expected)
+  with pytest.raises(ValueError, match=r"groups\[probe\].optim: unknown field.*'lr'"):
+    optim.make_optimizer(config(groups=[ml_collections.ConfigDict({
+        "name": "probe", "pattern": "head/.*", "lr_mults": 1.0, "optim": {"lr": 0.5}})]), 10)
+
+
+def test_layer_wise_learning_rate_decay():
+  params = {"embed": {"kernel": jnp.ones(2)}, "head": {"kernel": jnp.ones(2)},
+            "blocks": {"0": {"kernel": jnp.ones(2)}, "1": {"kernel": jnp.ones(2)}}}
+  c = config(learning_rate=1.0, layer_decay={
+      "rate": 0.5, "num_layers": 2, "layer_pattern": r"blocks/(\d+)/.*",
+      "embedding_pattern": "embed/.*"})
+  tx = optim.make_optimizer(c, 10)
+  updates, _ = tx.update(jax.tree.map(jnp.ones_like, params), tx.init(params), params)
+  # Layers: embed 0, blocks/0 1, blocks/1 2, head 3 = num_layers + 1 (rate^0).
+  assert float(updates["head"]["kernel"][0]) == pytest.approx(-1.0)
+  assert float(updates["blocks"]["1"]["kernel"][0]) == pytest.approx(-0.5)
+  assert float(updates["blocks"]["0"]["kernel"][0]) == pytest.approx(-0.25)
+  assert float(updates["embed"]["kernel"][0]) == pytest.approx(-0.125)
+  labels = optim.param_labels(params, c)
+  assert labels["blocks"]["1"]["kernel"] == "default@layer2"
 
 
 def test_plateau_divides_after_patience_without_improvement():

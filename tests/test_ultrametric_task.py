@@ -27,12 +27,12 @@ def _tiny_config(data_dir: str):
   config = configs.get_config("tiny")
   config.data.data_dir = data_dir
   config.num_train_steps = 3
-  config.eval_every_steps = 3
+  config.evals.val.every_steps = 3
   config.checkpoint_every_steps = 3
   config.log_every_steps = 3
   config.data.batch_size = 4
-  config.data.eval_batch_size = 4
-  config.data.num_eval_examples = 6  # two batches, the second one padded
+  config.evals.val.batch_size = 4
+  config.evals.val.num_examples = 6  # two batches, the second one padded
   return config
 
 
@@ -50,23 +50,23 @@ def _edges(ucm: np.ndarray):
 
 def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_path):
   config = _tiny_config(synthetic_data_dir)
-  config.eval_every_steps = 2  # step 2: validation loss only; step 3 (last): everything
+  config.evals.val.every_steps = 2  # step 2: validation loss only; step 3 (last): everything
   config.eval.hierarchy_every_steps = 3
   summary = train_and_evaluate(config, str(tmp_path))
 
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  at_two = [r for r in records if r["step"] == 2 and "eval/loss" in r]
-  assert len(at_two) == 1 and "eval/ods_f" not in at_two[0]
-  assert not (tmp_path / "eval" / "2").exists()
+  at_two = [r for r in records if r["step"] == 2 and "eval/val/loss" in r]
+  assert len(at_two) == 1 and "eval/val/ods_f" not in at_two[0]
+  assert not (tmp_path / "eval" / "val" / "2").exists()
 
   assert np.isfinite(summary["train/loss"]) and summary["train/loss"] > 0
-  assert np.isfinite(summary["eval/loss"]) and summary["eval/loss"] > 0
-  for key in ("eval/ods_f", "eval/ois_f", "eval/ap", "eval/fdf_mean",
-              "eval/lrf_parts_t0.25", "eval/lrf_objects_t0.75"):
+  assert np.isfinite(summary["eval/val/loss"]) and summary["eval/val/loss"] > 0
+  for key in ("eval/val/ods_f", "eval/val/ois_f", "eval/val/ap", "eval/val/fdf_mean",
+              "eval/val/lrf_parts_t0.25", "eval/val/lrf_objects_t0.75"):
     assert 0.0 <= summary[key] <= 1.0, key
-  assert summary["eval/level_order_ok"] in (0.0, 1.0)
+  assert summary["eval/val/level_order_ok"] in (0.0, 1.0)
 
-  out = tmp_path / "eval" / "3"
+  out = tmp_path / "eval" / "val" / "3"
   for name in ("lrf_fdf.png", "pr_curve.png", "ucm_grid.png", "per_class.png"):
     assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name
   report = json.loads((out / "summary.json").read_text())
@@ -77,7 +77,7 @@ def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_pat
   assert set(report["levels"].values()) == {"parts", "objects"}
   assert report["per_class"], "synthetic scenes have object classes"
   assert set(report["per_class"]) <= set(configs.SYNTHETIC_CLASSES)
-  assert report["scalars"]["ods_f"] == pytest.approx(summary["eval/ods_f"])
+  assert report["scalars"]["ods_f"] == pytest.approx(summary["eval/val/ods_f"])
 
 
 # ----------------------------------------------------------------------------- padding
@@ -306,14 +306,14 @@ def test_paper_configs_are_the_published_schedule(variant):
   assert config.model.depth == 50 and config.model.pretrained.endswith(".pth")
   assert config.model.width == 64  # torchvision's ImageNet weights
   assert config.data.batch_size * config.optim.grad_accum_steps == 64
-  steps_per_epoch = config.eval_every_steps
+  steps_per_epoch = config.evals.val.every_steps
   assert steps_per_epoch * config.data.batch_size >= configs.PASCAL_CONTEXT_TRAIN_IMAGES
   assert config.num_train_steps == 50 * steps_per_epoch
   updates_per_epoch = configs.PASCAL_CONTEXT_TRAIN_IMAGES / 64
   assert config.optim.phase_boundaries == (int(30 * updates_per_epoch),)
   assert config.optim.learning_rate == 1e-4
   assert (config.plateau.metric, config.plateau.patience, config.plateau.mode) == (
-      "eval/loss", 5, "min")
+      "eval/val/loss", 5, "min")
   assert config.plateau.factor == pytest.approx(1 / 3)
   assert config.model.levels == ((0.0, 0.5, 1.0) if variant == "hgm" else (0.0, 1.0))
 

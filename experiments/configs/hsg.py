@@ -79,6 +79,8 @@ import os
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from experiments.configs import _engine
+
 # torchvision's ImageNet ResNet-50 (`pretrained=True`), read by jhseg.models.torchvision_import.
 TORCHVISION_RESNET50 = os.path.join("~", ".cache", "torch", "hub", "checkpoints",
                                     "resnet50-19c8e357.pth")
@@ -88,25 +90,18 @@ SYNTHETIC_CLASSES = ("background", "figure", "vehicle", "tree", "house")
 
 
 def _base() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.task = "hsg"
-  config.seed = 0
+  config = _engine.engine_config("hsg")
   config.num_train_steps = 500
   config.log_every_steps = 25
-  config.eval_every_steps = 250
   config.checkpoint_every_steps = 250
-  config.init_from = ""
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = "synthetic_scenes"
-  # None: TFDS default (~/tensorflow_datasets); typed placeholders stay settable from the CLI.
-  config.data.data_dir = placeholder(str)
   config.data.train_split = "train"
-  config.data.eval_split = "validation"
   config.data.batch_size = 8                     # images; each gives num_views views
-  config.data.eval_batch_size = 8
-  config.data.num_eval_examples = 64
-  config.data.num_threads = 2
+  # The HSG evaluation (Task.evaluate); its retrieval memory is eval.memory_split of
+  # the same dataset.
+  config.evals.val = _engine.evaluator("validation", every_steps=250, batch_size=8,
+                                       num_examples=64)
   # HSG's per-image data steps (jhseg.data.coherent_regions, jhseg.data.multiview).
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.image_field = "image"      # the dataset's RGB image feature
@@ -159,7 +154,6 @@ def _base() -> ml_collections.ConfigDict:
   config.eval.baseline_iterations = 10
   config.eval.num_pictures = 4
 
-  config.optim = ml_collections.ConfigDict()
   config.optim.name = "momentum"
   config.optim.momentum = 0.9
   config.optim.weight_decay = 1e-4               # kernels / tables; biases and norms exempt
@@ -180,9 +174,7 @@ def _base() -> ml_collections.ConfigDict:
       ml_collections.ConfigDict(dict(name="biases", pattern=".*/bias(/value)?", lr_mults=2.0)),
   ]
 
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.keep = 2
-  config.checkpoint.best_metric = "eval/nfcovering_hsg_instances_best"
+  config.checkpoint.best_metric = "eval/val/nfcovering_hsg_instances_best"
   config.checkpoint.best_mode = "max"
   return config
 
@@ -191,11 +183,11 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
   config.data.name = "synthetic_scenes/tiny"
   config.num_train_steps = 12
   config.log_every_steps = 4
-  config.eval_every_steps = 12
   config.checkpoint_every_steps = 12
   config.data.batch_size = 4
-  config.data.eval_batch_size = 4
-  config.data.num_eval_examples = 8
+  config.evals.val.every_steps = 12
+  config.evals.val.batch_size = 4
+  config.evals.val.num_examples = 8
   config.data.augment.coherent_regions.max_regions = 16
   config.data.augment.multiview.crop_size = 32
   config.model.embedding_dim = 32
@@ -234,9 +226,12 @@ def _coco(config: ml_collections.ConfigDict, stage: int) -> None:
   _paper_common(config)
   config.data.name = "coco/2017"                 # TFDS builder (images only are used)
   config.data.train_split = "train"
-  # Retrieval memory and test: VOC 2012 (train_aug memory, val test) as the authors.
-  config.data.eval_split = "validation"
-  config.eval.memory_split = "train"
+  # Retrieval memory and test: VOC 2012 (train_aug memory, val test) as the authors;
+  # coco/2017 has no segmentation maps. Only at the end (every_steps None).
+  config.evals = ml_collections.ConfigDict()
+  config.evals.voc = _engine.evaluator("val", dataset="voc2012_sbd", batch_size=8)
+  config.eval.memory_split = "train_aug"
+  config.checkpoint.best_metric = "eval/voc/nfcovering_hsg_segmentation_best"
   config.eval.label_field = "segmentation"      # voc2012_sbd: class per pixel, 255 void
   config.eval.truth_levels = ("segmentation",)   # class regions (the builder has no instances)
   config.eval.num_classes = 21
@@ -256,19 +251,14 @@ def _coco(config: ml_collections.ConfigDict, stage: int) -> None:
     config.data.batch_size = 6
     config.data.augment.multiview.crop_size = 448
     config.optim.learning_rate = 8e-3
-  config.eval_every_steps = config.num_train_steps
-  # The authors train on MSCOCO and evaluate on VOC 2012; the engine evaluates the
-  # training dataset's eval_split, so the VOC evaluation is a second run on the
-  # final checkpoint: --config.data.name=voc2012_sbd --config.init_from=WORKDIR
-  # --config.num_train_steps=1 (or an engine option for a separate eval dataset).
 
 
 def _cityscapes(config: ml_collections.ConfigDict, name: str) -> None:
   _paper_common(config)
   config.data.name = name
-  config.data.eval_split = "validation"
   config.num_train_steps = 38_000
-  config.eval_every_steps = config.num_train_steps
+  config.evals.val = _engine.evaluator("validation", batch_size=4)  # at the end only
+  config.checkpoint.best_metric = "eval/val/nfcovering_hsg_segmentation_label_best"
   config.data.batch_size = 4
   config.data.augment.multiview.crop_size = 448
   config.data.augment.coherent_regions.max_regions = 1024
@@ -277,8 +267,9 @@ def _cityscapes(config: ml_collections.ConfigDict, name: str) -> None:
   config.loss.lambda_g = 0.2
   config.loss.num_neighbors = 4
   config.eval.image_size = (1024, 2048)
-  # TFDS `cityscapes/semantic_segmentation`: image_left, segmentation_label (no instance
-  # map), so NFCovering is against the class map; KITTI-STEP uses the same 19 classes.
+  # TFDS `cityscapes/semantic_segmentation`: image_left, segmentation_label (H, W, 1)
+  # (no instance map; the evaluation reads (H, W, 1) maps as (H, W)), so NFCovering is
+  # against the class map; KITTI-STEP uses the same 19 classes.
   config.data.augment.image_field = "image_left" if name.startswith("cityscapes") else "image"
   config.eval.label_field = "segmentation_label"
   config.eval.truth_levels = ("segmentation_label",)
@@ -301,6 +292,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = {"cocostuff": "cocostuff15", "potsdam": "potsdam",
                         "voc_imagenet": "voc2012_sbd"}[arg]
     config.eval.label_field = "segmentation"
+    if arg != "voc_imagenet":  # evaluated on their own dataset
+      config.evals = ml_collections.ConfigDict(
+          {"val": _engine.evaluator("validation", batch_size=8)})
+      config.checkpoint.best_metric = "eval/val/nfcovering_hsg_segmentation_best"
+      config.eval.memory_split = "train"
     if arg == "cocostuff":
       config.eval.num_classes = 15
     elif arg == "potsdam":

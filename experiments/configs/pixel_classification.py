@@ -4,31 +4,23 @@ Usage:
   python -m experiments.pixel_classification \
       --config=experiments/configs/pixel_classification.py:tiny --workdir=/tmp/pc
 Variants (`:arg`): default (none) and `tiny` (a CPU-minutes run).
+Evaluators: `val` (validation split, every 500 steps) and `test` (the final model).
 """
 import ml_collections
-from ml_collections.config_dict import placeholder
+
+from experiments.configs import _engine
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.task = "pixel_classification"
-  config.seed = 0
+  config = _engine.engine_config("pixel_classification")
   config.num_train_steps = 2000
   config.log_every_steps = 50
-  config.eval_every_steps = 500
   config.checkpoint_every_steps = 500
-  config.init_from = ""
 
-  config.data = ml_collections.ConfigDict()
   config.data.name = "synthetic_scenes"          # TFDS name[/config]; built on first use.
-  # Typed placeholders: None by default, yet settable from the command line.
-  config.data.data_dir = placeholder(str)        # None: TFDS default (~/tensorflow_datasets).
-  config.data.train_split = "train"
-  config.data.eval_split = "validation"
-  config.data.test_split = "test"                # Final evaluation of the last model.
   config.data.batch_size = 32                    # Global; divisible by the device count.
-  config.data.eval_batch_size = 32
-  config.data.num_eval_examples = placeholder(int)  # None: the whole split.
+  config.evals.val = _engine.evaluator("validation", every_steps=500, batch_size=32)
+  config.evals.test = _engine.evaluator("test", batch_size=32)  # the last step only
 
   config.model = ml_collections.ConfigDict()
   config.model.label_field = "object_class"
@@ -36,26 +28,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.width = 32
   config.model.depth = 4
 
-  config.optim = ml_collections.ConfigDict()
   config.optim.name = "adam"
   config.optim.learning_rate = 3e-3
   config.optim.schedule = "warmup_cosine"
   config.optim.warmup_steps = 100
-  config.optim.grad_accum_steps = 1
 
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.keep = 2
-  config.checkpoint.best_metric = "eval/miou"
+  config.checkpoint.best_metric = "eval/val/miou"
   config.checkpoint.best_mode = "max"
 
   if arg == "tiny":
     config.data.name = "synthetic_scenes/tiny"
     config.num_train_steps = 40
     config.log_every_steps = 10
-    config.eval_every_steps = 20
     config.checkpoint_every_steps = 20
+    config.evals.val.every_steps = 20
     config.data.batch_size = 8
-    config.data.eval_batch_size = 8
+    config.evals.val.batch_size = 8
+    config.evals.test.batch_size = 8
     config.model.width = 8
     config.model.depth = 2
     config.optim.warmup_steps = 5

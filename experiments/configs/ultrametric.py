@@ -44,13 +44,15 @@ the paper is silent, with reasons:
   `phase_boundaries` (counted in optimizer updates) is 30 epochs = 2342 updates,
   evaluation (validation loss for the plateau rule) runs once per epoch on `val`,
   and the full hierarchy metrics once, at the end (eval.hierarchy_every_steps);
-  the final model is then evaluated on `test` (config.data.test_split), where the
-  paper reports its numbers (outputs under workdir/test/).
+  the final model is then evaluated on `test` (evaluator `test`), where the
+  paper reports its numbers (outputs under workdir/eval/test/<step>/).
 """
 import os
 
 import ml_collections
 from ml_collections.config_dict import placeholder
+
+from experiments.configs import _engine
 
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
                "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
@@ -72,15 +74,13 @@ def _synthetic(config: ml_collections.ConfigDict) -> None:
   # shared CPU cores; measured eval/level_order_ok = 1 at steps 300 and 600.
   config.num_train_steps = 600
   config.log_every_steps = 50
-  config.eval_every_steps = 300
   config.checkpoint_every_steps = 300
   config.data.name = "synthetic_scenes"
   config.data.train_split = "train"
-  config.data.eval_split = "validation"
-  config.data.test_split = "test"
   config.data.batch_size = 8
-  config.data.eval_batch_size = 16
-  config.data.num_eval_examples = 64
+  config.evals.val = _engine.evaluator("validation", every_steps=300, batch_size=16,
+                                       num_examples=64)
+  config.evals.test = _engine.evaluator("test", batch_size=16)  # the final model
   config.model.depth = 18
   config.model.decoder_features = (64, 32, 32, 16, 16)
   config.model.pretrained = ""                   # random init: no download offline
@@ -90,7 +90,7 @@ def _synthetic(config: ml_collections.ConfigDict) -> None:
   config.optim.warmup_steps = 50
   config.eval.class_names = SYNTHETIC_CLASSES
   config.eval.max_instances = 16
-  config.checkpoint.best_metric = "eval/loss"
+  config.checkpoint.best_metric = "eval/val/loss"
   config.checkpoint.best_mode = "min"
 
 
@@ -102,15 +102,12 @@ def _paper(config: ml_collections.ConfigDict, variant: str) -> None:
   updates_per_epoch = PASCAL_CONTEXT_TRAIN_IMAGES / (batch * accumulation)
   config.num_train_steps = 50 * steps_per_epoch
   config.log_every_steps = 100
-  config.eval_every_steps = steps_per_epoch
   config.checkpoint_every_steps = steps_per_epoch
   config.data.name = name
   config.data.train_split = "train"
-  config.data.eval_split = "val"
-  config.data.test_split = "test"
   config.data.batch_size = batch
-  config.data.eval_batch_size = batch
-  config.data.num_eval_examples = None
+  config.evals.val = _engine.evaluator("val", every_steps=steps_per_epoch, batch_size=batch)
+  config.evals.test = _engine.evaluator("test", batch_size=batch)  # the final model
   config.data.image_size = (512, 512)
   config.model.levels = levels
   config.model.depth = 50
@@ -130,29 +127,20 @@ def _paper(config: ml_collections.ConfigDict, variant: str) -> None:
   ]
   config.optim.default_lr_mults = (1.0, 0.1)
   config.plateau = ml_collections.ConfigDict(
-      {"metric": "eval/loss", "factor": 1.0 / 3.0, "patience": 5, "mode": "min"})
+      {"metric": "eval/val/loss", "factor": 1.0 / 3.0, "patience": 5, "mode": "min"})
   config.eval.class_names = VOC_CLASSES
   config.eval.max_instances = 128               # instance ids per image (VOC crowds)
   config.eval.hierarchy_every_steps = config.num_train_steps  # full metrics at the end only
-  config.checkpoint.best_metric = "eval/loss"
+  config.checkpoint.best_metric = "eval/val/loss"
   config.checkpoint.best_mode = "min"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg not in VARIANTS:
     raise ValueError(f"unknown config variant {arg!r}; valid: {list(VARIANTS)} (e.g. 'tiny')")
-  config = ml_collections.ConfigDict()
-  config.task = "ultrametric"
-  config.seed = 0
-  config.init_from = ""
-
-  config.data = ml_collections.ConfigDict()
-  # None: TFDS default (~/tensorflow_datasets). Typed placeholders (here and below) keep
-  # None-valued fields overridable from the command line (--config.data.data_dir=DIR).
-  config.data.data_dir = placeholder(str)
-  config.data.num_threads = 2
-  config.data.test_split = placeholder(str)      # final evaluation; None: none
-  config.data.num_eval_examples = placeholder(int)  # None: the whole split
+  config = _engine.engine_config("ultrametric")
+  # Typed placeholders (here and below) keep None-valued fields overridable from the
+  # command line (--config.data.image_size=...).
   config.data.image_size = placeholder(tuple)    # fixed padded (H, W); None: keep sizes
   # The paper's four augmentations (jhseg/data/augment.py); probability 0 disables them.
   config.data.augment = ml_collections.ConfigDict({
@@ -164,9 +152,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Encoder base width (stem and first stage; ResNet stages scale from it). 64 is the
   # paper network and the only width that takes torchvision weights.
   config.model.width = 64
-
-  config.optim = ml_collections.ConfigDict()
-  config.optim.grad_accum_steps = 1
 
   config.eval = ml_collections.ConfigDict()
   config.eval.min_region_area = 30               # pixels, as in the paper
@@ -182,21 +167,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.class_names = ()
   config.eval.max_instances = 16
 
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.keep = 2
-
   if arg in (None, "tiny"):
     _synthetic(config)
   if arg == "tiny":
     config.data.name = "synthetic_scenes/tiny"
-    config.data.test_split = None                # keep the smoke run short
+    del config.evals["test"]                     # keep the smoke run short
     config.num_train_steps = 60
     config.log_every_steps = 10
-    config.eval_every_steps = 30
     config.checkpoint_every_steps = 30
     config.data.batch_size = 8
-    config.data.eval_batch_size = 8
-    config.data.num_eval_examples = 16
+    config.evals.val.every_steps = 30
+    config.evals.val.batch_size = 8
+    config.evals.val.num_examples = 16
     config.model.decoder_features = (32, 16, 16, 8, 8)
     config.model.width = 16                      # see the module docstring
     config.optim.warmup_steps = 5

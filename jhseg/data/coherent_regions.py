@@ -47,29 +47,24 @@ max_regions) numbered by first pixel in raster order.
 
 Once per image: the authors compute G_e offline, once per training image, before
 training. Here `CoherentRegions` computes it lazily, the first time it sees an image,
-and caches it (`RegionsCache` below: in memory by default, or one file per image in
-`cache_dir`), so later epochs only decode the stored labels.
+and caches it (`jhseg.data.cache.ExampleCache`: in memory by default, or one file per
+image in `cache_dir`), so later epochs only decode the stored labels.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
-import io
-import json
 import os
 import pathlib
-import tempfile
-import threading
-import warnings
-import zipfile
-import zlib
 from typing import Any, Mapping
 
 import numpy as np
 from scipy import ndimage
 
 from jhseg import hierarchy
+# The cache's pieces, also importable from here (MemoryStore, DiskStore: the stores).
+from jhseg.data.cache import (CacheEntryError, DiskStore, ExampleCache, MemoryStore,  # noqa: F401
+                              decode_arrays, encode_arrays, make_store)
 from jhseg.data.options import checked_options
 from jhseg.hierarchy import edge_hierarchy
 
@@ -277,36 +272,19 @@ def coherent_regions(edge_map: np.ndarray, *, max_regions: int = 48, start_thres
 CACHE_VERSION = 1
 
 
-class CacheEntryError(ValueError):
-  """A cache entry that cannot be read back (truncated, corrupted, another key's, ...)."""
-
-
 def encode_regions(labels: np.ndarray, *, key: str) -> bytes:
   """Bytes of a compressed .npz with `regions` (smallest unsigned dtype) and its `key`."""
+  return encode_arrays(_stored_regions(labels), key=key)
+
+
+def _stored_regions(labels: np.ndarray) -> dict[str, np.ndarray]:
   top = int(labels.max(initial=0))
   dtype = np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
-  buffer = io.BytesIO()
-  np.savez_compressed(buffer, regions=labels.astype(dtype), key=np.asarray(key))
-  return buffer.getvalue()
+  return {"regions": labels.astype(dtype)}
 
 
-def decode_regions(data: bytes, *, key: str, shape: tuple[int, int],
-                   max_regions: int) -> np.ndarray:
-  """Labels (H, W) int32 (a fresh array) of an `encode_regions` entry; checks that it
-  is `key`'s, of `shape`, with labels < max_regions; CacheEntryError otherwise."""
-  if not data.startswith(b"PK\x03\x04"):
-    raise CacheEntryError(f"not an .npz file ({len(data)} bytes)")
-  try:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-      names = sorted(npz.files)
-      stored_key = str(npz["key"]) if "key" in names else None
-      labels = npz["regions"] if "regions" in names else None
-  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-    raise CacheEntryError(f"unreadable ({type(err).__name__}: {err})") from err
-  if names != ["key", "regions"]:
-    raise CacheEntryError(f"expected arrays ['key', 'regions']; got {names}")
-  if stored_key != key:
-    raise CacheEntryError(f"holds the entry of key {stored_key!r}, not {key!r}")
+def _checked_regions(labels: np.ndarray, *, shape: tuple[int, int],
+                     max_regions: int) -> np.ndarray:
   if labels.shape != tuple(shape) or labels.dtype.kind != "u":
     raise CacheEntryError(f"expected unsigned labels of shape {tuple(shape)}; got "
                           f"{labels.dtype} {labels.shape}")
@@ -315,87 +293,12 @@ def decode_regions(data: bytes, *, key: str, shape: tuple[int, int],
   return labels.astype(np.int32)
 
 
-class MemoryStore:
-  """At most `capacity` encoded entries in this process; least recently used leave first.
-
-  Thread-safe. Pickles empty: each grain worker process fills its own.
-  """
-
-  def __init__(self, capacity: int):
-    self.capacity = capacity
-    self._entries: collections.OrderedDict[str, bytes] = collections.OrderedDict()
-    self._lock = threading.Lock()
-
-  def where(self, key: str) -> str:
-    return f"in-memory cache entry {key}"
-
-  def get(self, key: str) -> bytes | None:
-    with self._lock:
-      data = self._entries.get(key)
-      if data is not None:
-        self._entries.move_to_end(key)
-      return data
-
-  def put(self, key: str, data: bytes) -> None:
-    with self._lock:
-      self._entries[key] = data
-      self._entries.move_to_end(key)
-      while len(self._entries) > self.capacity:
-        self._entries.popitem(last=False)
-
-  def __len__(self) -> int:
-    with self._lock:
-      return len(self._entries)
-
-  def __getstate__(self):
-    return {"capacity": self.capacity}
-
-  def __setstate__(self, state):
-    self.__init__(state["capacity"])
-
-
-class DiskStore:
-  """One file `folder/<key[:2]>/<key>.npz` per entry, shared by threads, processes, runs.
-
-  Writes go to a temporary file in the same folder, then `os.replace` (atomic): a
-  reader sees the whole old file, the whole new one or none, never half of one. A
-  process killed mid-write leaves a `.<key>.*.tmp` file that nothing reads. Not
-  fsync'ed: after a power loss a file may be damaged, which `decode_regions` detects.
-  """
-
-  def __init__(self, folder: str | os.PathLike):
-    self.folder = pathlib.Path(folder)
-    try:
-      self.folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-      raise OSError(f"CoherentRegions: cannot create option `cache_dir` {str(folder)!r}: "
-                    f"{err}") from err
-
-  def path(self, key: str) -> pathlib.Path:
-    return self.folder / key[:2] / f"{key}.npz"  # 256 subfolders: no huge directory
-
-  def where(self, key: str) -> str:
-    return f"cache file {str(self.path(key))!r}"
-
-  def get(self, key: str) -> bytes | None:
-    try:
-      return self.path(key).read_bytes()
-    except FileNotFoundError:
-      return None
-
-  def put(self, key: str, data: bytes) -> None:
-    path = self.path(key)
-    path.parent.mkdir(exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
-    try:
-      os.fchmod(fd, 0o644)  # derived data, readable by whoever shares the folder
-      with os.fdopen(fd, "wb") as file:
-        file.write(data)
-      os.replace(temporary, path)
-    except BaseException:
-      if os.path.exists(temporary):
-        os.unlink(temporary)
-      raise
+def decode_regions(data: bytes, *, key: str, shape: tuple[int, int],
+                   max_regions: int) -> np.ndarray:
+  """Labels (H, W) int32 (a fresh array) of an `encode_regions` entry; checks that it
+  is `key`'s, of `shape`, with labels < max_regions; CacheEntryError otherwise."""
+  labels = decode_arrays(data, key=key, names=("regions",))["regions"]
+  return _checked_regions(labels, shape=shape, max_regions=max_regions)
 
 
 class CoherentRegions:
@@ -441,23 +344,23 @@ class CoherentRegions:
     if self.max_regions < 1 or not self.threshold_step > 0:
       raise ValueError(f"CoherentRegions: need max_regions >= 1 and threshold_step > 0; got "
                        f"{max_regions}, {threshold_step}")
-    if int(cache_entries) < 0:
-      raise ValueError(f"CoherentRegions: option `cache_entries` must be >= 0 (0 = no memory "
-                       f"cache); got {cache_entries}")
     self.cache_dir = str(cache_dir or "")
     self.cache_entries = int(cache_entries)
-    self.store = (DiskStore(self.cache_dir) if self.cache_dir
-                  else MemoryStore(self.cache_entries) if self.cache_entries else None)
-    # Read once here, so that the key does not depend on later changes to `self.edges`.
-    self._fields_read = tuple(self.edges.fields_read())
-    self._settings = self._settings_digest(edge_source) if self.store is not None else b""
+    store = make_store(self.cache_dir, self.cache_entries, owner="CoherentRegions")
+    # Settings read once here, so that the key does not depend on later changes to
+    # `self.edges` (the model file's hash is read only when there is a cache).
+    settings = {} if store is None else {
+        "version": CACHE_VERSION, "edge_source": edge_source,
+        "edge_settings": self.edges.cache_identity(), "max_regions": self.max_regions,
+        "start_threshold": self.start_threshold, "threshold_step": self.threshold_step,
+        "min_region_area": float(self.min_region_area)}
+    self.cache = ExampleCache(settings=settings, fields=self.edges.fields_read(),
+                              names=("regions",), cache_dir=self.cache_dir,
+                              cache_entries=self.cache_entries, owner="CoherentRegions")
 
-  def _settings_digest(self, edge_source: str) -> bytes:
-    settings = {"version": CACHE_VERSION, "edge_source": edge_source,
-                "edge_settings": self.edges.cache_identity(), "max_regions": self.max_regions,
-                "start_threshold": self.start_threshold, "threshold_step": self.threshold_step,
-                "min_region_area": float(self.min_region_area)}
-    return hashlib.blake2b(json.dumps(settings, sort_keys=True).encode()).digest()
+  @property
+  def store(self):
+    return self.cache.store
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None, *,
@@ -473,15 +376,7 @@ class CoherentRegions:
 
   def cache_key(self, example: Example) -> str:
     """Hex key of `example`'s G_e under this transform's settings (class docstring)."""
-    digest = hashlib.blake2b(self._settings, digest_size=20)
-    for field in self._fields_read:
-      if field not in example:  # the edge source will raise; never match a complete example
-        digest.update(f"{field}:missing;".encode())
-        continue
-      value = np.ascontiguousarray(example[field])
-      digest.update(f"{field}:{value.dtype.str}{value.shape};".encode())
-      digest.update(value.reshape(-1).view(np.uint8))
-    return digest.hexdigest()
+    return self.cache.key(example)
 
   def _compute(self, example: Example) -> np.ndarray:
     return coherent_regions(self.edges(example), max_regions=self.max_regions,
@@ -491,20 +386,13 @@ class CoherentRegions:
 
   def regions(self, example: Example) -> np.ndarray:
     """G_e of `example`: from the cache if there, else computed (and stored)."""
-    if self.store is None:
-      return self._compute(example)
-    key = self.cache_key(example)
-    data = self.store.get(key)
-    if data is not None:
-      try:
-        return decode_regions(data, key=key, shape=np.shape(example["image"])[:2],
-                              max_regions=self.max_regions)
-      except CacheEntryError as err:
-        warnings.warn(f"CoherentRegions: {self.store.where(key)}: {err}; recomputing it",
-                      RuntimeWarning, stacklevel=2)
-    labels = self._compute(example)
-    self.store.put(key, encode_regions(labels, key=key))
-    return labels
+    shape = np.shape(example["image"])[:2]
+    result = self.cache.get_or_compute(
+        example, lambda e: {"regions": self._compute(e)},
+        encode=lambda r: _stored_regions(r["regions"]),
+        decode=lambda r: {"regions": _checked_regions(r["regions"], shape=shape,
+                                                      max_regions=self.max_regions)})
+    return result["regions"]
 
   def __call__(self, example: Example) -> Example:
     if "image" not in example:

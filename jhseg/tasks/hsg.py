@@ -38,7 +38,8 @@ resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
   * NFCovering (`metrics.covering`) of each ground-truth level (`eval.truth_levels`,
     objects = `instances`, parts = `parts` in the synthetic scenes) by each predicted
     level, and the same for a baseline computed in the same run: hierarchical k-means
-    on raw colour (`colour_kmeans_hierarchy`) with the same number of segments per level;
+    on raw colour (`jhseg.baselines.colour_kmeans_hierarchy`) with the same number of
+    segments per level;
   * BSDS boundary ODS/OIS/AP (`metrics.boundary`) of the UCM's cuts against the
     boundaries of the finest ground-truth level;
   * segment retrieval (section 4): a memory of G0 segment prototypes of
@@ -48,14 +49,15 @@ resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
     mIoU and pixel accuracy (`metrics.semantic.ConfusionMatrix`). The authors'
     released code does not include this step (`predictions` raises
     NotImplementedError); k = 10 neighbours with an unweighted vote is our choice.
-Outputs under `workdir/eval/<step>/`: summary.json, hierarchy_<i>.png (segments per
-level of HSG), baseline_<i>.png (the colour baseline), ucm_<i>.png and attention_0.png (the
-first image's last-decoder-layer attention of each level's queries, painted on its pixels).
+Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json, hierarchy_<i>.png
+(segments per level of HSG), baseline_<i>.png (the colour baseline), ucm_<i>.png and
+attention_0.png (the first image's last-decoder-layer attention of each level's
+queries, painted on its pixels).
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +66,7 @@ import numpy as np
 from flax import nnx
 
 from jhseg import hierarchy
+from jhseg.baselines import colour_kmeans_hierarchy  # the evaluation's reference hierarchy
 from jhseg import losses
 from jhseg.data import coherent_regions as coherent_lib
 from jhseg.data import multiview as multiview_lib
@@ -75,7 +78,10 @@ from jhseg.models import embedding as embedding_lib
 from jhseg.models import position_embedding as position_lib
 from jhseg.models import spherical_kmeans as skm
 from jhseg.tasks import outputs
-from jhseg.tasks.base import Batch, Example, Task
+from jhseg.tasks.base import Batch, Example, StepContext, Task
+
+if TYPE_CHECKING:
+  from jhseg.train.evaluators import EvalContext
 
 IGNORE = -1
 
@@ -127,6 +133,7 @@ def decode_eval(example: Mapping[str, Any], *, truth_levels: Sequence[str], labe
                 size: Sequence[int] | None) -> Example:
   """Float image, ground-truth levels and class map, padded to `size` with a mask.
 
+  The maps are integer (H, W) or (H, W, 1) (TFDS Cityscapes' `segmentation_label`).
   Returns `image` (H, W, 3), `valid` (H, W), `truth` (T, H, W) (padding 0, i.e.
   background), `labels` (H, W) (padding -1) and the original `size` (2,).
   """
@@ -134,11 +141,15 @@ def decode_eval(example: Mapping[str, Any], *, truth_levels: Sequence[str], labe
     raise ValueError(f"hsg task: dataset example has no field 'image' (has {sorted(example)})")
   image = coherent_lib.as_float_image(example["image"])
   height, width = image.shape[:2]
+  maps = {}
   for name in (*truth_levels, label_field):
     if name not in example:
       raise ValueError(f"hsg task: config.eval needs dataset field {name!r} (an (H, W) "
                        f"integer map); the example has {sorted(example)}")
     value = np.asarray(example[name])
+    if value.ndim == 3 and value.shape[-1] == 1:
+      value = value[..., 0]
+    maps[name] = value
     if value.shape != (height, width) or not np.issubdtype(value.dtype, np.integer):
       raise ValueError(f"hsg task: field {name!r} must be an integer (H, W) = "
                        f"{(height, width)} map like the image; got {value.dtype} {value.shape}")
@@ -150,8 +161,8 @@ def decode_eval(example: Mapping[str, Any], *, truth_levels: Sequence[str], labe
   return {
       "image": np.pad(image, pad + ((0, 0),)),
       "valid": np.pad(np.ones((height, width), bool), pad),
-      "truth": np.stack([np.pad(np.asarray(example[n], np.int32), pad) for n in truth_levels]),
-      "labels": np.pad(np.asarray(example[label_field], np.int32), pad, constant_values=IGNORE),
+      "truth": np.stack([np.pad(maps[n].astype(np.int32), pad) for n in truth_levels]),
+      "labels": np.pad(maps[label_field].astype(np.int32), pad, constant_values=IGNORE),
       "size": np.array([height, width], np.int32),
   }
 
@@ -299,71 +310,6 @@ def segment_images(embedder: embedding_lib.FCNEmbedding,
                       tuple(level.attention for level in out.levels))
 
 
-# ----------------------------------------------------------------------------- baseline
-
-
-def _kmeans(points: np.ndarray, weights: np.ndarray, centres: np.ndarray,
-            iterations: int) -> np.ndarray:
-  """Weighted Lloyd iterations from `centres`; returns labels. Empty clusters stay put."""
-  labels = np.zeros(len(points), np.int64)
-  for _ in range(iterations):
-    distances = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
-    labels = np.argmin(distances, axis=1)
-    mass = np.bincount(labels, weights=weights, minlength=len(centres))
-    sums = np.stack([np.bincount(labels, weights=weights * points[:, c], minlength=len(centres))
-                     for c in range(points.shape[1])], axis=1)
-    filled = mass > 0
-    centres = np.where(filled[:, None], sums / np.maximum(mass, 1e-12)[:, None], centres)
-  return labels
-
-
-def _farthest_points(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
-  """Deterministic k-means initialisation: the heaviest point, then farthest-first."""
-  chosen = [int(np.argmax(weights))]
-  distances = ((points - points[chosen[0]]) ** 2).sum(-1)
-  while len(chosen) < min(k, len(points)):
-    chosen.append(int(np.argmax(distances)))
-    distances = np.minimum(distances, ((points - points[chosen[-1]]) ** 2).sum(-1))
-  return points[chosen]
-
-
-def colour_kmeans_hierarchy(image: np.ndarray, *, grid: Sequence[int],
-                            num_clusters: Sequence[int], iterations: int = 10,
-                            location_weight: float = 1.0) -> list[np.ndarray]:
-  """Baseline hierarchy on raw colour, nested by construction, finest first.
-
-  G0: k-means on (R, G, B, w y, w x) (coordinates in [-0.5, 0.5], w =
-  `location_weight`) from the cells of `grid`, as HSG's G0 on embeddings; G_{l+1}:
-  k-means of the mean colours of the G_l segments (weighted by their areas, started
-  farthest-first from the largest) into `num_clusters[l]` clusters.
-
-  Args:
-    image: (H, W, 3) float image in [0, 1].
-  Returns:
-    [G0, G1, ...] (H, W) int64 label maps.
-  """
-  image = np.asarray(image, np.float64)
-  height, width = image.shape[:2]
-  rows, cols = grid
-  cells = np.asarray(skm.grid_labels(height, width, (rows, cols))).ravel()
-  location = np.asarray(skm.location_features(height, width)).reshape(-1, 2)
-  points = np.concatenate([image.reshape(-1, 3), location_weight * location], axis=1)
-  ones = np.ones(len(points))
-  centres = np.stack([points[cells == c].mean(0) for c in range(rows * cols)])
-  labels = _kmeans(points, ones, centres, iterations)
-  levels = [labels.reshape(height, width)]
-  colours = image.reshape(-1, 3)
-  for k in num_clusters:
-    ids, inverse = np.unique(labels, return_inverse=True)
-    area = np.bincount(inverse).astype(np.float64)
-    means = np.stack([np.bincount(inverse, weights=colours[:, c]) for c in range(3)], 1)
-    means /= area[:, None]
-    parents = _kmeans(means, area, _farthest_points(means, area, k), iterations)
-    labels = parents[inverse]
-    levels.append(labels.reshape(height, width))
-  return levels
-
-
 # ----------------------------------------------------------------------------- retrieval
 
 
@@ -425,8 +371,8 @@ class HSG(Task):
                                   label_field=e.label_field, size=e.get("image_size"))]
 
   # --- training
-  def loss(self, model, batch: Batch, rng: jax.Array):
-    del rng  # dropout draws from the model's own Rngs
+  def loss(self, model, batch: Batch, ctx: StepContext):
+    del ctx  # dropout: the engine re-keys the model's Rngs from ctx.rng every step
     return hsg_loss(model, batch["views"], batch["view_regions"], model=self.config.model,
                     loss=self.config.loss, max_regions=self.coherent.max_regions)
 
@@ -446,21 +392,13 @@ class HSG(Task):
     return self._infer_fn(self._eval_embedder, model.hierarchy, model.position, batch["image"],
                           batch["valid"])
 
-  def _memory(self, model: HSGNetwork, sharding) -> tuple[np.ndarray, np.ndarray]:
-    """G0 prototypes and majority classes of the labelled training images."""
-    from jhseg import data as data_lib  # pylint: disable=g-import-not-at-top
-    from jhseg.train import devices  # pylint: disable=g-import-not-at-top
-
+  def _memory(self, model: HSGNetwork, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
+    """G0 prototypes and majority classes of the labelled images of `eval.memory_split`
+    (of the evaluator's dataset)."""
     c, e = self.config, self.config.eval
-    source = data_lib.load_source(c.data, e.get("memory_split") or c.data.train_split)
-    local = devices.per_process_batch_size(c.data.get("eval_batch_size") or c.data.batch_size)
-    batches = data_lib.eval_batches(source, self.eval_transforms(), local_batch_size=local,
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count(),
-                                    max_examples=e.num_memory_examples)
     features, labels = [], []
-    for batch in batches:
-      global_batch = devices.to_global_batch(batch, sharding) if sharding else batch
+    for global_batch in ctx.batches(e.get("memory_split") or c.data.train_split,
+                                    num_examples=e.num_memory_examples):
       seg = outputs.to_host(self._segment(model, global_batch))
       mask = outputs.to_host(global_batch["example_mask"])
       classes = outputs.to_host(global_batch["labels"])
@@ -473,7 +411,7 @@ class HSG(Task):
         labels.append(majority[keep])
     return np.concatenate(features), np.concatenate(labels)
 
-  def evaluate(self, model, batches: Iterable[Batch], workdir: str, step: int) -> dict[str, Any]:
+  def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
     e = self.config.eval
     self._use_eval_stride(model, rebuild=True)  # parameters changed since the last one
     truth_names = tuple(e.truth_levels)
@@ -482,19 +420,17 @@ class HSG(Task):
     base_cover = covering.NFCoveringAccumulator(background=0)
     hsg_bdry, base_bdry = [], []
     confusion = semantic.ConfusionMatrix(e.num_classes, ignore_index=None)
-    memory = None
+    memory = self._memory(model, ctx)
+    num_images = 0
     pictures: list[tuple] = []
     attention_picture = None  # (image, input segment maps, attention) of the first image
     counts = {"hsg": [], "baseline": []}  # distinct segments per image and level
-    for batch in batches:
-      if memory is None:
-        sharding = batch["image"].sharding
-        memory = self._memory(model, sharding if isinstance(
-            sharding, jax.sharding.NamedSharding) else None)
+    for batch in ctx.batches():
       seg = outputs.to_host(self._segment(model, batch))
       host = outputs.to_host({k: batch[k] for k in ("image", "truth", "labels", "size",
                                             "example_mask")})
       for i in np.flatnonzero(host["example_mask"]):
+        num_images += 1
         height, width = (int(s) for s in host["size"][i])
         levels = [seg.levels[i, l, :height, :width] for l in range(num_levels)]
         truth = [host["truth"][i, t, :height, :width] for t in range(len(truth_names))]
@@ -517,16 +453,16 @@ class HSG(Task):
           pictures.append((image, levels, baseline))
         if attention_picture is None:
           attention_picture = (image, levels[:-1], [a[i] for a in seg.attention])
-    if memory is None:
+    if not num_images:
       raise ValueError("hsg task: the evaluation split gave no example")
-    return self._report(workdir, step, hsg_cover.result(), base_cover.result(),
+    return self._report(ctx.out_dir, ctx.step, hsg_cover.result(), base_cover.result(),
                         boundary.collect_boundary_counts(hsg_bdry),
                         boundary.collect_boundary_counts(base_bdry), confusion.result(),
                         pictures, truth_names, memory_size=len(memory[1]),
                         segment_counts={k: np.mean(v, axis=0) for k, v in counts.items()},
                         attention_picture=attention_picture)
 
-  def _report(self, workdir, step, hsg_cover, base_cover, hsg_bdry, base_bdry, retrieval,
+  def _report(self, out_dir, step, hsg_cover, base_cover, hsg_bdry, base_bdry, retrieval,
               pictures, truth_names, *, memory_size: int,
               segment_counts: Mapping[str, np.ndarray],
               attention_picture: tuple | None = None) -> dict[str, float]:
@@ -546,7 +482,6 @@ class HSG(Task):
     scalars["retrieval_miou"] = float(retrieval["miou"])
     scalars["retrieval_pixel_accuracy"] = float(retrieval["pixel_accuracy"])
 
-    out_dir = os.path.join(workdir, "eval", str(step))
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
       for i, (image, levels, baseline) in enumerate(pictures):

@@ -6,7 +6,7 @@ checkpoints, evaluation) and a sanity baseline for the hierarchical methods.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,11 @@ import optax
 from flax import nnx
 
 from jhseg.metrics import semantic
-from jhseg.tasks.base import Batch, Task
+from jhseg.tasks import outputs
+from jhseg.tasks.base import Batch, StepContext, Task
+
+if TYPE_CHECKING:
+  from jhseg.train.evaluators import EvalContext
 
 
 class TinyFCN(nnx.Module):
@@ -52,14 +56,15 @@ class PixelClassification(Task):
     field = self.config.model.label_field
     return [lambda e: _to_inputs(e, field)]
 
-  def loss(self, model, batch: Batch, rng: jax.Array):
-    del rng
+  def loss(self, model, batch: Batch, ctx: StepContext):
+    del ctx
     logits = model(batch["image"])
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["labels"])
     return loss, {"accuracy": accuracy}
 
-  def evaluate(self, model, batches: Iterable[Batch], workdir: str, step: int) -> dict[str, Any]:
+  def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
+    """Pixel accuracy and mIoU; writes them to `ctx.out_dir`/summary.json."""
     num_classes = self.config.model.num_classes
 
     @nnx.jit
@@ -70,7 +75,9 @@ class PixelClassification(Task):
                                        mask=mask)
 
     scores = semantic.ConfusionMatrix(num_classes, ignore_index=None)
-    for batch in batches:
+    for batch in ctx.batches():
       scores.add_matrix(jax.device_get(batch_confusion(model, batch)))
     result = scores.result()
-    return {"pixel_accuracy": result["pixel_accuracy"], "miou": result["miou"]}
+    scalars = {"pixel_accuracy": result["pixel_accuracy"], "miou": result["miou"]}
+    outputs.write_summary(ctx.out_dir, {"step": ctx.step, "scalars": scalars})
+    return scalars

@@ -55,8 +55,8 @@ The survival is relative to LRF(t_1) so that a level recovered only in part stil
 has one. The target itself gives LRF = 1 at t_1, s_parts = 0.5 and s_objects = 1;
 swapped levels or parts lost before t = 0.25 fail.
 
-Outputs under `workdir/eval/<step>/`: summary.json (all scalars, curves, per-class
-tables with ODS/OIS/AP), lrf_fdf.png (Fig. 5 style: LRF solid/dashed per level, FDF
+Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json (all scalars, curves,
+per-class tables with ODS/OIS/AP), lrf_fdf.png (Fig. 5 style: LRF solid/dashed per level, FDF
 dotted), pr_curve.png (with iso-F lines), ucm_grid.png (image / target UCM /
 predicted UCM) and per_class.png.
 
@@ -76,7 +76,7 @@ own are listed in `jhseg.metrics.level_recovery` and `jhseg.metrics.ucm_evaluati
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -94,7 +94,10 @@ from jhseg.metrics import ucm_evaluation
 from jhseg.models import resnet
 from jhseg.models import unet
 from jhseg.tasks import outputs
-from jhseg.tasks.base import Batch, Example, Task
+from jhseg.tasks.base import Batch, Example, StepContext, Task
+
+if TYPE_CHECKING:
+  from jhseg.train.evaluators import EvalContext
 
 PADDING_SENTINEL = 2.0  # dissimilarity of valid-padding edges; predictions lie in [0, 1]
 NO_CLASS = -1           # padding of `instance_classes`
@@ -336,8 +339,8 @@ class UltrametricUNet(Task):
             lambda e: pad_example(e, size, max_instances=max_instances)]
 
   # --- training
-  def loss(self, model, batch: Batch, rng: jax.Array):
-    del rng
+  def loss(self, model, batch: Batch, ctx: StepContext):
+    del ctx
     logits = model(batch["image"])
     per_image = per_image_loss(logits, batch["ucm"], batch["valid"], self.levels)
     return jnp.mean(per_image), {}
@@ -364,14 +367,12 @@ class UltrametricUNet(Task):
     every = self.config.eval.get("hierarchy_every_steps")
     return not every or step % every == 0 or step >= int(self.config.num_train_steps)
 
-  def evaluate(self, model, batches: Iterable[Batch], workdir: str, step: int) -> dict[str, Any]:
-    full = self._full_metrics_due(step)
+  def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
+    full = self._full_metrics_due(ctx.step)
     host = _HostEvaluation(self.config.eval, self.levels) if full else None
     loss_sum, count = 0.0, 0
-    for batch in batches:
-      sharding = batch["image"].sharding
-      mesh = sharding.mesh if isinstance(sharding, jax.sharding.NamedSharding) else None
-      loss, ucm_h, ucm_v = self._eval_fn(mesh, full)(model, batch)
+    for batch in ctx.batches():
+      loss, ucm_h, ucm_v = self._eval_fn(ctx.mesh, full)(model, batch)
       fields = {"loss": loss, "mask": batch["example_mask"]}
       if full:
         fields.update(ucm_h=ucm_h, ucm_v=ucm_v, image=batch["image"], ucm=batch["ucm"],
@@ -389,7 +390,7 @@ class UltrametricUNet(Task):
       raise ValueError("ultrametric task: the evaluation split gave no example")
     scalars: dict[str, Any] = {"loss": loss_sum / count}
     if full:
-      scalars.update(self._report(host, workdir, step, scalars["loss"]))
+      scalars.update(self._report(host, ctx.out_dir, ctx.step, scalars["loss"]))
     return scalars
 
   def _level_names(self, levels: Sequence[float]) -> dict[float, str]:
@@ -398,8 +399,8 @@ class UltrametricUNet(Task):
       return {float(l): n for l, n in zip(levels, names)}
     return DEFAULT_LEVEL_NAMES.get(tuple(levels), {l: f"level{l:g}" for l in levels})
 
-  def _report(self, host: _HostEvaluation, workdir: str, step: int, loss: float) -> dict:
-    """Scalars for the engine; summary.json and PNGs under workdir/eval/<step>/."""
+  def _report(self, host: _HostEvaluation, out_dir: str, step: int, loss: float) -> dict:
+    """Scalars for the engine; summary.json and PNGs under `out_dir`."""
     from jhseg.viz import curves, grids, pr_curve  # pylint: disable=g-import-not-at-top
 
     result = host.metrics.result()
@@ -418,7 +419,6 @@ class UltrametricUNet(Task):
     scalars.update(ods_f=bdry.ods_f, ois_f=bdry.ois_f, ap=bdry.ap,
                    level_order_ok=float(order["level_order_ok"]))
 
-    out_dir = os.path.join(workdir, "eval", str(step))
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
       class_names = dict(enumerate(self.config.eval.get("class_names") or ()))

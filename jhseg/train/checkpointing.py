@@ -7,8 +7,9 @@ the best one by `best_metric` when set.
 """
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -39,6 +40,13 @@ def _data_to_keys(restored: Any, like: Any) -> Any:
       restored, like)
 
 
+class _StepInfo(NamedTuple):
+  """What orbax's preservation policies read of a checkpoint."""
+  step: int
+  time: Any
+  metrics: Any
+
+
 class Checkpointer:
   """Saves and restores `(state, meta)` under `workdir/checkpoints`."""
 
@@ -53,8 +61,9 @@ class Checkpointer:
     # best_fn makes orbax store each checkpoint's metrics, which BestN reads; without it
     # every checkpoint has no metrics and BestN keeps none.
     best_fn = (lambda metrics: metrics[self.best_metric]) if self.best_metric else None
+    self._policy = policies.AnyPreservationPolicy(keep)
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policies.AnyPreservationPolicy(keep),
+        preservation_policy=self._policy,
         best_fn=best_fn, best_mode=config.get("best_mode", "min"),
         enable_async_checkpointing=config.get("async", True))
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -83,6 +92,35 @@ class Checkpointer:
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
+  def attach_metrics(self, step: int, metrics: dict[str, float]) -> None:
+    """Records the evaluation metrics of the already saved `step` for `best_metric`.
+
+    The engine saves a step before evaluating it (a failed evaluation keeps the
+    step); the metrics come afterwards. They are stored as orbax stores them at
+    save time, then the preservation policy runs again.
+    """
+    if not self.best_metric:
+      return
+    if self.best_metric not in metrics:
+      raise KeyError(f"config.checkpoint.best_metric={self.best_metric!r} is not among the "
+                     f"evaluation metrics {sorted(metrics)}")
+    self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      folder = os.path.join(self.directory, str(step), "metrics")
+      os.makedirs(folder, exist_ok=True)
+      with open(os.path.join(folder, "metrics"), "w") as f:
+        json.dump({k: float(v) for k, v in metrics.items()}, f)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f"attach_metrics_{step}")
+    self._manager.reload()
+    steps = sorted(self._manager.all_steps())
+    infos = [_StepInfo(s, None, self._manager.metrics(s)) for s in steps]
+    keep = self._policy.should_preserve(infos, context=policies.PreservationContext())
+    for s, kept in zip(steps, keep):
+      if not kept:
+        self._manager.delete(s)
+
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
@@ -102,12 +140,21 @@ def read_state_arrays(path: str) -> dict[str, Any]:
   return checkpointer.restore(path, restore_args=args)
 
 
-def load_params_from(directory: str, params: Any) -> tuple[Any, list[str]]:
-  """Parameters of `params` replaced by the same-named arrays of another run.
+def load_params_from(directory: str, params: Any, *, prefixes: Any = None,
+                     with_unused: bool = False) -> tuple[Any, ...]:
+  """Variables of `params` (a model state) replaced by same-named arrays of another run.
 
   `directory` is a run's workdir (its latest checkpoint) or one checkpoint's
-  `state` folder. Returns the new parameters and the names not found there.
-  Arrays found with another shape raise ValueError naming the parameter.
+  `state` folder. `prefixes` maps name prefixes of that checkpoint's model to
+  prefixes of this model (a mapping or (source, target) pairs, e.g.
+  {"backbone/": "encoder/"}: a pretrained backbone into a bigger model); then only
+  variables under a target prefix are loaded, each from the source name with the
+  prefix swapped. Without `prefixes` every variable is looked up by its own name.
+
+  Returns the new variables and the names of this model's variables that were
+  looked for and not found (they keep their initial values); with `with_unused`,
+  also the names of the source's variables (under a source prefix, if any) that
+  were not used. An array found with another shape raises ValueError naming it.
   """
   from jhseg.train.optim import parameter_name
 
@@ -122,19 +169,35 @@ def load_params_from(directory: str, params: Any) -> tuple[Any, list[str]]:
     raise FileNotFoundError(f"config.init_from={directory!r}: no checkpoint directory at {path}")
   source = read_state_arrays(path)
   flat = {}
-  jax.tree_util.tree_map_with_path(lambda p, x: flat.__setitem__(parameter_name(p), x), source)
-  # The run state is (model, optimizer): model parameters live under "0/".
-  missing = []
+  # The run state is (model, optimizer): model variables live under "0/".
+  jax.tree_util.tree_map_with_path(
+      lambda p, x: flat.__setitem__(parameter_name(p)[2:], x)
+      if parameter_name(p).startswith("0/") else None, source)
+  pairs = list((prefixes.items() if hasattr(prefixes, "items") else prefixes) or [("", "")])
+  missing, used = [], set()
 
-  def replace(path, x):
-    name = "0/" + parameter_name(path)
-    if name not in flat:
-      missing.append(name[2:])
+  def source_name(name: str) -> str | None:
+    for src, dst in pairs:
+      if name.startswith(dst):
+        return src + name[len(dst):]
+    return None
+
+  def replace(p, x):
+    name = parameter_name(p)
+    wanted = source_name(name)
+    if wanted is None:  # outside every target prefix: keeps its initial value
       return x
-    value = np.asarray(flat[name])
+    if wanted not in flat:
+      missing.append(name)
+      return x
+    used.add(wanted)
+    value = np.asarray(flat[wanted])
     if value.shape != x.shape:
-      raise ValueError(f"init_from {directory}: parameter {name[2:]} has shape {value.shape} "
-                       f"there; the model expects {x.shape}")
+      origin = "" if wanted == name else f" (from {wanted})"
+      raise ValueError(f"init_from {directory}: parameter {name}{origin} has shape "
+                       f"{value.shape} there; the model expects {x.shape}")
     return jax.device_put(value.astype(x.dtype), x.sharding)
 
-  return jax.tree_util.tree_map_with_path(replace, params), missing
+  replaced = jax.tree_util.tree_map_with_path(replace, params)
+  unused = sorted(n for n in flat if n not in used and any(n.startswith(s) for s, _ in pairs))
+  return (replaced, missing, unused) if with_unused else (replaced, missing)

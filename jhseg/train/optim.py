@@ -1,8 +1,12 @@
-"""Optimizers: base rule, schedules, parameter groups, freezing, accumulation.
+"""Optimizers: update rules, schedules, parameter groups, freezing, accumulation.
 
 Everything is an optax transformation built from `config.optim`:
 
-- `name`: the update rule, one of `OPTIMIZERS` (sgd, momentum, adam, adamw).
+- `name`: the update rule. One of jhseg's `OPTIMIZERS` (sgd, momentum, adam,
+  adamw: torch-like rules configured by the fields `momentum`, `nesterov`, `b1`,
+  `b2`, `eps`, `weight_decay`), or any optax optimiser of `OPTAX_OPTIMIZERS`
+  (e.g. lion, lamb, lars, adafactor, rmsprop, adabelief), built as
+  `optax.<name>(learning_rate=<schedule>, **optim.kwargs)`.
 - `learning_rate` and `schedule`, one of `SCHEDULES` (constant, warmup_cosine,
   step_decay); step decay multiplies by `decay_factor` at the given
   `decay_fractions` of training (HSG: 0.1 at 32%, 56% and 75%).
@@ -10,7 +14,16 @@ Everything is an optax transformation built from `config.optim`:
   parameter path (e.g. `head/.*`), each with learning-rate multipliers. A
   multiplier may differ per training phase (`phase_boundaries` in steps), which
   expresses "encoder frozen for 30 epochs, then everything at 1e-5".
-  Parameters matching no group use `default_lr_mults`.
+  Parameters matching no group use `default_lr_mults`. A group may also have
+  its own update rule: `optim` = a mapping of optimizer fields (name,
+  learning_rate, schedule, weight_decay, kwargs, ...) that replace the global
+  ones for that group (e.g. AdamW for a ViT, SGD for a linear probe).
+- `layer_decay`: layer-wise learning-rate decay (BEiT / MAE fine-tuning):
+  {rate, num_layers, layer_pattern, embedding_pattern}; a parameter whose name
+  matches `layer_pattern` (a regular expression whose first group is the block
+  index i, e.g. `encoder/blocks/(\\d+)/.*`) is in layer i + 1, one matching
+  `embedding_pattern` in layer 0, any other in layer num_layers + 1; its learning
+  rate is multiplied by rate ** (num_layers + 1 - layer), on top of its group's.
 - `frozen`: regular expressions of parameters that never change; they carry no
   optimizer state at all.
 - `grad_accum_steps`: gradient accumulation (optax.MultiSteps).
@@ -62,6 +75,17 @@ OPTIMIZERS: dict[str, Callable[[ml_collections.ConfigDict], optax.GradientTransf
     "adam": _adam,
     "adamw": _adamw,
 }
+# optax's optimisers (`optax.<name>(learning_rate, **kwargs)`), for names not above.
+OPTAX_OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    name: getattr(optax, name) for name in (
+        "adabelief", "adadelta", "adafactor", "adagrad", "adamax", "adamaxw", "adan",
+        "amsgrad", "fromage", "lamb", "lars", "lion", "nadam", "nadamw", "noisy_sgd",
+        "novograd", "optimistic_gradient_descent", "radam", "rmsprop", "rprop", "sm3",
+        "yogi") if hasattr(optax, name)}
+# Optimizer fields a group's `optim` may replace.
+GROUP_OPTIM_FIELDS = ("name", "learning_rate", "schedule", "warmup_steps", "end_learning_rate",
+                      "decay_fractions", "decay_factor", "momentum", "nesterov", "b1", "b2",
+                      "eps", "weight_decay", "kwargs")
 
 
 def _constant(c, total_steps):
@@ -117,6 +141,7 @@ class ParamGroup:
   name: str
   pattern: str
   lr_mults: tuple[float, ...]
+  optim: Any = None  # the group's own optimizer fields (GROUP_OPTIM_FIELDS), or None
 
 
 FROZEN = "frozen"
@@ -127,7 +152,15 @@ def _groups(c: ml_collections.ConfigDict) -> list[ParamGroup]:
   groups = []
   for i, g in enumerate(c.get("groups", ())):
     mults = g.lr_mults if isinstance(g.lr_mults, (tuple, list)) else (g.lr_mults,)
-    groups.append(ParamGroup(g.get("name", f"group{i}"), g.pattern, tuple(float(m) for m in mults)))
+    mults = tuple(float(m) for m in mults)
+    own = g.get("optim")
+    name = g.get("name", f"group{i}")
+    if own is not None:
+      unknown = sorted(set(own.keys()) - set(GROUP_OPTIM_FIELDS))
+      if unknown:
+        raise ValueError(f"optim.groups[{name}].optim: unknown field(s) {unknown}; valid "
+                         f"fields: {sorted(GROUP_OPTIM_FIELDS)}")
+    groups.append(ParamGroup(name, g.pattern, mults, own))
   default = c.get("default_lr_mults", (1.0,))
   default = default if isinstance(default, (tuple, list)) else (default,)
   groups.append(ParamGroup(DEFAULT, ".*", tuple(float(m) for m in default)))
@@ -140,16 +173,60 @@ def _groups(c: ml_collections.ConfigDict) -> list[ParamGroup]:
   return groups
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerDecay:
+  """Layer-wise learning-rate decay (module docstring)."""
+  rate: float
+  num_layers: int
+  layer_pattern: str
+  embedding_pattern: str = "(?!)"  # matches nothing
+
+  @classmethod
+  def from_config(cls, c: ml_collections.ConfigDict) -> "LayerDecay | None":
+    spec = c.get("layer_decay")
+    if not spec:
+      return None
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(spec.keys()) - fields)
+    missing = sorted({"rate", "num_layers", "layer_pattern"} - set(spec.keys()))
+    if unknown or missing:
+      raise ValueError(f"optim.layer_decay: unknown {unknown} / missing {missing} fields; "
+                       f"valid fields: {sorted(fields)}")
+    return cls(**dict(spec))
+
+  def layer(self, name: str) -> int:
+    block = re.fullmatch(self.layer_pattern, name)
+    if block:
+      index = int(block.group(1))
+      if not 0 <= index < self.num_layers:
+        raise ValueError(f"optim.layer_decay: parameter {name} is in block {index}, outside "
+                         f"num_layers={self.num_layers}")
+      return index + 1
+    if re.fullmatch(self.embedding_pattern, name):
+      return 0
+    return self.num_layers + 1
+
+  def multiplier(self, layer: int) -> float:
+    return float(self.rate) ** (self.num_layers + 1 - layer)
+
+
+def _label(group: str, layer: int | None) -> str:
+  return group if layer is None else f"{group}@layer{layer}"
+
+
 def param_labels(params: Any, c: ml_collections.ConfigDict) -> Any:
-  """A pytree of group names: 'frozen', the first matching group, or 'default'."""
+  """A pytree of group names: 'frozen', the first matching group, or 'default'
+  (with `layer_decay`, followed by '@layer<k>')."""
   frozen = [re.compile(p) for p in c.get("frozen", ())]
   groups = [(g.name, re.compile(g.pattern)) for g in _groups(c)]
+  decay = LayerDecay.from_config(c)
 
   def label(path, _):
     name = parameter_name(path)
     if any(p.fullmatch(name) for p in frozen):
       return FROZEN
-    return next(g for g, p in groups if p.fullmatch(name))
+    group = next(g for g, p in groups if p.fullmatch(name))
+    return _label(group, decay.layer(name) if decay else None)
 
   return jax.tree_util.tree_map_with_path(label, params)
 
@@ -178,18 +255,54 @@ def scale_by_lr_scale() -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _update_rule(c: ml_collections.ConfigDict, schedule: Callable,
+                 where: str) -> optax.GradientTransformation:
+  """The rule `c.name` (jhseg's or optax's) stepping by the learning rate `schedule`."""
+  if c.name in OPTIMIZERS:
+    if c.get("kwargs"):
+      raise ValueError(f"{where}.kwargs: only optax optimisers take kwargs; jhseg's "
+                       f"{c.name!r} reads the fields momentum, nesterov, b1, b2, eps, "
+                       f"weight_decay")
+    return optax.chain(OPTIMIZERS[c.name](c), optax.scale_by_schedule(lambda s: -schedule(s)))
+  if c.name not in OPTAX_OPTIMIZERS:
+    raise ValueError(f"unknown optimizer ({where}.name) {c.name!r}; valid names: jhseg's "
+                     f"{sorted(OPTIMIZERS)} or optax's {sorted(OPTAX_OPTIMIZERS)}")
+  try:
+    return OPTAX_OPTIMIZERS[c.name](learning_rate=schedule, **dict(c.get("kwargs") or {}))
+  except TypeError as err:
+    raise ValueError(f"{where}: optax.{c.name} rejects {where}.kwargs="
+                     f"{dict(c.get('kwargs') or {})}: {err}") from err
+
+
+def _group_config(c: ml_collections.ConfigDict, group: ParamGroup) -> ml_collections.ConfigDict:
+  if group.optim is None:
+    return c
+  merged = ml_collections.ConfigDict(c.to_dict())
+  for key, value in group.optim.items():
+    merged[key] = value
+  return merged
+
+
 def make_optimizer(c: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   """The optax transformation described in the module docstring."""
-  direction = lookup(OPTIMIZERS, c.name, "optimizer (config.optim.name)")
-  base_schedule = lookup(SCHEDULES, c.get("schedule", "constant"), "schedule (config.optim.schedule)")(
-      c, total_steps)
   boundaries = tuple(int(b) for b in c.get("phase_boundaries", ()))
+  decay = LayerDecay.from_config(c)
+  layers = [None] if decay is None else list(range(decay.num_layers + 2))
 
-  def group_tx(group: ParamGroup) -> optax.GradientTransformation:
+  def group_tx(group: ParamGroup, layer: int | None) -> optax.GradientTransformation:
+    gc = _group_config(c, group)
+    where = "config.optim" if group.optim is None else f"config.optim.groups[{group.name}].optim"
+    base_schedule = lookup(SCHEDULES, gc.get("schedule", "constant"),
+                           f"schedule ({where}.schedule)")(gc, total_steps)
     mult = _phase_multiplier(group.lr_mults, boundaries)
-    return optax.chain(direction(c), optax.scale_by_schedule(lambda s: -base_schedule(s) * mult(s)))
+    layer_mult = 1.0 if layer is None else decay.multiplier(layer)
+    if layer_mult == 1.0:
+      schedule = lambda s: base_schedule(s) * mult(s)
+    else:
+      schedule = lambda s: base_schedule(s) * mult(s) * layer_mult
+    return _update_rule(gc, schedule, where)
 
-  transforms = {g.name: group_tx(g) for g in _groups(c)}
+  transforms = {_label(g.name, layer): group_tx(g, layer) for g in _groups(c) for layer in layers}
   transforms[FROZEN] = optax.set_to_zero()
   parts = []
   if c.get("grad_clip_norm"):
