@@ -156,7 +156,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.min_region_area = 30               # pixels, as in the paper
   config.eval.linkage = "average"
-  config.eval.num_thresholds = 99                # t = 0.01 ... 0.99
+  config.eval.num_thresholds = 99                # interior t of the sweep: 0, 1/100, ..., 1
   config.eval.object_neighbourhood = True        # the paper's protocol
   config.eval.neighbourhood_radius = 20          # pixels
   config.eval.boundary_max_distance = 0.0075     # BSDS matching, fraction of the diagonal
