@@ -1,0 +1,104 @@
+"""DEL task: transforms (fixed shapes, superpixel labels), the colour baseline pieces, and
+one tiny end-to-end run through the engine with Fb / Fop / timings in summary.json."""
+import importlib
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jhseg.data.sources import load_source
+from jhseg.data.transforms import apply_transforms
+from jhseg.models import vgg_del
+from jhseg.tasks import del_task
+from jhseg.train import train_and_evaluate
+
+configs = importlib.import_module("experiments.configs.del")
+
+
+def _tiny_config(data_dir: str):
+  config = configs.get_config("tiny")
+  config.data.data_dir = data_dir
+  config.num_train_steps = 2
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.log_every_steps = 1
+  config.data.batch_size = 4
+  config.data.eval_batch_size = 4
+  config.data.num_eval_examples = 6  # two batches, the second padded
+  config.eval.num_thresholds = 9
+  config.eval.num_pictures = 1
+  return config
+
+
+def test_most_regions_and_missing_field():
+  truths = np.array([[[0, 0], [0, 1]], [[0, 1], [2, 3]], [[5, 5], [5, 5]]])
+  np.testing.assert_array_equal(del_task.most_regions(truths), truths[1])
+  with pytest.raises(ValueError, match="'parts'"):
+    del_task.decode({"image": np.zeros((2, 2, 3), np.uint8)}, segment_fields=("parts",))
+
+
+def test_transforms_give_fixed_shapes_and_labels(synthetic_data_dir):
+  config = _tiny_config(synthetic_data_dir)
+  task = del_task.DEL(config)
+  scene = load_source(config.data, "train")[0]
+  size, num = tuple(config.data.image_size), config.model.superpixels.max_superpixels
+  for transforms in (task.train_transforms(), task.eval_transforms()):
+    out = apply_transforms(dict(scene), transforms, seed=0, position=3)
+    assert out["image"].shape == size + (3,) and out["superpixels"].shape == size
+    assert out["superpixel_labels"].shape == (num,)
+    n = out["superpixels"].max() + 1
+    np.testing.assert_array_equal(out["superpixel_mask"], np.arange(num) < n)
+    assert np.all(out["superpixel_labels"][n:] == -1)
+    assert np.mean(out["superpixel_labels"][:n] >= 0) > 0.5  # most superpixels are pure
+  # eval: labels are the parts' majority on the unaugmented scene
+  parts = np.asarray(scene["parts"])
+  for k in range(n):
+    label = out["superpixel_labels"][k]
+    if label >= 0:
+      values, counts = np.unique(parts[out["superpixels"] == k], return_counts=True)
+      assert values[np.argmax(counts)] == label and counts.max() / counts.sum() > 0.7
+  np.testing.assert_array_equal(out["truths"][0], parts)
+
+
+def test_colour_dissimilarity():
+  lab = np.array([[50.0, 0, 0], [50.0, 10, 10], [50.0, 0, 0]])
+  pairs = np.array([[0, 1], [0, 2]])
+  np.testing.assert_allclose(del_task.colour_dissimilarity(lab, pairs, scale=20.0),
+                             [1 - 2 / (1 + np.e), 0.0])
+
+
+def _numpy_init(self, rngs):
+  """make_model with NumPy-random parameters: one JAX RNG compilation per parameter shape
+  takes tens of seconds on the shared CPU; the values are not under test here."""
+  del rngs
+  m = self.config.model
+  model = nnx.eval_shape(lambda: vgg_del.VggDel(width=m.width, embedding_dim=m.embedding_dim,
+                                                rngs=nnx.Rngs(0)))
+  rng = np.random.default_rng(0)
+  for path, variable in nnx.iter_graph(model):
+    if isinstance(variable, nnx.Param):
+      fan_in = int(np.prod(variable.shape[:-1])) if len(variable.shape) > 1 else 1
+      value = (np.full(variable.shape, 20.0) if path[-1] == "scale"
+               else rng.normal(size=variable.shape) / np.sqrt(fan_in))
+      variable.set_value(jnp.asarray(value, jnp.float32))
+  return model
+
+
+def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
+  monkeypatch.setattr(del_task.DEL, "make_model", _numpy_init)
+  config = _tiny_config(synthetic_data_dir)
+  train_and_evaluate(config, str(tmp_path))
+  summary = json.loads((tmp_path / "eval" / "2" / "summary.json").read_text())
+  scalars = summary["scalars"]
+  for method in ("del", "colour"):
+    for metric in ("fb_ods", "fb_ois", "fop_ods", "fop_ois"):
+      assert 0 <= scalars[f"{method}_{metric}"] <= 1
+  for stage in ("superpixels", "network", "merging_ucm"):
+    assert scalars[f"seconds_{stage}"] > 0
+  for name in ("pr_curve.png", "0_del_ucm.png", "0_colour_ucm.png", "0_segments.png"):
+    assert (tmp_path / "eval" / "2" / name).read_bytes()[:4] == b"\x89PNG"
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["train/loss"] for r in records if "train/loss" in r]
+  assert losses and all(np.isfinite(losses))
