@@ -1,4 +1,5 @@
-"""DEL (Liu et al., IJCAI 2018): `python -m experiments.del --config=experiments/configs/del.py:tiny --workdir=DIR`."""
+"""DEL (Liu et al., IJCAI 2018):
+`python -m experiments.del --config=experiments/configs/del.py:tiny --workdir=DIR`."""
 from absl import app
 
 from jhseg.train import cli

@@ -108,7 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.colour_scale = 20.0
   elif arg == "bsds500":
     config.data.name = "bsds500"
-    config.data.train_split = "train"     # paper: train+val (needs split expressions in load_source)
+    config.data.train_split = "train"  # paper: train+val (load_source takes no "train+val")
     config.data.eval_split = "test"
     config.data.test_split = "test"
     config.data.image_size = (481, 481)   # both orientations padded to one shape

@@ -79,9 +79,9 @@ def _segmentation_stack(example: Mapping[str, Any], fields, *, dataset_hint: str
   maps = []
   for field in fields:
     if field not in example:
-      raise ValueError(f"del task: dataset example has no field {field!r} "
-                       f"(config.loss / config.eval segment_fields; has {sorted(example)}); expected "
-                       f"an (H, W) or (K, H, W) int segmentation ({dataset_hint})")
+      raise ValueError(f"del task: dataset example has no field {field!r} (config.loss / "
+                       f"config.eval segment_fields; has {sorted(example)}); expected an "
+                       f"(H, W) or (K, H, W) int segmentation ({dataset_hint})")
     value = np.asarray(example[field]).astype(np.int32)
     maps.extend(value if value.ndim == 3 else [value])
   return np.stack(maps)
@@ -191,7 +191,8 @@ def mean_lab(image: np.ndarray, superpixels: np.ndarray, num: int) -> np.ndarray
   lab = color.rgb2lab(np.clip(image, 0, 1)).reshape(-1, 3)
   ids = superpixels.ravel()
   counts = np.maximum(np.bincount(ids, minlength=num), 1)
-  return np.stack([np.bincount(ids, lab[:, c], minlength=num) for c in range(3)], -1) / counts[:, None]
+  sums = np.stack([np.bincount(ids, lab[:, c], minlength=num) for c in range(3)], -1)
+  return sums / counts[:, None]
 
 
 def _ucm2(h: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -377,3 +378,37 @@ class DEL(Task):
       painted = viz_segments.colour_segments(regions, image=image)
       matplotlib.image.imsave(os.path.join(out_dir, f"{k}_segments.png"),
                               np.concatenate([np.clip(image, 0, 1), painted], axis=1))
+
+  # --- inference on single images (`python -m jhseg.infer`)
+  def infer(self, model, image: np.ndarray, out_dir: str, name: str) -> dict[str, str]:
+    """SLIC -> embedding -> single-linkage UCM of one image of any size, at its size.
+
+    Writes `<name>_ucm.npy` (float32 interpixel map (2H-1, 2W-1), the format of
+    `jhseg.grid.edges_to_interpixel`), `<name>_ucm.png` and `<name>_segments.png`
+    (Algorithm 1 at config.eval.threshold / min_size, regions in their mean colour).
+    """
+    from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
+    from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
+    import matplotlib.image  # pylint: disable=g-import-not-at-top
+
+    image = np.asarray(image, np.float32)
+    s = self.config.model.superpixels
+    sp = superpixels_lib.slic_superpixels(image, pixels_per_superpixel=s.pixels_per_superpixel,
+                                          compactness=s.compactness)
+    superpixels_lib.pad_superpixels(sp, self.num_superpixels, what=f"del infer {name}")
+    pairs, pair_mask, d = jax.device_get(self._similarities()(
+        model, jnp.asarray(image[None]), jnp.asarray(sp[None])))
+    e = self.config.eval
+    num = int(sp.max()) + 1
+    h, v = superpixel_graph.ucm_from_superpixel_graph(
+        sp, pairs[0], 1.0 - d[0], mask=pair_mask[0], linkage=e.linkage, num_superpixels=num)
+    regions = superpixel_graph.merge_superpixels(
+        num, pairs[0], 1.0 - d[0], mask=pair_mask[0], threshold=float(e.threshold),
+        min_size=int(e.min_size))
+    stem = os.path.join(out_dir, name)
+    paths = {"ucm_array": f"{stem}_ucm.npy", "segments": f"{stem}_segments.png"}
+    np.save(paths["ucm_array"], np.asarray(grid.edges_to_interpixel(h, v), np.float32))
+    paths["ucm"] = viz_ucm.save_ucm_png(f"{stem}_ucm.png", h, v)
+    matplotlib.image.imsave(paths["segments"],
+                            viz_segments.colour_segments(regions[sp], image=image))
+    return {k: str(p) for k, p in paths.items()}
