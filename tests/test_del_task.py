@@ -102,3 +102,19 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert losses and all(np.isfinite(losses))
+
+
+def test_infer_writes_an_ultrametric(tmp_path):
+  from jhseg import grid, hierarchy  # pylint: disable=g-import-not-at-top
+  config = configs.get_config("tiny")
+  task = del_task.DEL(config)
+  model = _numpy_init(task, None)
+  image = np.zeros((30, 40, 3), np.float32)
+  image[:, 20:] = (0.9, 0.2, 0.1)
+  image[12:, :] += 0.05 * np.random.default_rng(0).random((18, 40, 3))
+  paths = task.infer(model, image, str(tmp_path), "x")
+  ucm = np.load(paths["ucm_array"])
+  assert ucm.shape == (59, 79)
+  h, v = grid.interpixel_to_edges(ucm)
+  assert hierarchy.is_ultrametric(np.asarray(h), np.asarray(v))
+  assert (tmp_path / "x_segments.png").read_bytes()[:4] == b"\x89PNG"
