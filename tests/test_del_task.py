@@ -118,3 +118,30 @@ def test_infer_writes_an_ultrametric(tmp_path):
   h, v = grid.interpixel_to_edges(ucm)
   assert hierarchy.is_ultrametric(np.asarray(h), np.asarray(v))
   assert (tmp_path / "x_segments.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bsds_like_example_trains_on_the_finest_annotator_and_evaluates_on_all():
+  config = configs.get_config("bsds500")
+  config.data.image_size = (12, 12)
+  config.data.augment.enabled = False
+  config.model.superpixels.max_superpixels = 40
+  config.model.superpixels.pixels_per_superpixel = 8.0
+  config.eval.max_truths = 3
+  rng = np.random.default_rng(0)
+  coarse = np.zeros((10, 12), np.int32)
+  coarse[:, 6:] = 1
+  fine = coarse * 2 + (np.arange(10)[:, None] >= 5)
+  palette = np.array([[200, 20, 20], [20, 200, 20], [20, 20, 200], [200, 200, 20]])
+  image = palette[fine] + rng.integers(0, 10, (10, 12, 3))
+  example = {"image": image.astype(np.uint8),
+             "segmentations": np.stack([coarse, fine])}
+  task = del_task.DEL(config)
+  train = apply_transforms(dict(example), task.train_transforms(), seed=0, position=0)
+  labels, sp = train["superpixel_labels"], train["superpixels"][:10]
+  for k in np.flatnonzero(labels >= 0):  # labels come from `fine` (4 regions)
+    assert np.all(fine[sp == k] == labels[k]) or np.mean(fine[sp == k] == labels[k]) > 0.7
+  assert set(labels[labels >= 0]) <= {0, 1, 2, 3} and len(set(labels[labels >= 0])) > 2
+  evaluation = apply_transforms(dict(example), task.eval_transforms(), seed=0, position=0)
+  np.testing.assert_array_equal(evaluation["truth_mask"], [True, True, False])
+  np.testing.assert_array_equal(evaluation["truths"][1, :10, :12], fine)
+  assert np.all(evaluation["truths"][2] == -1) and evaluation["valid"].sum() == 120

@@ -40,6 +40,9 @@ Faithfulness (deviations and their reasons):
 - The UCM is the hierarchy of Algorithm 1's first pass (min_size = 0); the min-size
   second pass is applied to the single segmentation pictured, as the authors sweep it
   separately.
+- Algorithm 1's min-size pass visits the pairs sorted by (i, j), i < j
+  (`jhseg.segments.segment_adjacency`); the authors visit them by larger id, then in
+  pixel-scan discovery order. Only the min-size pass depends on the order.
 - Padding: the network sees the padded image (zeros beyond the valid rectangle), which
   changes features within the receptive field of the border; pooling ignores padding.
 """
