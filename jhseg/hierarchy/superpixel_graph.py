@@ -30,6 +30,8 @@ from typing import Callable
 
 import higra as hg
 import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
 
 
 class _DisjointSets:
@@ -169,16 +171,14 @@ SUPERPIXEL_LINKAGES: dict[str, Callable] = {
 
 def _connected(num: int, pairs: np.ndarray, dissimilarities: np.ndarray):
   """Adds edges joining the graph's components at 1 + max(f) (only at the very top)."""
-  sets = _DisjointSets(num)
-  for i, j in pairs.tolist():
-    a, b = sets.find(i), sets.find(j)
-    if a != b:
-      sets.join(a, b)
-  roots = np.unique(sets.components())
-  if roots.size <= 1:
+  adjacency = sparse.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                                shape=(num, num))
+  count, component = csgraph.connected_components(adjacency, directed=False)
+  if count <= 1:
     return pairs, dissimilarities
+  _, first = np.unique(component, return_index=True)  # one superpixel per component
   top = (dissimilarities.max() if dissimilarities.size else 0.0) + 1.0
-  bridges = np.stack([roots[:-1], roots[1:]], axis=1)
+  bridges = np.stack([first[:-1], first[1:]], axis=1)
   return (np.concatenate([pairs, bridges]),
           np.concatenate([dissimilarities, np.full(len(bridges), top)]))
 

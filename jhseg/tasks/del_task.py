@@ -21,7 +21,8 @@ mean CIELAB colour of each superpixel with the same similarity form
 d = 2 / (1 + exp(||c_i - c_j||_1 / colour_scale)) -- both scored by the BSDS boundary
 benchmark (Fb ODS/OIS/AP, `jhseg.metrics.boundary` on the ucm2) and by Fop ODS/OIS
 (`jhseg.metrics.fop`), and the time per stage: SLIC (measured in the transform),
-network + pooling + similarities (jitted, per image), merging + UCM (host).
+network + pooling + similarities (jitted, per image of a batch, the first batch -- which
+compiles -- left out when there are several), merging + UCM (host).
 Outputs under `workdir/eval/<step>/`: summary.json, pr_curve.png, and for the first
 images <k>_del_ucm.png, <k>_colour_ucm.png, <k>_segments.png (Algorithm 1 at
 config.eval.threshold / min_size next to the image).
@@ -301,14 +302,15 @@ class DEL(Task):
     e = self.config.eval
     thresholds = np.linspace(0.0, 1.0, int(e.num_thresholds) + 2)[1:-1]
     methods = {"del": _Method(thresholds), "colour": _Method(thresholds)}
-    seconds = {"superpixels": [], "network": [], "merging_ucm": [], "colour_ucm": []}
+    seconds = {"superpixels": [], "merging_ucm": [], "colour_ucm": []}
+    network_per_image = []  # per batch; the first batch includes the jit compilation
     pictures = []
     out_dir = os.path.join(workdir, "eval", str(step))
     for batch in batches:
       start = time.perf_counter()
       result = jax.block_until_ready(self._similarities()(model, batch["image"],
                                                           batch["superpixels"]))
-      network_time = time.perf_counter() - start
+      network_per_image.append((time.perf_counter() - start) / len(batch["example_mask"]))
       values = outputs.to_host({"pairs": result[0], "pair_mask": result[1], "d": result[2],
                                 "mask": batch["example_mask"], "image": batch["image"],
                                 "superpixels": batch["superpixels"], "size": batch["size"],
@@ -335,7 +337,6 @@ class DEL(Task):
             sp, pairs, colour, mask=pair_mask, linkage=e.linkage, num_superpixels=num)
         seconds["colour_ucm"].append(time.perf_counter() - start)
         seconds["superpixels"].append(float(values["slic"][i]))
-        seconds["network"].append(network_time / len(values["mask"]))
         methods["del"].add(h, v, truths, truth_boundaries, e.boundary_max_distance)
         methods["colour"].add(ch, cv, truths, truth_boundaries, e.boundary_max_distance)
         if len(pictures) < int(e.num_pictures):
@@ -343,8 +344,9 @@ class DEL(Task):
               num, pairs, 1.0 - values["d"][i], mask=pair_mask, threshold=float(e.threshold),
               min_size=int(e.min_size))
           pictures.append((image, (h, v), (ch, cv), regions[sp]))
-    if not seconds["network"]:
+    if not seconds["superpixels"]:
       raise ValueError("del task: the evaluation split gave no example")
+    seconds["network"] = network_per_image[1:] or network_per_image
     scalars: dict[str, float] = {}
     curves = {}
     for name, method in methods.items():
