@@ -145,3 +145,35 @@ def test_bsds_like_example_trains_on_the_finest_annotator_and_evaluates_on_all()
   np.testing.assert_array_equal(evaluation["truth_mask"], [True, True, False])
   np.testing.assert_array_equal(evaluation["truths"][1, :10, :12], fine)
   assert np.all(evaluation["truths"][2] == -1) and evaluation["valid"].sum() == 120
+
+
+@pytest.mark.parametrize("height,width,degrees", [(40, 60, 22.5), (60, 40, 45.0),
+                                                 (50, 50, 45.0), (30, 90, 67.5)])
+def test_inscribed_rectangle_has_no_fill_and_is_maximal(height, width, degrees):
+  import math  # pylint: disable=g-import-not-at-top
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  ih, iw = del_task.inscribed_size(height, width, math.radians(degrees))
+  rotated = ndimage.rotate(np.ones((height, width)), degrees, reshape=True, order=0)
+  top, left = (rotated.shape[0] - ih) // 2, (rotated.shape[1] - iw) // 2
+  assert rotated[top:top + ih, left:left + iw].min() == 1  # no pixel from outside
+  # two pixels more on every side (beyond the 1-pixel margin) would leave the image
+  grown = rotated[max(top - 3, 0):top + ih + 3, max(left - 3, 0):left + iw + 3]
+  assert grown.min() == 0
+  if height == width and degrees == 45.0:
+    assert abs(ih + 2 - height / math.sqrt(2)) <= 1.5
+
+
+def test_sixteen_angle_augmentation_keeps_image_and_labels_aligned():
+  seg = np.zeros((40, 60), np.int32)
+  seg[:, 30:] = 1
+  image = np.zeros((40, 60, 3), np.float32)
+  image[:, 30:] = 1.0
+  for position in range(6):
+    out = del_task.rotate_flip_inscribed({"image": image, "segments": seg},
+                                         np.random.default_rng(position), size=(32, 32),
+                                         num_angles=16)
+    assert out["image"].shape[:2] == out["segments"].shape and max(out["segments"].shape) <= 32
+    # away from the label border, white pixels are label 1 and black ones label 0
+    bright = out["image"][..., 0] > 0.9
+    dark = out["image"][..., 0] < 0.1
+    assert np.all(out["segments"][bright] == 1) and np.all(out["segments"][dark] == 0)

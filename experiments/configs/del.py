@@ -27,6 +27,7 @@ def _base() -> ml_collections.ConfigDict:
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.enabled = True     # flips, 90-degree rotations, random crop
   config.data.augment.crop = placeholder(tuple)  # None: config.data.image_size
+  config.data.augment.num_angles = 4     # 16 = the paper's BSDS500 rotations (Sec. 2.5)
 
   config.model = ml_collections.ConfigDict()
   config.model.superpixels = ml_collections.ConfigDict()
@@ -113,6 +114,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.test_split = "test"
     config.data.image_size = (481, 481)   # both orientations padded to one shape
     config.data.augment.crop = (321, 321)
+    config.data.augment.num_angles = 16
     config.data.batch_size = 5
     config.data.eval_batch_size = 1
     config.data.num_eval_examples = placeholder(int)
