@@ -10,6 +10,7 @@ from jhseg.hierarchy.callbacks import ucm_from_dissimilarity_jax
 from jhseg.hierarchy.callbacks import watershed_superpixels_jax
 from jhseg.hierarchy.cuts import cut_at_threshold
 from jhseg.hierarchy.cuts import cut_with_num_regions
+from jhseg.hierarchy.superpixel_graph import ucm_from_superpixel_graph
 from jhseg.hierarchy.trees import filter_small_regions
 from jhseg.hierarchy.trees import is_ultrametric
 from jhseg.hierarchy.trees import tree_from_ultrametric
@@ -28,6 +29,7 @@ __all__ = [
     "filter_small_regions",
     "is_ultrametric",
     "tree_from_ultrametric",
+    "ucm_from_superpixel_graph",
     "ucm_from_dissimilarity",
     "ucm_from_dissimilarity_jax",
     "ultrametric_from_nested_segmentations",

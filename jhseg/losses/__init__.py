@@ -13,3 +13,5 @@ from jhseg.losses.hsg import knn_affinity
 from jhseg.losses.hsg import modularity
 from jhseg.losses.hsg import pixel_segment_contrastive_loss
 from jhseg.losses.hsg import total_loss
+from jhseg.losses.del_loss import pair_similarities
+from jhseg.losses.del_loss import similarity_loss

@@ -1,5 +1,6 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
+from jhseg.tasks.del_task import DEL
 from jhseg.tasks.hsg import HSG
 from jhseg.tasks.pixel_classification import PixelClassification
 from jhseg.tasks.ultrametric import UltrametricUNet
@@ -8,6 +9,7 @@ TASKS: dict[str, type[Task]] = {
     "pixel_classification": PixelClassification,
     "ultrametric": UltrametricUNet,
     "hsg": HSG,
+    "del": DEL,
 }
 
 

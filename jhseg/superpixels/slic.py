@@ -1,0 +1,81 @@
+"""SLIC superpixels (Achanta et al., TPAMI 2012) with scikit-image, as DEL starts from.
+
+DEL (Liu et al., IJCAI 2018, Sec. 2.1) asks for about 64 pixels per superpixel; the
+number of SLIC seeds is therefore round(H * W / pixels_per_superpixel). Connectivity is
+enforced (every superpixel is one 4-connected region), which the merging and the UCM
+back-projection rely on.
+
+Faithfulness: the paper uses gSLIC (GPU) and its DEL-C variant the CPU SLIC of the
+original authors; scikit-image's SLIC is the same algorithm (k-means in CIELAB + xy on a
+grid of seeds) with its own defaults: compactness 10, max 10 iterations, Gaussian
+pre-smoothing off. The count actually produced differs slightly from the request.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from skimage import segmentation
+
+from jhseg.superpixels import labels as labels_lib
+
+PIXELS_PER_SUPERPIXEL = 64  # DEL, Sec. 2.1
+
+
+def _float_image(image: np.ndarray, caller: str) -> np.ndarray:
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f"{caller}: expected an RGB image (H, W, 3); got shape {image.shape}")
+  if image.dtype == np.uint8:
+    return image.astype(np.float32) / 255.0
+  return image.astype(np.float32)
+
+
+def slic_superpixels(image: np.ndarray, *, pixels_per_superpixel: float = PIXELS_PER_SUPERPIXEL,
+                     compactness: float = 10.0, max_num_iter: int = 10) -> np.ndarray:
+  """(H, W) int32 SLIC labels 0..n-1 (raster order of first pixel), connected regions.
+
+  Args:
+    image: (H, W, 3) RGB, uint8 or float in [0, 1].
+    pixels_per_superpixel: target mean size; the seed count is round(H W / this).
+    compactness: SLIC's colour/space trade-off (scikit-image's default, 10).
+  """
+  image = _float_image(image, "slic_superpixels")
+  height, width = image.shape[:2]
+  num_seeds = max(1, int(round(height * width / float(pixels_per_superpixel))))
+  raw = segmentation.slic(image, n_segments=num_seeds, compactness=compactness,
+                          max_num_iter=max_num_iter, enforce_connectivity=True,
+                          convert2lab=True, start_label=0, channel_axis=-1)
+  return labels_lib.relabel_consecutive(raw)
+
+
+def make_slic_transform(*, max_superpixels: int, valid_field: str | None = None,
+                        pixels_per_superpixel: float = PIXELS_PER_SUPERPIXEL,
+                        compactness: float = 10.0) -> Callable:
+  """Per-example transform adding `superpixels` (H, W) int32 and `superpixel_mask` (max,).
+
+  Reads `image` (float [0, 1] or uint8). With `valid_field` (an (H, W) bool mask whose
+  True pixels form the top-left (h, w) rectangle, as after padding), SLIC runs on that
+  rectangle only and the other pixels get -1.
+
+  Where the engine's per-example cache (issue 9, `jhseg.data` cache) plugs in: wrap the
+  call to `slic_superpixels` below, keyed by the image content and the options.
+  """
+
+  def add_superpixels(example):
+    image = np.asarray(example["image"])
+    height, width = image.shape[:2]
+    if valid_field is not None:
+      valid = np.asarray(example[valid_field], bool)
+      h, w = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
+    else:
+      h, w = height, width
+    superpixels = np.full((height, width), labels_lib.IGNORE, np.int32)
+    superpixels[:h, :w] = slic_superpixels(image[:h, :w], compactness=compactness,
+                                           pixels_per_superpixel=pixels_per_superpixel)
+    out = dict(example)
+    out["superpixels"] = superpixels
+    out["superpixel_mask"] = labels_lib.pad_superpixels(superpixels[:h, :w], max_superpixels)
+    return out
+
+  return add_superpixels

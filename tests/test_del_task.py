@@ -1,0 +1,179 @@
+"""DEL task: transforms (fixed shapes, superpixel labels), the colour baseline pieces, and
+one tiny end-to-end run through the engine with Fb / Fop / timings in summary.json."""
+import importlib
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jhseg.data.sources import load_source
+from jhseg.data.transforms import apply_transforms
+from jhseg.models import vgg_del
+from jhseg.tasks import del_task
+from jhseg.train import train_and_evaluate
+
+configs = importlib.import_module("experiments.configs.del")
+
+
+def _tiny_config(data_dir: str):
+  config = configs.get_config("tiny")
+  config.data.data_dir = data_dir
+  config.num_train_steps = 2
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.log_every_steps = 1
+  config.data.batch_size = 4
+  config.data.eval_batch_size = 4
+  config.data.num_eval_examples = 6  # two batches, the second padded
+  config.eval.num_thresholds = 9
+  config.eval.num_pictures = 1
+  return config
+
+
+def test_most_regions_and_missing_field():
+  truths = np.array([[[0, 0], [0, 1]], [[0, 1], [2, 3]], [[5, 5], [5, 5]]])
+  np.testing.assert_array_equal(del_task.most_regions(truths), truths[1])
+  with pytest.raises(ValueError, match="'parts'"):
+    del_task.decode({"image": np.zeros((2, 2, 3), np.uint8)}, segment_fields=("parts",))
+
+
+def test_transforms_give_fixed_shapes_and_labels(synthetic_data_dir):
+  config = _tiny_config(synthetic_data_dir)
+  task = del_task.DEL(config)
+  scene = load_source(config.data, "train")[0]
+  size, num = tuple(config.data.image_size), config.model.superpixels.max_superpixels
+  for transforms in (task.train_transforms(), task.eval_transforms()):
+    out = apply_transforms(dict(scene), transforms, seed=0, position=3)
+    assert out["image"].shape == size + (3,) and out["superpixels"].shape == size
+    assert out["superpixel_labels"].shape == (num,)
+    n = out["superpixels"].max() + 1
+    np.testing.assert_array_equal(out["superpixel_mask"], np.arange(num) < n)
+    assert np.all(out["superpixel_labels"][n:] == -1)
+    assert np.mean(out["superpixel_labels"][:n] >= 0) > 0.5  # most superpixels are pure
+  # eval: labels are the parts' majority on the unaugmented scene
+  parts = np.asarray(scene["parts"])
+  for k in range(n):
+    label = out["superpixel_labels"][k]
+    if label >= 0:
+      values, counts = np.unique(parts[out["superpixels"] == k], return_counts=True)
+      assert values[np.argmax(counts)] == label and counts.max() / counts.sum() > 0.7
+  np.testing.assert_array_equal(out["truths"][0], parts)
+
+
+def test_colour_dissimilarity():
+  lab = np.array([[50.0, 0, 0], [50.0, 10, 10], [50.0, 0, 0]])
+  pairs = np.array([[0, 1], [0, 2]])
+  np.testing.assert_allclose(del_task.colour_dissimilarity(lab, pairs, scale=20.0),
+                             [1 - 2 / (1 + np.e), 0.0])
+
+
+def _numpy_init(self, rngs):
+  """make_model with NumPy-random parameters: one JAX RNG compilation per parameter shape
+  takes tens of seconds on the shared CPU; the values are not under test here."""
+  del rngs
+  m = self.config.model
+  model = nnx.eval_shape(lambda: vgg_del.VggDel(width=m.width, embedding_dim=m.embedding_dim,
+                                                rngs=nnx.Rngs(0)))
+  rng = np.random.default_rng(0)
+  for path, variable in nnx.iter_graph(model):
+    if isinstance(variable, nnx.Param):
+      fan_in = int(np.prod(variable.shape[:-1])) if len(variable.shape) > 1 else 1
+      value = (np.full(variable.shape, 20.0) if path[-1] == "scale"
+               else rng.normal(size=variable.shape) / np.sqrt(fan_in))
+      variable.set_value(jnp.asarray(value, jnp.float32))
+  return model
+
+
+def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
+  monkeypatch.setattr(del_task.DEL, "make_model", _numpy_init)
+  config = _tiny_config(synthetic_data_dir)
+  train_and_evaluate(config, str(tmp_path))
+  summary = json.loads((tmp_path / "eval" / "2" / "summary.json").read_text())
+  scalars = summary["scalars"]
+  for method in ("del", "colour"):
+    for metric in ("fb_ods", "fb_ois", "fop_ods", "fop_ois"):
+      assert 0 <= scalars[f"{method}_{metric}"] <= 1
+  for stage in ("superpixels", "network", "merging_ucm"):
+    assert scalars[f"seconds_{stage}"] > 0
+  for name in ("pr_curve.png", "0_del_ucm.png", "0_colour_ucm.png", "0_segments.png"):
+    assert (tmp_path / "eval" / "2" / name).read_bytes()[:4] == b"\x89PNG"
+  records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  losses = [r["train/loss"] for r in records if "train/loss" in r]
+  assert losses and all(np.isfinite(losses))
+
+
+def test_infer_writes_an_ultrametric(tmp_path):
+  from jhseg import grid, hierarchy  # pylint: disable=g-import-not-at-top
+  config = configs.get_config("tiny")
+  task = del_task.DEL(config)
+  model = _numpy_init(task, None)
+  image = np.zeros((30, 40, 3), np.float32)
+  image[:, 20:] = (0.9, 0.2, 0.1)
+  image[12:, :] += 0.05 * np.random.default_rng(0).random((18, 40, 3))
+  paths = task.infer(model, image, str(tmp_path), "x")
+  ucm = np.load(paths["ucm_array"])
+  assert ucm.shape == (59, 79)
+  h, v = grid.interpixel_to_edges(ucm)
+  assert hierarchy.is_ultrametric(np.asarray(h), np.asarray(v))
+  assert (tmp_path / "x_segments.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bsds_like_example_trains_on_the_finest_annotator_and_evaluates_on_all():
+  config = configs.get_config("bsds500")
+  config.data.image_size = (12, 12)
+  config.data.augment.enabled = False
+  config.model.superpixels.max_superpixels = 40
+  config.model.superpixels.pixels_per_superpixel = 8.0
+  config.eval.max_truths = 3
+  rng = np.random.default_rng(0)
+  coarse = np.zeros((10, 12), np.int32)
+  coarse[:, 6:] = 1
+  fine = coarse * 2 + (np.arange(10)[:, None] >= 5)
+  palette = np.array([[200, 20, 20], [20, 200, 20], [20, 20, 200], [200, 200, 20]])
+  image = palette[fine] + rng.integers(0, 10, (10, 12, 3))
+  example = {"image": image.astype(np.uint8),
+             "segmentations": np.stack([coarse, fine])}
+  task = del_task.DEL(config)
+  train = apply_transforms(dict(example), task.train_transforms(), seed=0, position=0)
+  labels, sp = train["superpixel_labels"], train["superpixels"][:10]
+  for k in np.flatnonzero(labels >= 0):  # labels come from `fine` (4 regions)
+    assert np.all(fine[sp == k] == labels[k]) or np.mean(fine[sp == k] == labels[k]) > 0.7
+  assert set(labels[labels >= 0]) <= {0, 1, 2, 3} and len(set(labels[labels >= 0])) > 2
+  evaluation = apply_transforms(dict(example), task.eval_transforms(), seed=0, position=0)
+  np.testing.assert_array_equal(evaluation["truth_mask"], [True, True, False])
+  np.testing.assert_array_equal(evaluation["truths"][1, :10, :12], fine)
+  assert np.all(evaluation["truths"][2] == -1) and evaluation["valid"].sum() == 120
+
+
+@pytest.mark.parametrize("height,width,degrees", [(40, 60, 22.5), (60, 40, 45.0),
+                                                 (50, 50, 45.0), (30, 90, 67.5)])
+def test_inscribed_rectangle_has_no_fill_and_is_maximal(height, width, degrees):
+  import math  # pylint: disable=g-import-not-at-top
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  ih, iw = del_task.inscribed_size(height, width, math.radians(degrees))
+  rotated = ndimage.rotate(np.ones((height, width)), degrees, reshape=True, order=0)
+  top, left = (rotated.shape[0] - ih) // 2, (rotated.shape[1] - iw) // 2
+  assert rotated[top:top + ih, left:left + iw].min() == 1  # no pixel from outside
+  # two pixels more on every side (beyond the 1-pixel margin) would leave the image
+  grown = rotated[max(top - 3, 0):top + ih + 3, max(left - 3, 0):left + iw + 3]
+  assert grown.min() == 0
+  if height == width and degrees == 45.0:
+    assert abs(ih + 2 - height / math.sqrt(2)) <= 1.5
+
+
+def test_sixteen_angle_augmentation_keeps_image_and_labels_aligned():
+  seg = np.zeros((40, 60), np.int32)
+  seg[:, 30:] = 1
+  image = np.zeros((40, 60, 3), np.float32)
+  image[:, 30:] = 1.0
+  for position in range(6):
+    out = del_task.rotate_flip_inscribed({"image": image, "segments": seg},
+                                         np.random.default_rng(position), size=(32, 32),
+                                         num_angles=16)
+    assert out["image"].shape[:2] == out["segments"].shape and max(out["segments"].shape) <= 32
+    # away from the label border, white pixels are label 1 and black ones label 0
+    bright = out["image"][..., 0] > 0.9
+    dark = out["image"][..., 0] < 0.1
+    assert np.all(out["segments"][bright] == 1) and np.all(out["segments"][dark] == 0)

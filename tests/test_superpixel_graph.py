@@ -1,0 +1,99 @@
+"""jhseg.hierarchy.superpixel_graph: DEL's Algorithm 1 vs the single-linkage UCM cut."""
+import numpy as np
+import pytest
+
+from jhseg import hierarchy
+from jhseg.hierarchy import superpixel_graph as sg
+
+
+def _random_partition(rng, height=9, width=11, cells=3):
+  """Superpixels: blocks of a jittered grid (connected by construction)."""
+  rows = np.minimum(np.arange(height) // cells, height // cells)
+  cols = np.minimum(np.arange(width) // cells, width // cells)
+  labels = rows[:, None] * (width // cells + 1) + cols[None, :]
+  # random relabelling keeps regions, changes the pair order
+  perm = rng.permutation(labels.max() + 1)
+  return perm[labels]
+
+
+def _pairs(labels):
+  keys = set()
+  for a, b in [(labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])]:
+    for u, w in zip(a.ravel(), b.ravel()):
+      if u != w:
+        keys.add((min(u, w), max(u, w)))
+  return np.array(sorted(keys))
+
+
+def _same_partition(a, b):
+  a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+  return len(set(zip(a, b))) == len(set(a)) == len(set(b))
+
+
+def test_hand_example():
+  labels = np.array([[0, 0, 1], [2, 2, 1], [2, 3, 3]])
+  pairs = np.array([[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]])
+  f = np.array([.2, .5, .7, .1, .9])
+  np.testing.assert_array_equal(sg.merge_superpixels(4, pairs, f, threshold=.3), [0, 0, 1, 0])
+  np.testing.assert_array_equal(sg.merge_superpixels(4, pairs, f, threshold=.2), [0, 0, 1, 0])
+  np.testing.assert_array_equal(sg.merge_superpixels(4, pairs, f, threshold=.1), [0, 1, 2, 1])
+  # min_size 2 after {0} {1,3} {2}: pair (0, 1) joins the single 0 into {0,1,3}, then (0, 2)
+  # the single 2: everything. Reordered pairs (2, 3) first: {2,1,3}, then (0, 1): the same.
+  np.testing.assert_array_equal(
+      sg.merge_superpixels(4, pairs, f, threshold=.1, min_size=2), [0, 0, 0, 0])
+  # with min_size 2 but only pairs (1, 3), (0, 2) visited: {0, 2} and {1, 3}
+  np.testing.assert_array_equal(
+      sg.merge_superpixels(4, pairs[[3, 1]], f[[3, 1]], threshold=.1, min_size=2), [0, 1, 0, 1])
+  h, v = sg.ucm_from_superpixel_graph(labels, pairs, f)
+  # single linkage: 1-3 at .1, {1,3}-0 at .2, then 2 at .5
+  np.testing.assert_allclose(h, [[0, .2], [0, .5], [.5, 0]])
+  np.testing.assert_allclose(v, [[.5, .5, 0], [0, .5, .1]])
+  assert hierarchy.is_ultrametric(h, v)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_algorithm1_equals_ucm_cut_on_random_graphs(seed):
+  rng = np.random.default_rng(seed)
+  labels = _random_partition(rng)
+  n = labels.max() + 1
+  pairs = _pairs(labels)
+  pairs = pairs[rng.permutation(len(pairs))]
+  f = np.round(rng.random(len(pairs)), 2)  # ties on purpose
+  h, v = sg.ucm_from_superpixel_graph(labels, pairs, f)
+  for threshold in np.concatenate([[0, 1], rng.random(5), f[:3]]):
+    merged = sg.merge_superpixels(n, pairs, f, threshold=threshold)
+    cut = hierarchy.cut_at_threshold(h, v, threshold)
+    assert _same_partition(merged[labels], cut)
+    for min_size in (2, 4):
+      full = sg.merge_superpixels(n, pairs, f, threshold=threshold, min_size=min_size)
+      cut_components = np.zeros(n, int)
+      cut_components[labels.ravel()] = cut.ravel()
+      again = sg.merge_small_components(cut_components, pairs, min_size=min_size)
+      np.testing.assert_array_equal(full, again)
+
+
+def test_padding_mask_disconnected_graph_and_linkages():
+  labels = np.array([[0, 1, -1], [2, 3, -1]])
+  pairs = np.array([[0, 1], [2, 3], [0, 2], [9, 9]])
+  f = np.array([.1, .2, .3, 5.0])
+  mask = np.array([True, True, False, False])  # 0-2 dropped: graph {0,1} {2,3}
+  h, v = sg.ucm_from_superpixel_graph(labels, pairs, f, mask=mask, num_superpixels=4)
+  np.testing.assert_allclose(h, [[.1, 0], [.2, 0]])
+  np.testing.assert_allclose(v, [[1.2, 1.2, 0]])  # joined at 1 + max at the top
+  for linkage in sg.SUPERPIXEL_LINKAGES:
+    sg.ucm_from_superpixel_graph(labels, pairs[:3], f[:3], linkage=linkage)
+  with pytest.raises(ValueError, match="valid names"):
+    sg.ucm_from_superpixel_graph(labels, pairs[:3], f[:3], linkage="ward")
+  with pytest.raises(ValueError, match="outside"):
+    sg.merge_superpixels(3, pairs[:3], f[:3], threshold=.5)
+
+
+def test_average_and_complete_linkage_values():
+  # path 0 - 1 - 2 with f01 = .1, f12 = .4, f02 = .6 (triangle)
+  labels = np.array([[0, 1], [2, 2]])
+  pairs = np.array([[0, 1], [1, 2], [0, 2]])
+  f = np.array([.1, .4, .6])
+  for linkage, top in (("single", .4), ("average", .5), ("complete", .6)):
+    h, v = sg.ucm_from_superpixel_graph(labels, pairs, f, linkage=linkage)
+    np.testing.assert_allclose(h, [[.1], [0]], err_msg=linkage)
+    np.testing.assert_allclose(v, [[top, top]], err_msg=linkage)
