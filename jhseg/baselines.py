@@ -9,6 +9,9 @@ names them for configs; `reference_hierarchy(name, image, **options)` calls one.
 - colour_kmeans: k-means on colour and position from a grid (as HSG's G0 on
   embeddings), then k-means of the segments' mean colours per coarser level
   (HSG's evaluation baseline).
+- superpixel_colour_dissimilarity: mean-LAB-colour dissimilarities of adjacent
+  superpixels, merged into a UCM by `jhseg.hierarchy.superpixel_graph` (DEL's and
+  CAST's baseline: the same superpixels merged by colour).
 """
 from __future__ import annotations
 
@@ -93,3 +96,31 @@ def reference_hierarchy(name: str, image: np.ndarray, **options: Any) -> list[np
     raise ValueError(f"unknown reference hierarchy {name!r}; valid names: "
                      f"{sorted(REFERENCE_HIERARCHIES)}")
   return REFERENCE_HIERARCHIES[name](image, **options)
+
+
+def colour_dissimilarity(lab_means: np.ndarray, pairs: np.ndarray, *, scale: float) -> np.ndarray:
+  """1 - d of DEL's eq. 3 on mean CIELAB colours divided by `scale`: the dissimilarity a
+  non-learned embedding (each superpixel's mean colour) gives adjacent superpixel pairs."""
+  distance = np.abs(lab_means[pairs[:, 0]] - lab_means[pairs[:, 1]]).sum(-1) / scale
+  return 1.0 - 2.0 / (1.0 + np.exp(distance))
+
+
+def mean_lab(image: np.ndarray, superpixels: np.ndarray, num: int) -> np.ndarray:
+  """(num, 3) mean CIELAB colour of each superpixel id 0..num-1."""
+  from skimage import color  # pylint: disable=g-import-not-at-top  (heavy import)
+
+  lab = color.rgb2lab(np.clip(image, 0, 1)).reshape(-1, 3)
+  ids = superpixels.ravel()
+  counts = np.maximum(np.bincount(ids, minlength=num), 1)
+  sums = np.stack([np.bincount(ids, lab[:, c], minlength=num) for c in range(3)], -1)
+  return sums / counts[:, None]
+
+
+def superpixel_colour_dissimilarity(image: np.ndarray, superpixels: np.ndarray,
+                                    pairs: np.ndarray, num: int, *, scale: float) -> np.ndarray:
+  """Colour merging of superpixels: `colour_dissimilarity` of the pairs' mean LAB colours.
+
+  Fed to `jhseg.hierarchy.superpixel_graph.ucm_from_superpixel_graph` it gives the
+  "same superpixels merged by colour" reference hierarchy (DEL's and CAST's baseline).
+  """
+  return colour_dissimilarity(mean_lab(image, superpixels, num), pairs, scale=scale)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jhseg import baselines
 from jhseg.data.sources import load_source
 from jhseg.data.transforms import apply_transforms
 from jhseg.models import vgg_del
@@ -21,12 +22,13 @@ def _tiny_config(data_dir: str):
   config = configs.get_config("tiny")
   config.data.data_dir = data_dir
   config.num_train_steps = 2
-  config.eval_every_steps = 2
   config.checkpoint_every_steps = 2
   config.log_every_steps = 1
   config.data.batch_size = 4
-  config.data.eval_batch_size = 4
-  config.data.num_eval_examples = 6  # two batches, the second padded
+  config.evals.val.every_steps = 2
+  config.evals.val.batch_size = 4
+  config.evals.val.num_examples = 6  # two batches, the second padded
+  del config.evals["test"]  # one evaluation is enough here
   config.eval.num_thresholds = 9
   config.eval.num_pictures = 1
   return config
@@ -65,7 +67,7 @@ def test_transforms_give_fixed_shapes_and_labels(synthetic_data_dir):
 def test_colour_dissimilarity():
   lab = np.array([[50.0, 0, 0], [50.0, 10, 10], [50.0, 0, 0]])
   pairs = np.array([[0, 1], [0, 2]])
-  np.testing.assert_allclose(del_task.colour_dissimilarity(lab, pairs, scale=20.0),
+  np.testing.assert_allclose(baselines.colour_dissimilarity(lab, pairs, scale=20.0),
                              [1 - 2 / (1 + np.e), 0.0])
 
 
@@ -90,7 +92,7 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   monkeypatch.setattr(del_task.DEL, "make_model", _numpy_init)
   config = _tiny_config(synthetic_data_dir)
   train_and_evaluate(config, str(tmp_path))
-  summary = json.loads((tmp_path / "eval" / "2" / "summary.json").read_text())
+  summary = json.loads((tmp_path / "eval" / "val" / "2" / "summary.json").read_text())
   scalars = summary["scalars"]
   for method in ("del", "colour"):
     for metric in ("fb_ods", "fb_ois", "fop_ods", "fop_ois"):
@@ -98,7 +100,7 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   for stage in ("superpixels", "network", "merging_ucm"):
     assert scalars[f"seconds_{stage}"] > 0
   for name in ("pr_curve.png", "0_del_ucm.png", "0_colour_ucm.png", "0_segments.png"):
-    assert (tmp_path / "eval" / "2" / name).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "eval" / "val" / "2" / name).read_bytes()[:4] == b"\x89PNG"
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert losses and all(np.isfinite(losses))

@@ -15,15 +15,11 @@ kernels, batch 5, 10k iterations, LR x0.1 at 8k).
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from experiments.configs import _engine
+
 
 def _base() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.task = "del"
-  config.seed = 0
-  config.init_from = ""
-
-  config.data = ml_collections.ConfigDict()
-  config.data.data_dir = placeholder(str)
+  config = _engine.engine_config("del")
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.enabled = True     # flips, 90-degree rotations, random crop
   config.data.augment.crop = placeholder(tuple)  # None: config.data.image_size
@@ -54,15 +50,12 @@ def _base() -> ml_collections.ConfigDict:
   config.eval.max_truths = 1
   config.eval.segment_fields = ("segmentations",)  # ground truths of Fb / Fop
 
-  config.checkpoint = ml_collections.ConfigDict()
-  config.checkpoint.keep = 2
-  config.checkpoint.best_metric = "eval/del_fb_ods"
+  config.checkpoint.best_metric = "eval/val/del_fb_ods"
   config.checkpoint.best_mode = "max"
   return config
 
 
 def _paper_optim(config: ml_collections.ConfigDict) -> None:
-  config.optim = ml_collections.ConfigDict()
   config.optim.name = "momentum"
   config.optim.momentum = 0.9
   config.optim.weight_decay = 2e-4
@@ -70,7 +63,6 @@ def _paper_optim(config: ml_collections.ConfigDict) -> None:
   config.optim.schedule = "step_decay"
   config.optim.decay_fractions = (0.8,)  # step at 8k of 10k
   config.optim.decay_factor = 0.1
-  config.optim.grad_accum_steps = 1
   groups = []
   for name, pattern, mult in (("embed_bias", "embed/bias", 20.0), ("embed", "embed/.*", 10.0),
                               ("biases", ".*/bias", 2.0)):
@@ -85,43 +77,37 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg in (None, "tiny"):
     config.data.name = "synthetic_scenes/tiny"
     config.data.train_split = "train"
-    config.data.eval_split = "validation"
-    config.data.test_split = "test"
     config.data.image_size = (32, 32)
     config.loss.segment_fields = ("parts",)     # the finest level of the scenes
     config.eval.segment_fields = ("parts",)
     config.data.batch_size = 4
-    config.data.eval_batch_size = 4
-    config.data.num_eval_examples = 8
+    config.evals.val = _engine.evaluator("validation", every_steps=60, batch_size=4,
+                                         num_examples=8)
+    config.evals.test = _engine.evaluator("test", batch_size=4, num_examples=8)  # last step
     config.model.superpixels.pixels_per_superpixel = 16.0  # 64 superpixels on 32x32 scenes
     config.model.superpixels.max_superpixels = 96
     config.model.width = 4
     config.num_train_steps = 60
     config.log_every_steps = 10
-    config.eval_every_steps = 60
     config.checkpoint_every_steps = 60
-    config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"                  # CPU-minutes run from scratch, not the paper's
     config.optim.learning_rate = 1e-3
     config.optim.schedule = "constant"
-    config.optim.grad_accum_steps = 1
     config.loss.normalize = True
     config.eval.colour_scale = 20.0
   elif arg == "bsds500":
     config.data.name = "bsds500"
     config.data.train_split = "train"  # paper: train+val (load_source takes no "train+val")
-    config.data.eval_split = "test"
-    config.data.test_split = "test"
     config.data.image_size = (481, 481)   # both orientations padded to one shape
     config.data.augment.crop = (321, 321)
     config.data.augment.num_angles = 16
     config.data.batch_size = 5
-    config.data.eval_batch_size = 1
-    config.data.num_eval_examples = placeholder(int)
+    # Selection on val, the final model scored once on the 200 test images.
+    config.evals.val = _engine.evaluator("val", every_steps=2000, batch_size=1)
+    config.evals.test = _engine.evaluator("test", batch_size=1)
     config.eval.max_truths = 9
     config.num_train_steps = 10000
     config.log_every_steps = 20
-    config.eval_every_steps = 2000
     config.checkpoint_every_steps = 2000
     _paper_optim(config)
   else:

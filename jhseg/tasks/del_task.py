@@ -23,7 +23,7 @@ benchmark (Fb ODS/OIS/AP, `jhseg.metrics.boundary` on the ucm2) and by Fop ODS/O
 (`jhseg.metrics.fop`), and the time per stage: SLIC (measured in the transform),
 network + pooling + similarities (jitted, per image of a batch, the first batch -- which
 compiles -- left out when there are several), merging + UCM (host).
-Outputs under `workdir/eval/<step>/`: summary.json, pr_curve.png, and for the first
+Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json, pr_curve.png, and for the first
 images <k>_del_ucm.png, <k>_colour_ucm.png, <k>_segments.png (Algorithm 1 at
 config.eval.threshold / min_size next to the image).
 
@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -62,8 +62,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 from scipy import ndimage
-from skimage import color
 
+from jhseg import baselines
 from jhseg import grid
 from jhseg import losses
 from jhseg import segments
@@ -74,7 +74,10 @@ from jhseg.metrics import boundary
 from jhseg.metrics import fop
 from jhseg.models import vgg_del
 from jhseg.tasks import outputs
-from jhseg.tasks.base import Batch, Example, Task
+from jhseg.tasks.base import Batch, Example, StepContext, Task
+
+if TYPE_CHECKING:
+  from jhseg.train.evaluators import EvalContext
 
 IGNORE = -1
 
@@ -238,21 +241,6 @@ def superpixel_graph_of(embedding: jax.Array, superpixels: jax.Array, num_superp
   return means, pairs, pair_mask, losses.pair_similarities(means, pairs)
 
 
-def colour_dissimilarity(lab_means: np.ndarray, pairs: np.ndarray, *, scale: float) -> np.ndarray:
-  """1 - d of eq. 3 on mean CIELAB colours divided by `scale` (the colour baseline)."""
-  distance = np.abs(lab_means[pairs[:, 0]] - lab_means[pairs[:, 1]]).sum(-1) / scale
-  return 1.0 - 2.0 / (1.0 + np.exp(distance))
-
-
-def mean_lab(image: np.ndarray, superpixels: np.ndarray, num: int) -> np.ndarray:
-  """(num, 3) mean CIELAB colour of each superpixel id 0..num-1."""
-  lab = color.rgb2lab(np.clip(image, 0, 1)).reshape(-1, 3)
-  ids = superpixels.ravel()
-  counts = np.maximum(np.bincount(ids, minlength=num), 1)
-  sums = np.stack([np.bincount(ids, lab[:, c], minlength=num) for c in range(3)], -1)
-  return sums / counts[:, None]
-
-
 def _ucm2(h: np.ndarray, v: np.ndarray) -> np.ndarray:
   return np.asarray(grid.interpixel_to_ucm2(grid.edges_to_interpixel(h, v)))
 
@@ -325,8 +313,8 @@ class DEL(Task):
     return [lambda e: decode(e, segment_fields=fields), timed_slic(self.config), self._pad(True)]
 
   # --- training
-  def loss(self, model, batch: Batch, rng: jax.Array):
-    del rng
+  def loss(self, model, batch: Batch, ctx: StepContext):
+    del ctx
     embedding = model(batch["image"])
     means, pairs, pair_mask, similarity = superpixel_graph_of(
         embedding, batch["superpixels"], self.num_superpixels)
@@ -356,15 +344,16 @@ class DEL(Task):
       self._eval_fn = fn
     return self._eval_fn
 
-  def evaluate(self, model, batches: Iterable[Batch], workdir: str, step: int) -> dict[str, Any]:
+  def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
+    step = ctx.step
     e = self.config.eval
     thresholds = np.linspace(0.0, 1.0, int(e.num_thresholds) + 2)[1:-1]
     methods = {"del": _Method(thresholds), "colour": _Method(thresholds)}
     seconds = {"superpixels": [], "merging_ucm": [], "colour_ucm": []}
     network_per_image = []  # per batch; the first batch includes the jit compilation
     pictures = []
-    out_dir = os.path.join(workdir, "eval", str(step))
-    for batch in batches:
+    out_dir = ctx.out_dir
+    for batch in ctx.batches():
       start = time.perf_counter()
       result = jax.block_until_ready(self._similarities()(model, batch["image"],
                                                           batch["superpixels"]))
@@ -390,7 +379,8 @@ class DEL(Task):
         seconds["merging_ucm"].append(time.perf_counter() - start)
         start = time.perf_counter()
         image = values["image"][i][:height, :width]
-        colour = colour_dissimilarity(mean_lab(image, sp, num), pairs, scale=e.colour_scale)
+        colour = baselines.superpixel_colour_dissimilarity(image, sp, pairs, num,
+                                                             scale=e.colour_scale)
         ch, cv = superpixel_graph.ucm_from_superpixel_graph(
             sp, pairs, colour, mask=pair_mask, linkage=e.linkage, num_superpixels=num)
         seconds["colour_ucm"].append(time.perf_counter() - start)
