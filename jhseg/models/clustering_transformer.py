@@ -25,7 +25,8 @@ paper leaves out follow the authors' code (twke18/HSG, `TransformerClustering` a
     ReLU - Linear(m, m, no bias) - BatchNorm on the decoder output;
   * BatchNorm momentum 0.1 in PyTorch terms (flax momentum 0.9), eps 1e-5.
 G_{l+1} = argmax_k P_{l+1} (`propagate`), as the paper (sec. 3.3, Fig. 2) and the
-authors' code; `nested_labels` refines the levels into a hierarchy for evaluation.
+authors' code; for evaluation `nested_labels` gives each level-l group the level-(l+1)
+label of most of its base segments, so the levels form a hierarchy.
 
 Faithfulness: the default module differs from the authors' in four places, each
 reproduced by `authors_code=True` (checked against a PyTorch transcription of their
@@ -375,7 +376,7 @@ class HierarchyOutput(NamedTuple):
     P_1 = C_1 and P_{l+1} = P_l C_{l+1}; rows of padded base segments are 0.
   labels: per level, (B, N) int32 hard G_l = argmax_k P_l of the base segments
     (winner-take-all, HSG sec. 3.3); -1 for padded base segments. Not always nested:
-    `nested_labels` refines them into a hierarchy.
+    `nested_labels` makes them a hierarchy.
   """
   levels: tuple[LevelOutput, ...]
   assignments: tuple[jax.Array, ...]
@@ -408,21 +409,27 @@ def propagate(parent: jax.Array | None, assignment: jax.Array,
 
 def nested_labels(labels: Sequence[jax.Array],
                   num_clusters: Sequence[int]) -> tuple[jax.Array, ...]:
-  """Refine each level's labels by every coarser level's, so the levels nest.
+  """Make winner-take-all levels nest: each level-l group takes its majority parent.
 
   G_{l+1} = argmax P_{l+1} need not be a union of G_l groups (two base segments of one
-  level-l group can prefer different level-(l+1) clusters). A hierarchy (UCM) needs
-  nested levels: level l's label becomes the tuple (G_l, G_{l+1}, ..., G_L), encoded as
-  one integer; the coarsest level is unchanged, -1 stays -1. Identity when the levels
-  already nest (up to label values).
+  level-l group can prefer different level-(l+1) clusters), but a hierarchy (UCM) needs
+  nested levels. Here, from fine to coarse, every group of the (already nested) level l
+  is given the level-(l+1) label held by most of its base segments (ties: smaller id),
+  and all its segments take it. The finest level is unchanged, ids stay below n_l,
+  -1 stays -1, and levels that already nest are returned as they are.
+
+  labels: per level (B, N) int base-segment labels (`HierarchyOutput.labels`);
+  num_clusters: n_l per level.
   """
-  out = [labels[-1]]
-  code, scale = labels[-1], 1
-  for level, k_coarser in zip(labels[-2::-1], num_clusters[:0:-1]):
-    scale *= k_coarser
-    code = jnp.where(level >= 0, level * scale + code, -1)
-    out.append(code)
-  return tuple(out[::-1])
+  out = [labels[0]]
+  for finer_k, level, k in zip(num_clusters[:-1], labels[1:], num_clusters[1:]):
+    finer = out[-1]
+    counts = jnp.einsum("bna,bnc->bac", jax.nn.one_hot(finer, finer_k, dtype=jnp.int32),
+                        jax.nn.one_hot(level, k, dtype=jnp.int32))
+    parent = jnp.argmax(counts, axis=-1).astype(jnp.int32)             # (B, finer_k)
+    out.append(jnp.where(finer >= 0, jnp.take_along_axis(parent, jnp.maximum(finer, 0),
+                                                          axis=1), -1))
+  return tuple(out)
 
 
 class HierarchicalClustering(nnx.Module):

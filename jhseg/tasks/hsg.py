@@ -32,8 +32,8 @@ level-l cluster (the SegSort form of eq. 3 with segments G0 and grouping G_l).
 
 Evaluation (host-level, `evaluate`): per image at the test output stride, embeddings
 resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
-(`eval.grid`, no G_e), G1, G2 by the transformers (winner-take-all of P_l, refined
-into nested levels by `clustering_transformer.nested_labels`), then
+(`eval.grid`, no G_e), G1, G2 by the transformers (winner-take-all of P_l, made
+nested by `clustering_transformer.nested_labels`), then
   * the UCM of the nested levels {G0, G1, G2} (`hierarchy.
     ultrametric_from_nested_segmentations`, altitudes l / L);
   * NFCovering (`metrics.covering`) of each ground-truth level (`eval.truth_levels`,
@@ -48,6 +48,13 @@ into nested levels by `clustering_transformer.nested_labels`), then
     void included) of its pixels, void-majority segments dropped; every test segment
     takes the unweighted majority class of its `eval.knn` (20) most similar memory
     segments (cosine); mIoU and pixel accuracy (`metrics.semantic.ConfusionMatrix`).
+Faithfulness (deviations of the task's pipeline; the losses, transformers, retrieval
+and configs list their own): in the evaluated hierarchy a G1 group whose base segments
+disagree on their G2 winner takes the majority's (`nested_labels`; a UCM needs nested
+levels);
+test images are padded to `eval.image_size` and embedded whole (the authors resize the
+longer side to 512 and embed it in crop windows); the retrieval memory can be limited
+to `eval.num_memory_examples` images (None = the whole labelled split, as theirs).
 Outputs under `workdir/eval/<step>/`: summary.json, hierarchy_<i>.png (segments per
 level of HSG), baseline_<i>.png (the colour baseline), ucm_<i>.png and attention_0.png (the
 first image's last-decoder-layer attention of each level's queries, painted on its pixels).
