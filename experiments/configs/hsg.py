@@ -26,6 +26,12 @@ computed in the same run (jhseg.tasks.hsg), and the mean number of segments per 
   tiny, 12 steps (46 s): HSG objects 0.38 / 0.24 / 0.10, segments 9 / 3.9 / 1.0 (too
       short to train G2); baseline objects 0.61 / 0.61 / 0.55.
   Before the two choices below: G1 / G2 0.10 / 0.10 with ~1 segment each, mIoU 0.40.
+  The lines above predate the issue-10 fixes (cross-view k-NN graph, the authors'
+  modularity normaliser, G_l = argmax P_l, 20-neighbour retrieval). Re-measured after
+  them (2026-11-30, load average ~15 on the 2 cores, so only the tiny run fitted):
+  tiny, 12 steps (408 s): HSG objects 0.38 / 0.15 / 0.10, parts 0.17 / 0.06 / 0.03,
+      segments 9 / 3.0 / 1.0; baseline objects 0.61 / 0.61 / 0.55; boundary ODS F HSG
+      0.16, baseline 0.60. The default 500-step run is still to be re-measured.
 HSG's learned G0 stays below k-means on raw colour on these flat-coloured scenes (the
 colour baseline is close to ideal there); what the run shows is that every level is
 used and nested, G1 keeps most of G0's object covering with half the segments, and
