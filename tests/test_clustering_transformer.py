@@ -58,30 +58,53 @@ def test_shapes_dtypes_and_masked_rows():
   assert out.levels[1].memory.shape == (2, 8, DIM)  # level 2 runs on the 8 clusters
 
 
-def test_levels_nest_and_compose():
-  """G_{l+1} is a function of G_l, and P_2 = P_1 C_2 (checked with NumPy)."""
+def test_levels_compose_and_nested_labels_nest():
+  """P_2 = P_1 C_2, G_l = argmax P_l (checked with NumPy); `nested_labels` nests them."""
   for seed in range(3):
     model = _model(seed=seed)
     x, mask = _inputs(seed=seed + 10)
     out = model(x, mask)
-    g1, g2 = np.asarray(out.labels[0]), np.asarray(out.labels[1])
-    for b in range(2):
-      parent_of = {}
-      for s1, s2 in zip(g1[b], g2[b]):
-        if s1 < 0:
-          assert s2 < 0
-          continue
-        assert parent_of.setdefault(int(s1), int(s2)) == int(s2)
-    # The level-1 hard labels are the winner-take-all of P_1.
-    np.testing.assert_array_equal(g1[np.asarray(mask)],
-                                  np.argmax(np.asarray(out.assignments[0]), -1)[np.asarray(mask)])
+    m = np.asarray(mask)
     c2 = np.asarray(out.levels[1].assignment)
-    np.testing.assert_allclose(out.assignments[1],
-                               np.einsum("bnj,bjk->bnk", np.asarray(out.assignments[0]), c2),
-                               atol=1e-6)
-    # Level-2 labels follow each level-1 cluster's own winner.
-    want = np.take_along_axis(np.argmax(c2, -1), np.maximum(g1, 0), 1)
-    np.testing.assert_array_equal(g2[np.asarray(mask)], want[np.asarray(mask)])
+    p2 = np.einsum("bnj,bjk->bnk", np.asarray(out.assignments[0]), c2)
+    np.testing.assert_allclose(out.assignments[1], p2, atol=1e-6)
+    for p, g in zip(out.assignments, out.labels):
+      np.testing.assert_array_equal(np.asarray(g)[m], np.argmax(np.asarray(p), -1)[m])
+      assert (np.asarray(g)[~m] == -1).all()
+    g1, g2 = (np.asarray(g) for g in ct.nested_labels(out.labels, model.num_clusters))
+    np.testing.assert_array_equal(g1, out.labels[0])      # the finest level is kept
+    raw2 = np.asarray(out.labels[1])
+    for b in range(2):
+      for group in np.unique(g1[b][g1[b] >= 0]):
+        members = g1[b] == group
+        assert len(np.unique(g2[b][members])) == 1        # nested
+        # ... under the label most of the group's segments chose (ties: smaller id).
+        assert g2[b][members][0] == np.argmax(np.bincount(raw2[b][members], minlength=4))
+      assert (g2[b][g1[b] < 0] == -1).all()
+
+
+def test_winner_take_all_of_the_propagated_assignment_by_hand():
+  """HSG eq. 7 and sec. 3.3: G_2 = argmax(P_1 C_2), not the winner of G_1's own row.
+
+  Segment 0 has P_1 = (0.6, 0.4); C_2 rows (0.6, 0.4) and (0, 1):
+  P_2 = 0.6 (0.6, 0.4) + 0.4 (0, 1) = (0.36, 0.64) -> cluster 1, although its level-1
+  winner (cluster 0) prefers cluster 0. Segment 1, P_1 = (1, 0): P_2 = (0.6, 0.4) -> 0.
+  """
+  p1 = jnp.asarray([[[0.6, 0.4], [1.0, 0.0], [0.5, 0.5]]])
+  c2 = jnp.asarray([[[0.6, 0.4], [0.0, 1.0]]])
+  mask = jnp.asarray([[True, True, False]])
+  p2, g2 = ct.propagate(p1, c2, mask)
+  np.testing.assert_allclose(p2, [[[0.36, 0.64], [0.6, 0.4], [0.0, 0.0]]], atol=1e-7)
+  np.testing.assert_array_equal(g2, [[1, 0, -1]])
+  # First level: P_1 = C_1 itself.
+  p, g = ct.propagate(None, p1, mask)
+  np.testing.assert_array_equal(g, [[0, 0, -1]])
+  # Nesting for evaluation: G1 = (0, 0, 0, 1) with G2 = (1, 0, 1, 0) -> the G1 group 0
+  # takes its majority G2 label 1 (2 votes to 1); group 1 keeps 0.
+  g1n, g2n = ct.nested_labels((jnp.asarray([[0, 0, 0, 1, -1]]), jnp.asarray([[1, 0, 1, 0, -1]])),
+                              (2, 2))
+  np.testing.assert_array_equal(g1n, [[0, 0, 0, 1, -1]])
+  np.testing.assert_array_equal(g2n, [[1, 1, 1, 0, -1]])
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -163,6 +186,21 @@ def test_masked_mean_std_by_hand():
   mean, std = ct.masked_mean_std(y, jnp.asarray([[True, True, False]]))
   np.testing.assert_allclose(mean, [[2.0]])
   np.testing.assert_allclose(std, [[np.sqrt(1.0 + 1e-6)]], rtol=1e-6)
+
+
+def test_authors_mean_std_by_hand():
+  """The authors' statistics: tokens (1, 3) valid, one padded row (value ignored).
+
+  mean 2; the padded row enters as (0 - 2)^2 = 4: (1 + 1 + 4) / (n + 1 = 3) = 2.
+  Without a mask (torch.std, divisor L - 1): tokens (1, 3, 5): mean 3, (4 + 0 + 4) / 2.
+  """
+  y = jnp.asarray([[[1.0], [3.0], [100.0]]])
+  mean, std = ct.authors_mean_std(y, jnp.asarray([[True, True, False]]))
+  np.testing.assert_allclose(mean, [[2.0]])
+  np.testing.assert_allclose(std, [[np.sqrt(2.0)]], rtol=1e-6)
+  mean, std = ct.authors_mean_std(jnp.asarray([[[1.0], [3.0], [5.0]]]), None)
+  np.testing.assert_allclose(mean, [[3.0]])
+  np.testing.assert_allclose(std, [[2.0]], rtol=1e-6)
 
 
 def test_pixel_labels_by_hand():

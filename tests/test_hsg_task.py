@@ -201,26 +201,6 @@ def test_colour_baseline_recovers_flat_quadrants_and_merges_equal_colours():
   assert g1[0, 0] == g1[7, 7] and g1[0, 7] == g1[7, 0] and g1[0, 0] != g1[0, 7]
 
 
-def test_segment_majority_labels_by_hand():
-  segments = np.array([0, 0, 1, 1, 1, -1])
-  classes = np.array([2, 2, 1, 3, 3, 0])
-  np.testing.assert_array_equal(
-      hsg.segment_majority_labels(segments, classes, 3, 4), [2, 3, -1])
-
-
-def test_knn_vote_by_hand():
-  memory = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
-  labels = np.array([0, 0, 1])
-  queries = np.array([[1.0, 0.0], [0.0, 1.0]])
-  np.testing.assert_array_equal(hsg.knn_vote(queries, memory, labels, k=1, num_classes=2),
-                                [0, 1])
-  # k = 3 with 2 votes for class 0 against 1: class 0 even for the second query.
-  np.testing.assert_array_equal(hsg.knn_vote(queries, memory, labels, k=3, num_classes=2),
-                                [0, 0])
-  with pytest.raises(ValueError, match="memory is empty"):
-    hsg.knn_vote(queries, memory[:0], labels[:0], k=1, num_classes=2)
-
-
 def test_missing_evaluation_field_is_a_clear_error():
   example = {"image": np.zeros((4, 4, 3), np.uint8), "instances": np.zeros((4, 4), np.int32)}
   with pytest.raises(ValueError, match="'parts'"):

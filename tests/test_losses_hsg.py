@@ -149,12 +149,49 @@ def test_knn_affinity_by_hand():
   for i, js in {0: (1, 2), 1: (0, 2), 2: (1, 0), 3: (2, 1)}.items():
     want2[i, list(js)] = 1
   np.testing.assert_array_equal(a2, want2)
-  # Groups: {0, 3} and {1, 2}; k exceeds the group size -> every other member.
+  # Groups {0, 3} and {1, 2}: k = 1 in *each* group, union (HSG supp. 5.7). Node 0:
+  # own group -> 3; group {1, 2} -> 1 (10 deg). Node 1: own group -> 2; other -> 0.
+  # Node 2: own -> 1; other -> 0 (30 deg vs 100 deg). Node 3: own -> 0; other -> 2.
   groups = np.array([[0, 1, 1, 0, 0]])
-  a3 = np.asarray(hsg.knn_affinity(x, num_neighbors=2, mask=mask, groups=groups))[0]
+  a3 = np.asarray(hsg.knn_affinity(x, num_neighbors=1, mask=mask, groups=groups,
+                                   num_groups=2))[0]
   want3 = np.zeros((5, 5))
-  want3[0, 3] = want3[3, 0] = want3[1, 2] = want3[2, 1] = 1
+  for i, js in {0: (3, 1), 1: (2, 0), 2: (1, 0), 3: (0, 2)}.items():
+    want3[i, list(js)] = 1
   np.testing.assert_array_equal(a3, want3)
+  # k larger than a group: every other member of that group.
+  a4 = np.asarray(hsg.knn_affinity(x, num_neighbors=2, mask=mask, groups=groups,
+                                   num_groups=2))[0]
+  want4 = np.ones((5, 5)) - np.eye(5)
+  want4[:, 4] = want4[4, :] = 0
+  np.testing.assert_array_equal(a4, want4)
+  with pytest.raises(ValueError, match="num_groups"):
+    hsg.knn_affinity(x, groups=groups)
+
+
+def test_knn_affinity_across_two_views_by_hand():
+  """Two views of 3 segments each, k = 2 "within an image and its augmented views,
+  respectively" (every node gets 2 neighbours in its own view and 2 in the other), and
+  the Cityscapes setting k = 4 over all 6 segments together (no groups)."""
+  # View 0 at angles 0, 20, 90 deg; view 1 at 5, 60, 170 deg.
+  angles = np.deg2rad([0.0, 20.0, 90.0, 5.0, 60.0, 170.0])
+  x = np.stack([np.cos(angles), np.sin(angles)], -1)[None].astype(np.float32)
+  views = np.array([[0, 0, 0, 1, 1, 1]])
+  a = np.asarray(hsg.knn_affinity(x, num_neighbors=2, groups=views, num_groups=2))[0]
+  # Own view (2 others each): all of them. Other view, 2 nearest by angle:
+  # 0 deg -> 5, 60; 20 -> 5, 60; 90 -> 60, 170 (80 < 85 deg); 5 -> 0, 20; 60 -> 20, 90;
+  # 170 -> 90, 20 (80 < 150 deg).
+  other = {0: (3, 4), 1: (3, 4), 2: (4, 5), 3: (0, 1), 4: (1, 2), 5: (2, 1)}
+  want = np.zeros((6, 6))
+  for i in range(6):
+    own = [j for j in range(6) if views[0, j] == views[0, i] and j != i]
+    want[i, own + list(other[i])] = 1
+  np.testing.assert_array_equal(a, want)
+  assert a[:3, 3:].sum() == 6 and a[3:, :3].sum() == 6          # cross-view edges exist
+  # k = 4 over all segments: node 0 (0 deg) keeps 5, 20, 60, 90 and drops 170.
+  b = np.asarray(hsg.knn_affinity(x, num_neighbors=4))[0]
+  np.testing.assert_array_equal(b[0], [0, 1, 1, 1, 1, 0])
+  assert (b.sum(1) == 4).all()
 
 
 def _block_graph(sizes):
@@ -168,42 +205,48 @@ def _block_graph(sizes):
   return a
 
 
-def test_modularity_of_block_graphs_by_hand():
-  # Two triangles, perfect clustering: m = 6, each block e_c = 3, d_c = 6:
-  # Q = 2 * (3/6 - (6/12)^2) = 0.5.
-  a = _block_graph([3, 3])
-  c = np.repeat(np.eye(2), 3, axis=0)
-  np.testing.assert_allclose(hsg.modularity(a[None], c[None]), [0.5], rtol=1e-6)
-  # Everything in one cluster: Q = 1 - 1 = 0.
-  np.testing.assert_allclose(hsg.modularity(a[None], np.ones((1, 6, 1))), [0.0],
-                             atol=1e-7)
-  # An edge and a triangle: m = 4; Q = (1/4 - (2/8)^2) + (3/4 - (6/8)^2) = 0.375.
-  a = _block_graph([2, 3])
-  c = np.zeros((5, 2))
-  c[:2, 0] = c[2:, 1] = 1
+def _np_authors_modularity(a, c):
+  """Direct transcription of the authors' `dmon_pool_loss` normaliser (twke18/HSG):
+  Q = [Tr(C^T A C) - Tr(C^T d d^T C) / (2 sum A)] / (2 sum A), d = A 1."""
+  d = a.sum(axis=1)
+  two_sum = 2 * a.sum()
+  return (np.trace(c.T @ a @ c) - np.trace(c.T @ np.outer(d, d) @ c) / two_sum) / two_sum
+
+
+def test_modularity_authors_normaliser_by_hand():
+  # Two disjoint (symmetric) edges 0-1, 2-3, split perfectly: sum A = 4, Tr(C^T A C) = 4,
+  # d = 1 each, Tr(C^T d d^T C) = 2^2 + 2^2 = 8: Q = (4 - 8/8) / 8 = 0.375.
+  a = np.zeros((4, 4), np.float32)
+  a[0, 1] = a[1, 0] = a[2, 3] = a[3, 2] = 1
+  c = np.repeat(np.eye(2), 2, axis=0)
   np.testing.assert_allclose(hsg.modularity(a[None], c[None]), [0.375], rtol=1e-6)
-  # Soft uniform assignment over 2 clusters of the same graph: Q = 1/2 - 1/2 = 0.
-  np.testing.assert_allclose(hsg.modularity(a[None], np.full((1, 5, 2), 0.5)), [0.0],
-                             atol=1e-7)
-  # Permuting the cluster columns leaves Q unchanged; masking removes padded nodes.
-  padded_a = np.zeros((7, 7), np.float32)
-  padded_a[:5, :5] = a
+  np.testing.assert_allclose(_np_authors_modularity(a, c), 0.375)
+  # Everything in one cluster: (4 - 16/8) / 8 = 0.25 (not 0: the authors' 2 sum A).
+  np.testing.assert_allclose(hsg.modularity(a[None], np.ones((1, 4, 1))), [0.25], rtol=1e-6)
+  # Padded nodes (rows / columns 4, 5) are masked out, their assignments ignored.
+  padded_a = np.zeros((6, 6), np.float32)
+  padded_a[:4, :4] = a
   padded_c = np.concatenate([c[:, ::-1], np.ones((2, 2))])
-  mask = np.arange(7) < 5
+  mask = np.arange(6) < 4
   np.testing.assert_allclose(
       hsg.modularity(padded_a[None], padded_c[None], node_mask=mask[None]), [0.375],
       rtol=1e-6)
 
 
-def test_modularity_directed_graph_and_empty_graph():
-  # Directed 3-cycle 0->1->2->0 plus 3->4, clusters {0,1,2}, {3,4}; m = 4 arcs.
+def test_modularity_matches_the_authors_formula_on_a_directed_graph():
+  # Hand-built directed graph (a k = 1 graph with one mutual pair) and soft assignments.
   a = np.zeros((5, 5), np.float32)
-  for i, j in [(0, 1), (1, 2), (2, 0), (3, 4)]:
+  for i, j in [(0, 1), (1, 0), (2, 0), (3, 4), (4, 2)]:
     a[i, j] = 1
-  c = np.zeros((5, 2))
-  c[:3, 0] = c[3:, 1] = 1
-  # Leicht-Newman: sum_c [e_c/m - out_c in_c / m^2] = (3/4 - 9/16) + (1/4 - 1/16).
-  np.testing.assert_allclose(hsg.modularity(a[None], c[None]), [0.375], rtol=1e-6)
+  rng = np.random.default_rng(0)
+  c = rng.dirichlet(np.ones(3), size=5).astype(np.float32)
+  np.testing.assert_allclose(hsg.modularity(a[None], c[None])[0],
+                             _np_authors_modularity(a, c), rtol=1e-5)
+  # Hard split {0, 1, 2}, {3, 4}: sum A = 5, Tr(C^T A C) = 3 + 1 = 4, out-degrees
+  # all 1 -> (3^2 + 2^2) = 13: Q = (4 - 13/10) / 10 = 0.27.
+  hard = np.zeros((5, 2))
+  hard[:3, 0] = hard[3:, 1] = 1
+  np.testing.assert_allclose(hsg.modularity(a[None], hard[None]), [0.27], rtol=1e-6)
   assert float(hsg.modularity(np.zeros((1, 3, 3)), np.ones((1, 3, 2)))[0]) == 0.0
 
 
@@ -216,8 +259,14 @@ def test_collapse_regularization_by_hand():
   # Padded nodes do not count: 3 valid nodes in clusters (0, 0, 1), K = 2:
   # sqrt(2)/3 * ||(2, 1)|| - 1.
   c = np.array([[[1, 0], [1, 0], [0, 1], [0.3, 0.7]]], np.float32)
-  got = hsg.collapse_regularization(c, node_mask=np.array([[1, 1, 1, 0]], bool))
+  node_mask = np.array([[1, 1, 1, 0]], bool)
+  got = hsg.collapse_regularization(c, node_mask=node_mask)
   np.testing.assert_allclose(got, [np.sqrt(2) / 3 * np.sqrt(5) - 1], rtol=1e-6)
+  # The authors' form divides by the padded length 4 instead of 3 (eq. 8's n_0).
+  got = hsg.collapse_regularization(c, node_mask=node_mask, normaliser="padded_length")
+  np.testing.assert_allclose(got, [np.sqrt(2) / 4 * np.sqrt(5) - 1], rtol=1e-6)
+  with pytest.raises(ValueError, match="padded_length"):
+    hsg.collapse_regularization(c, normaliser="padded")
 
 
 def test_centroid_separation_by_hand():
@@ -247,6 +296,15 @@ def test_grouping_loss_composes_terms_and_prefers_the_true_clusters():
           + hsg.centroid_separation_loss(z))
   np.testing.assert_allclose(float(g), float(want), rtol=1e-6)
   assert float(g) < float(hsg.grouping_loss(x0, bad, z))
+  # Views and the authors' collapse normaliser reach the terms.
+  views = np.array([[0, 1] * 4])
+  g = hsg.grouping_loss(x0, good, z, node_groups=views, num_groups=2,
+                        collapse_normaliser="padded_length")
+  adj = hsg.knn_affinity(x0, groups=views, num_groups=2)
+  want = (-hsg.modularity(adj, good)[0]
+          + hsg.collapse_regularization(good, normaliser="padded_length")[0]
+          + hsg.centroid_separation_loss(z))
+  np.testing.assert_allclose(float(g), float(want), rtol=1e-6)
 
 
 def test_grouping_loss_gradients_finite_with_single_node_images():

@@ -46,6 +46,26 @@ def test_nf_covering_ignore_and_no_foreground():
   assert np.isnan(covering.nf_covering(HALVES, np.zeros((4, 4), int)))
 
 
+def test_nf_covering_ignores_the_voc_void_band():
+  """An object (class 15, 2x2) inside a 1-pixel void band (255) on background 0, and a
+  prediction perfect on the labelled pixels: one 4x4 region over object + band.
+
+  Band kept (counted as a region): object IoU 4/16, band IoU 12/16, mean 0.5.
+  Band ignored (HSG eq. 10 on the labelled pixels): the region is the object, IoU 1.
+  """
+  truth = np.zeros((6, 6), int)
+  truth[1:5, 1:5] = covering.VOID
+  truth[2:4, 2:4] = 15
+  prediction = np.zeros((6, 6), int)
+  prediction[1:5, 1:5] = 1
+  assert covering.nf_covering(prediction, truth, ignore=None) == pytest.approx(0.5)
+  assert covering.nf_covering(prediction, truth, ignore=covering.VOID) == 1.0
+  acc = covering.NFCoveringAccumulator(background=0, ignore=covering.VOID)
+  acc.add([prediction, np.zeros((6, 6), int)], [truth])
+  # The single-region level covers the object with IoU 4 / 24 once the band is gone.
+  np.testing.assert_allclose(acc.result()["per_level"], [[1.0, 4 / 24]])
+
+
 def test_accumulator_per_level_matrix_and_best():
   parts = TRUTH
   objects = np.where(TRUTH > 0, 1, 0)

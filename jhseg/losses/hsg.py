@@ -11,9 +11,22 @@ that gives every segment a label, kappa the concentration (inverse temperature).
 * `total_loss`                          eq. (9)
 
 Hyper-parameters the paper leaves to its code were confirmed in the authors'
-implementation (twke18/HSG): kappa = 16 for every contrastive term, a k = 2 nearest
-neighbour graph over the base segment features X_0, binary edges without self-loops,
-and loss weights lambda_E = 1, lambda_F = 0.1 (each level), lambda_G = 1.
+implementation (twke18/HSG): kappa = 16 for every contrastive term, a k-nearest
+neighbour graph over the base segment features X_0 (k = 2 in every view of an image,
+or k = 4 over all views for Cityscapes / KITTI-STEP), binary directed edges without
+self-loops, and loss weights lambda_E = 1, lambda_F = 0.1 (each level), lambda_G = 1.
+
+Faithfulness (deliberate differences from the paper / the authors' code):
+  * modularity: the authors' normaliser 2 sum(A) and out-degrees on both sides
+    (`modularity`), which is how their code reads eq. 8 on the directed k-NN graph;
+    the loss adds -Q where they add 1 - Q (a constant).
+  * collapse regulariser: the paper's n = number of valid base segments by default;
+    the authors' division by the padded length is `normaliser="padded_length"`
+    (weaker by n_0 / 256 in their setting; a reproduction option). The constant -1
+    of eq. 8, which their code omits, is kept.
+  * centroid separation: as the authors' code, over the centroids of all images of
+    the batch (eq. 8 writes the sum within one image); kappa = 16 as their scripts
+    (eq. 8 shows no temperature).
 
 Batched inputs have fixed shapes: B images (or views), N pixels or nodes and S segments
 per image, padded with boolean masks. Segment labels are compared across the whole
@@ -122,21 +135,31 @@ def pixel_segment_contrastive_loss(
 
 def knn_affinity(features: jax.Array, *, num_neighbors: int = 2,
                  mask: jax.Array | None = None,
-                 groups: jax.Array | None = None) -> jax.Array:
+                 groups: jax.Array | None = None,
+                 num_groups: int | None = None) -> jax.Array:
   """Sparse binary k-nearest-neighbour affinity A over the nodes of each image.
 
-  A[b, i, j] = 1 iff j != i is among the `num_neighbors` nodes most similar to i
-  (cosine similarity), both valid and, if `groups` is given, of the same group; ties
-  with the k-th similarity are all kept. Rows are not symmetrised (directed graph), as
-  in the authors' code, which builds the graph over the base segment prototypes X_0 of
-  an image and its views and restricts neighbours to the same view (`groups` = view id).
-  The graph carries no gradient.
+  Without `groups`: A[b, i, j] = 1 iff j != i is among the `num_neighbors` valid nodes
+  most similar to i (cosine). With `groups` (e.g. the view of each node): for every
+  group g, i keeps its `num_neighbors` most similar nodes *of g* (all of g's other
+  nodes if it has fewer), and A is the union over the groups, so every node has
+  neighbours in its own view and in each other view of the image (HSG supplement
+  sec. 5.7: "k = 2 within an image and its augmented views, respectively", which
+  puts cross-view edges into the modularity; the authors' `affinity_matrix_as_attention`
+  loops over the groups the same way). Ties with a group's k-th similarity are all
+  kept. Rows are not symmetrised (a directed graph, as the authors'). No gradient.
+
+  Settings (supplement sec. 5.7): MSCOCO / VOC / COCO-stuff / Potsdam k = 2 with the
+  view index as `groups`; Cityscapes / KITTI-STEP k = 4 over all the segments of an
+  image's views together (`groups=None`, the authors pass no labels there).
 
   Args:
     features: (B, N, D) node features (e.g. X_0).
-    num_neighbors: k (2 in the paper; 4 among views for Cityscapes / KITTI-STEP).
+    num_neighbors: k.
     mask: optional (B, N) bool of valid nodes.
-    groups: optional (B, N) int; neighbours are searched within equal groups only.
+    groups: optional (B, N) int group of each node (view index) in [0, num_groups);
+      k neighbours per group. Nodes with other ids are never neighbours.
+    num_groups: static number of groups (required with `groups`).
 
   Returns:
     (B, N, N) float32 0/1 adjacency.
@@ -150,10 +173,21 @@ def knn_affinity(features: jax.Array, *, num_neighbors: int = 2,
   sims = jnp.einsum("bid,bjd->bij", f, f)
   valid = jnp.ones((b, n), bool) if mask is None else mask
   candidate = valid[:, :, None] & valid[:, None, :] & ~jnp.eye(n, dtype=bool)[None]
-  if groups is not None:
-    candidate = candidate & (groups[:, :, None] == groups[:, None, :])
-  sims = jnp.where(candidate, sims, -jnp.inf)
   k = min(num_neighbors, n)
+  if groups is None:
+    return _top_k_edges(sims, candidate, k)
+  if num_groups is None or num_groups < 1:
+    raise ValueError("knn_affinity: with `groups`, pass num_groups (the number of distinct "
+                     f"group ids, e.g. the number of views); got {num_groups}")
+  edges = jnp.zeros((b, n, n), jnp.float32)
+  for g in range(num_groups):  # static: one top-k per group, then the union
+    in_group = candidate & (groups == g)[:, None, :]
+    edges = jnp.maximum(edges, _top_k_edges(sims, in_group, k))
+  return edges
+
+
+def _top_k_edges(sims: jax.Array, candidate: jax.Array, k: int) -> jax.Array:
+  sims = jnp.where(candidate, sims, -jnp.inf)
   kth = jax.lax.top_k(sims, k)[0][..., -1:]
   # With fewer than k candidates kth is -inf and every candidate is kept.
   return (candidate & (sims >= kth)).astype(jnp.float32)
@@ -161,15 +195,18 @@ def knn_affinity(features: jax.Array, *, num_neighbors: int = 2,
 
 def modularity(adjacency: jax.Array, assignments: jax.Array, *,
                node_mask: jax.Array | None = None) -> jax.Array:
-  r"""Soft modularity Q of a (B, N, K) assignment C on a (B, N, N) graph A.
+  r"""Soft modularity Q of a (B, N, K) assignment C on a (B, N, N) graph A, with the
+  normaliser of the authors' code (twke18/HSG `dmon_pool_loss`):
 
-    Q = \frac{1}{2m} \mathrm{Tr}\Big(C^T A C - \frac{C^T d_{out} d_{in}^T C}{2m}\Big),
-    2m = \sum_{ij} A_{ij},  d_{out} = A 1,  d_{in} = A^T 1.
+    Q = \frac{1}{2 \Sigma A} \Big[\mathrm{Tr}(C^T A C)
+        - \frac{\mathrm{Tr}(C^T d d^T C)}{2 \Sigma A}\Big],
+    \Sigma A = \sum_{ij} A_{ij},   d = A 1  (out-degrees, on both sides).
 
-  For a symmetric A this is HSG eq. (8)'s modularity term (DMoN, Tsitsulin et al.), with
-  d d^T; for the directed k-NN graph it is Leicht & Newman's directed modularity, which
-  keeps Q's range and meaning (the authors' code uses d_out on both sides and 2 sum A as
-  normaliser, a rescaled variant). A graph without edges gets Q = 0.
+  HSG eq. (8) writes the DMoN term with e the number of edges and D the degrees; for
+  the directed k-NN graph the authors' code reads 2e as 2 \Sigma A and D as the
+  out-degrees, which is what this computes (the eq. 8 loss term is -Q; the authors
+  log 1 - Q, the same up to a constant). A perfect split of two disjoint edges
+  (\Sigma A = 4) scores (4 - 8/8)/8 = 0.375. A graph without edges gets Q = 0.
 
   Returns:
     (B,) modularity per image.
@@ -178,27 +215,42 @@ def modularity(adjacency: jax.Array, assignments: jax.Array, *,
   if node_mask is not None:
     c = c * node_mask[..., None].astype(c.dtype)
   a = jnp.asarray(adjacency).astype(c.dtype)
-  two_m = jnp.sum(a, axis=(1, 2))
-  safe = jnp.maximum(two_m, 1e-12)
+  normaliser = 2.0 * jnp.sum(a, axis=(1, 2))
+  safe = jnp.maximum(normaliser, 1e-12)
   within = jnp.einsum("bik,bij,bjk->b", c, a, c)
-  out_k = jnp.einsum("bi,bik->bk", jnp.sum(a, axis=2), c)
-  in_k = jnp.einsum("bj,bjk->bk", jnp.sum(a, axis=1), c)
-  q = (within - jnp.sum(out_k * in_k, axis=1) / safe) / safe
-  return jnp.where(two_m > 0, q, 0.0)
+  degree_k = jnp.einsum("bi,bik->bk", jnp.sum(a, axis=2), c)      # d^T C
+  q = (within - jnp.sum(jnp.square(degree_k), axis=1) / safe) / safe
+  return jnp.where(normaliser > 0, q, 0.0)
+
+
+COLLAPSE_NORMALISERS = ("valid_nodes", "padded_length")
 
 
 def collapse_regularization(assignments: jax.Array, *,
-                            node_mask: jax.Array | None = None) -> jax.Array:
-  r"""DMoN collapse regulariser  \frac{\sqrt{K}}{n} \| \sum_i C_i \|_2 - 1  per image.
+                            node_mask: jax.Array | None = None,
+                            normaliser: str = "valid_nodes") -> jax.Array:
+  r"""Collapse regulariser of HSG eq. (8)  \frac{\sqrt{n_l}}{n} \| 1^T C \|_2 - 1  per image.
 
-  0 for perfectly balanced clusters, \sqrt{K} - 1 when every node sits in one cluster;
-  n counts the valid nodes. Returns (B,).
+  0 for perfectly balanced clusters, \sqrt{n_l} - 1 when every node sits in one cluster.
+  `normaliser` picks n:
+    * "valid_nodes" (default, the paper): n = n_0, the number of valid base segments;
+    * "padded_length" (the authors' code, for reproduction runs): n = N, the padded
+      length (256 in their code), whatever the number of valid segments, so the term
+      is weaker by n_0 / N. (Their code also omits the constant -1.)
+
+  Returns (B,).
   """
+  if normaliser not in COLLAPSE_NORMALISERS:
+    raise ValueError(f"collapse_regularization: normaliser must be one of "
+                     f"{COLLAPSE_NORMALISERS}, got {normaliser!r}")
   c = jnp.asarray(assignments)
   valid = jnp.ones(c.shape[:2], bool) if node_mask is None else jnp.asarray(node_mask)
   c = c * valid[..., None].astype(c.dtype)
   k = c.shape[-1]
-  n = jnp.maximum(jnp.sum(valid, axis=1).astype(c.dtype), 1.0)
+  if normaliser == "valid_nodes":
+    n = jnp.maximum(jnp.sum(valid, axis=1).astype(c.dtype), 1.0)
+  else:
+    n = jnp.full(c.shape[:1], float(c.shape[1]), c.dtype)
   sizes = jnp.sum(c, axis=1)
   norm = jnp.sqrt(jnp.sum(jnp.square(sizes), axis=1) + 1e-12)
   return jnp.sqrt(float(k)) / n * norm - 1.0
@@ -233,32 +285,39 @@ def centroid_separation_loss(centroids: jax.Array, *, concentration: float = 16.
 
 def grouping_loss(node_features: jax.Array, assignments: jax.Array,
                   centroids: jax.Array, *, node_mask: jax.Array | None = None,
-                  node_groups: jax.Array | None = None, num_neighbors: int = 2,
-                  concentration: float = 16.0) -> jax.Array:
+                  node_groups: jax.Array | None = None, num_groups: int | None = None,
+                  num_neighbors: int = 2, concentration: float = 16.0,
+                  collapse_normaliser: str = "valid_nodes") -> jax.Array:
   r"""Goodness of grouping L_g of one level (HSG eq. 8).
 
-    L_g = mean_b [ -Q(A, P_l) + (\frac{\sqrt{n_l}}{N} \|\sum_i P_{l,i}\| - 1) ]
+    L_g = mean_b [ -Q(A, P_l) + (\frac{\sqrt{n_l}}{n} \|1^T P_l\| - 1) ]
           + centroid separation of Z_l,
 
-  with A the k-NN graph over the base segment features X_0 (`knn_affinity`) and P_l
-  the soft assignment of the base segments to the n_l clusters of level l.
+  with A the k-NN graph over the base segment features X_0 (`knn_affinity`), Q the
+  modularity with the authors' normaliser (`modularity`), n as `collapse_normaliser`
+  (`collapse_regularization`) and P_l the soft assignment of the base segments to the
+  n_l clusters of level l.
 
   Args:
     node_features: (B, N, D) base segment features X_0 (graph nodes).
     assignments: (B, N, n_l) P_l.
     centroids: (B, n_l, D) Z_l.
     node_mask: optional (B, N) bool of valid base segments.
-    node_groups: optional (B, N) int restricting neighbours (e.g. view index).
-    num_neighbors: k of the graph (2).
+    node_groups: optional (B, N) int view of each node: k neighbours in every view
+      (`knn_affinity`); None: k over all nodes.
+    num_groups: number of views (required with `node_groups`).
+    num_neighbors: k of the graph (2; 4 for Cityscapes / KITTI-STEP).
     concentration: kappa of the centroid separation (16).
+    collapse_normaliser: "valid_nodes" (paper) or "padded_length" (authors' code).
 
   Returns:
     Scalar loss.
   """
   adjacency = knn_affinity(node_features, num_neighbors=num_neighbors, mask=node_mask,
-                           groups=node_groups)
+                           groups=node_groups, num_groups=num_groups)
   q = modularity(adjacency, assignments, node_mask=node_mask)
-  collapse = collapse_regularization(assignments, node_mask=node_mask)
+  collapse = collapse_regularization(assignments, node_mask=node_mask,
+                                     normaliser=collapse_normaliser)
   separation = centroid_separation_loss(centroids, concentration=concentration)
   return jnp.mean(collapse - q) + separation
 

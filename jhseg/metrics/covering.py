@@ -16,10 +16,11 @@ and parts against the predicted levels G1, G2 -- and averaged over images
 Identical segmentations score 1 and relabelling either leaves it unchanged.
 Choice: the mean is over images (each image counts the same), the reading
 of HSG's per-image protocol; `result()` also returns the image count.
-Source note: HSG's own text could not be consulted while this module was
-written; the formula follows the metric's name (normalized foreground
-covering) and later papers' descriptions of it ("single-level foreground
-overlap"), and should be checked against HSG eq. 10.
+Void: pixels whose ground-truth label is `ignore` (255, the VOC void band
+around objects) are removed from both maps before the regions are compared,
+so the band is neither a region to cover nor part of a predicted region (kept,
+it is scored as a foreground region: a prediction that is perfect on the
+labelled pixels loses the band's IoU). The formula is HSG eq. 10 as printed.
 
 Region F-score (HSG/CAST tables at a fixed number of regions): the
 precision-recall for regions of Martin (PhD thesis, 2003) as benchmarked by
@@ -45,6 +46,9 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+
+# The void label of VOC-style class maps (the band around objects).
+VOID = 255
 
 
 def _check_pair(prediction, truth, caller: str) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +83,8 @@ def nf_covering(prediction, truth, *, background: int | None = 0,
     prediction: (H, W) integer label map (any ids).
     truth: (H, W) integer label map.
     background: truth label left out of the average (None: keep all regions).
-    ignore: truth label whose pixels are not evaluated at all (e.g. 255).
+    ignore: truth label whose pixels are not evaluated at all (255: VOC's void band);
+      None keeps every pixel.
 
   Returns:
     The mean over foreground truth regions of the best IoU with a predicted

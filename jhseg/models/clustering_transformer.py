@@ -24,15 +24,28 @@ paper leaves out follow the authors' code (twke18/HSG, `TransformerClustering` a
   * the decoder ends with a BatchNorm; X_{l+1} and Z_{l+1} each come from
     ReLU - Linear(m, m, no bias) - BatchNorm on the decoder output;
   * BatchNorm momentum 0.1 in PyTorch terms (flax momentum 0.9), eps 1e-5.
-Choices of ours, stated where they differ:
-  * the std uses the number of valid tokens n (population std, + 1e-6 under the root
-    for a finite gradient); the authors' code divides by n + 1;
-  * BatchNorm statistics of the encoder skip padded tokens (the authors' code includes
-    the zero padding in them), so results do not depend on the padded size;
-  * hard groupings are nested by construction: G_{l+1}(s) = argmax_k C_{l+1}[G_l(s), k]
-    for each base segment s. This equals winner-take-all on P_{l+1} = P_l C_{l+1} when P_l
-    is one-hot; the authors' code takes argmax of the soft product instead, which can
-    send two base segments of one level-l group to different level-(l+1) groups.
+G_{l+1} = argmax_k P_{l+1} (`propagate`), as the paper (sec. 3.3, Fig. 2) and the
+authors' code; for evaluation `nested_labels` gives each level-l group the level-(l+1)
+label of most of its base segments, so the levels form a hierarchy.
+
+Faithfulness: the default module differs from the authors' in four places, each
+reproduced by `authors_code=True` (checked against a PyTorch transcription of their
+module in tests/test_clustering_transformer.py):
+  * statistics: default mean and population std over the n valid tokens (+ 1e-6 under
+    the root for a finite gradient). Theirs (`authors_mean_std`): the padded rows enter
+    the sum as (0 - mean)^2 and the divisor is n + 1, torch.std (divisor n - 1) when
+    there is no mask (level 2). Their std thus depends on how many padded rows the
+    batch has (256 - n), not only on the segments, which is why it is not the default;
+  * BatchNorm statistics of the token BatchNorms skip padded tokens by default (theirs
+    include them), for the same reason: results do not depend on the padded size;
+  * running variances: flax stores the biased batch variance, PyTorch the unbiased one
+    (n / (n - 1) larger; 21-30 % for the statistics BatchNorm over a few images);
+  * initialisation: default xavier-uniform for every kernel (q, k, v separately, bound
+    sqrt(6 / 2m)) and zero biases; theirs draws q, k, v as one packed [3m, m] xavier
+    matrix (bound sqrt(6 / 4m)), PyTorch's default U(+-1/sqrt(fan_in)) for the
+    feed-forward and statistics-MLP biases and for the two centroid heads' weights.
+Not reproduced in either mode: the authors' final top-k re-ordering of the clusters by
+their largest logit (a permutation of the cluster ids, no effect on the groupings).
 
 Shapes are fixed: the n_0 base segments of an image are padded to a static N with a
 boolean mask; padded rows of C and P are zero and their labels are -1.
@@ -60,34 +73,92 @@ _BN_EPSILON = 1e-5
 _XAVIER = nnx.initializers.xavier_uniform()
 
 
-class _TokenBatchNorm(nnx.Module):
-  """BatchNorm over the feature axis of (B, L, m) tokens, statistics over valid tokens."""
+def _uniform(bound: float):
+  """U(-bound, bound), e.g. PyTorch's default Linear bias / weight bound 1/sqrt(fan_in)."""
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
 
-  def __init__(self, dim: int, *, rngs: nnx.Rngs):
-    self.norm = nnx.BatchNorm(dim, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, rngs=rngs)
+
+def _torch_linear_bias(fan_in: int):
+  return _uniform(1.0 / math.sqrt(fan_in))
+
+
+def _packed_qkv_xavier(dim: int):
+  """xavier_uniform of PyTorch's packed in_proj_weight [3m, m]: bound sqrt(6 / 4m)."""
+  return _uniform(math.sqrt(6.0 / (4 * dim)))
+
+
+class _BatchNorm(nnx.BatchNorm):
+  """flax BatchNorm whose running variance can follow PyTorch's unbiased update.
+
+  PyTorch stores running_var <- (1 - 0.1) running_var + 0.1 * var * n / (n - 1) (the
+  unbiased batch variance, n reduced elements) and normalises with the biased one;
+  flax stores the biased one. `unbiased_running_var` adds the difference
+  0.1 * var / (n - 1) after flax's update (the authors' code runs on PyTorch).
+  """
+
+  def __init__(self, dim: int, *, unbiased_running_var: bool = False, rngs: nnx.Rngs):
+    super().__init__(dim, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, rngs=rngs)
+    self.unbiased_running_var = unbiased_running_var
+
+  def __call__(self, x, use_running_average=None, *, mask=None):
+    training = not (use_running_average if use_running_average is not None
+                    else self.use_running_average)
+    out = super().__call__(x, use_running_average, mask=mask)
+    if training and self.unbiased_running_var:
+      axes = tuple(range(x.ndim - 1))
+      w = jnp.ones_like(x) if mask is None else mask.astype(x.dtype)
+      n = jnp.sum(w, axis=axes)
+      mean = jnp.sum(w * x, axis=axes) / jnp.maximum(n, 1.0)
+      var = jnp.sum(w * jnp.square(x - mean), axis=axes) / jnp.maximum(n, 1.0)
+      extra = (1.0 - self.momentum) * var / jnp.maximum(n - 1.0, 1.0)
+      self.var[...] = self.var[...] + jax.lax.stop_gradient(extra)
+    return out
+
+
+class _TokenBatchNorm(nnx.Module):
+  """BatchNorm over the feature axis of (B, L, m) tokens.
+
+  Statistics over the valid tokens only (default) or, with `include_padding` (the
+  authors' code), over every token of the padded batch.
+  """
+
+  def __init__(self, dim: int, *, authors_code: bool = False, rngs: nnx.Rngs):
+    self.norm = _BatchNorm(dim, unbiased_running_var=authors_code, rngs=rngs)
+    self.include_padding = authors_code
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    if mask is None:
+    if mask is None or self.include_padding:
       return self.norm(x)
     return self.norm(x, mask=jnp.broadcast_to(mask[..., None], x.shape))
 
 
 class _FeedForward(nnx.Module):
 
-  def __init__(self, dim: int, hidden: int, dropout: float, *, rngs: nnx.Rngs):
-    self.linear1 = nnx.Linear(dim, hidden, kernel_init=_XAVIER, rngs=rngs)
-    self.linear2 = nnx.Linear(hidden, dim, kernel_init=_XAVIER, rngs=rngs)
+  def __init__(self, dim: int, hidden: int, dropout: float, *, authors_code: bool = False,
+               rngs: nnx.Rngs):
+    bias1 = _torch_linear_bias(dim) if authors_code else nnx.initializers.zeros
+    bias2 = _torch_linear_bias(hidden) if authors_code else nnx.initializers.zeros
+    self.linear1 = nnx.Linear(dim, hidden, kernel_init=_XAVIER, bias_init=bias1, rngs=rngs)
+    self.linear2 = nnx.Linear(hidden, dim, kernel_init=_XAVIER, bias_init=bias2, rngs=rngs)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.linear2(self.dropout(jax.nn.relu(self.linear1(x))))
 
 
-def _attention(dim: int, num_heads: int, dropout: float, rngs: nnx.Rngs):
-  return nnx.MultiHeadAttention(
+def _attention(dim: int, num_heads: int, dropout: float, rngs: nnx.Rngs,
+               authors_code: bool = False):
+  attn = nnx.MultiHeadAttention(
       num_heads=num_heads, in_features=dim, qkv_features=dim, out_features=dim,
       dropout_rate=dropout, broadcast_dropout=False, kernel_init=_XAVIER,
       deterministic=False, decode=False, rngs=rngs)
+  if authors_code:  # q, k, v drawn as one packed [3m, m] matrix (PyTorch)
+    init = _packed_qkv_xavier(dim)
+    for proj in (attn.query, attn.key, attn.value):
+      proj.kernel[...] = init(rngs.params(), proj.kernel.shape)
+  return attn
 
 
 def _key_mask(mask: jax.Array | None, num_queries: int) -> jax.Array | None:
@@ -111,13 +182,13 @@ class EncoderLayer(nnx.Module):
   """Post-norm self-attention block with BatchNorm (DETR layer, LayerNorm -> BatchNorm)."""
 
   def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, *,
-               rngs: nnx.Rngs):
-    self.self_attn = _attention(dim, num_heads, dropout, rngs)
+               authors_code: bool = False, rngs: nnx.Rngs):
+    self.self_attn = _attention(dim, num_heads, dropout, rngs, authors_code)
     self.dropout1 = nnx.Dropout(dropout, rngs=rngs)
-    self.norm1 = _TokenBatchNorm(dim, rngs=rngs)
-    self.ffn = _FeedForward(dim, ffn_dim, dropout, rngs=rngs)
+    self.norm1 = _TokenBatchNorm(dim, authors_code=authors_code, rngs=rngs)
+    self.ffn = _FeedForward(dim, ffn_dim, dropout, authors_code=authors_code, rngs=rngs)
     self.dropout2 = nnx.Dropout(dropout, rngs=rngs)
-    self.norm2 = _TokenBatchNorm(dim, rngs=rngs)
+    self.norm2 = _TokenBatchNorm(dim, authors_code=authors_code, rngs=rngs)
 
   def __call__(self, x, mask=None, pos=None):
     qk = x if pos is None else x + pos
@@ -130,16 +201,16 @@ class DecoderLayer(nnx.Module):
   """Post-norm query self-attention, cross-attention to the memory, feed-forward."""
 
   def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float, *,
-               rngs: nnx.Rngs):
-    self.self_attn = _attention(dim, num_heads, dropout, rngs)
-    self.cross_attn = _attention(dim, num_heads, dropout, rngs)
+               authors_code: bool = False, rngs: nnx.Rngs):
+    self.self_attn = _attention(dim, num_heads, dropout, rngs, authors_code)
+    self.cross_attn = _attention(dim, num_heads, dropout, rngs, authors_code)
     self.dropout1 = nnx.Dropout(dropout, rngs=rngs)
     self.dropout2 = nnx.Dropout(dropout, rngs=rngs)
     self.dropout3 = nnx.Dropout(dropout, rngs=rngs)
-    self.norm1 = _TokenBatchNorm(dim, rngs=rngs)
-    self.norm2 = _TokenBatchNorm(dim, rngs=rngs)
-    self.norm3 = _TokenBatchNorm(dim, rngs=rngs)
-    self.ffn = _FeedForward(dim, ffn_dim, dropout, rngs=rngs)
+    self.norm1 = _TokenBatchNorm(dim, authors_code=authors_code, rngs=rngs)
+    self.norm2 = _TokenBatchNorm(dim, authors_code=authors_code, rngs=rngs)
+    self.norm3 = _TokenBatchNorm(dim, authors_code=authors_code, rngs=rngs)
+    self.ffn = _FeedForward(dim, ffn_dim, dropout, authors_code=authors_code, rngs=rngs)
 
   def __call__(self, t, memory, queries, memory_mask=None, memory_pos=None):
     return self.forward_with_attention(t, memory, queries, memory_mask, memory_pos)[0]
@@ -166,9 +237,11 @@ class DecoderLayer(nnx.Module):
 class _Head(nnx.Module):
   """ReLU - Linear(no bias) - BatchNorm, the authors' centroid heads."""
 
-  def __init__(self, dim: int, *, rngs: nnx.Rngs):
-    self.linear = nnx.Linear(dim, dim, use_bias=False, kernel_init=_XAVIER, rngs=rngs)
-    self.norm = _TokenBatchNorm(dim, rngs=rngs)
+  def __init__(self, dim: int, *, authors_code: bool = False, rngs: nnx.Rngs):
+    # The authors' heads sit outside their xavier loop: PyTorch's default U(+-1/sqrt(m)).
+    init = _uniform(1.0 / math.sqrt(dim)) if authors_code else _XAVIER
+    self.linear = nnx.Linear(dim, dim, use_bias=False, kernel_init=init, rngs=rngs)
+    self.norm = _TokenBatchNorm(dim, authors_code=authors_code, rngs=rngs)
 
   def __call__(self, x):
     return self.norm(self.linear(jax.nn.relu(x)))
@@ -181,6 +254,27 @@ def masked_mean_std(y: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, ja
   mean = jnp.sum(w * y, axis=1) / n
   var = jnp.sum(w * jnp.square(y - mean[:, None]), axis=1) / n
   return mean, jnp.sqrt(var + 1e-6)
+
+
+def authors_mean_std(y: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+  """The statistics of the authors' `Transformer.forward` (twke18/HSG), (B, m) each.
+
+  With a mask (n valid of L tokens): mean over the valid tokens, and
+    std = sqrt( [sum_valid (y - mean)^2 + (L - n) mean^2] / (n + 1) ),
+  i.e. the zeroed padded rows enter as (0 - mean)^2 and the divisor is n + 1.
+  Without a mask: mean and torch.std (divisor L - 1). No epsilon under the root (as
+  theirs; its gradient is infinite only if every token is equal).
+  """
+  if mask is None:
+    length = y.shape[1]
+    mean = jnp.mean(y, axis=1)
+    var = jnp.sum(jnp.square(y - mean[:, None]), axis=1) / max(length - 1, 1)
+    return mean, jnp.sqrt(var)
+  w = mask.astype(y.dtype)[..., None]
+  n = jnp.sum(w, axis=1)
+  mean = jnp.sum(w * y, axis=1) / jnp.maximum(n, 1.0)
+  centred = w * y - mean[:, None]
+  return mean, jnp.sqrt(jnp.sum(jnp.square(centred), axis=1) / (jnp.maximum(n, 1.0) + 1.0))
 
 
 class LevelOutput(NamedTuple):
@@ -206,31 +300,40 @@ class LevelOutput(NamedTuple):
 
 
 class ClusteringTransformer(nnx.Module):
-  """Groups the n_l segments of one level into `num_clusters` clusters (one level)."""
+  """Groups the n_l segments of one level into `num_clusters` clusters (one level).
+
+  `authors_code=True` reproduces the authors' PyTorch module (see the module docstring,
+  "Faithfulness"): their statistics formula, BatchNorm statistics over padded tokens,
+  PyTorch's unbiased running variance and PyTorch's initialisation.
+  """
 
   def __init__(self, dim: int, num_clusters: int, *, num_heads: int = 4,
                num_encoder_layers: int = 2, num_decoder_layers: int = 2,
-               ffn_dim: int | None = None, dropout: float = 0.1, rngs: nnx.Rngs):
+               ffn_dim: int | None = None, dropout: float = 0.1,
+               authors_code: bool = False, rngs: nnx.Rngs):
     if dim % num_heads:
       raise ValueError(f"ClusteringTransformer: dim={dim} must be divisible by "
                        f"num_heads={num_heads}")
     ffn_dim = 2 * dim if ffn_dim is None else ffn_dim
     self.dim = dim
     self.num_clusters = num_clusters
-    self.encoder = nnx.List([EncoderLayer(dim, num_heads, ffn_dim, dropout, rngs=rngs)
+    self.authors_code = authors_code
+    layer_options = dict(authors_code=authors_code, rngs=rngs)
+    self.encoder = nnx.List([EncoderLayer(dim, num_heads, ffn_dim, dropout, **layer_options)
                              for _ in range(num_encoder_layers)])
-    self.decoder = nnx.List([DecoderLayer(dim, num_heads, ffn_dim, dropout, rngs=rngs)
+    self.decoder = nnx.List([DecoderLayer(dim, num_heads, ffn_dim, dropout, **layer_options)
                              for _ in range(num_decoder_layers)])
-    self.decoder_norm = _TokenBatchNorm(dim, rngs=rngs)
+    self.decoder_norm = _TokenBatchNorm(dim, **layer_options)
     # Statistical feature mapping: [mean; std] -> the queries' shared content.
     self.stats_fc1 = nnx.Linear(2 * dim, ffn_dim, use_bias=False, kernel_init=_XAVIER,
                                 rngs=rngs)
-    self.stats_norm = nnx.BatchNorm(ffn_dim, momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON,
-                                    rngs=rngs)
-    self.stats_fc2 = nnx.Linear(ffn_dim, dim, kernel_init=_XAVIER, rngs=rngs)
+    self.stats_norm = _BatchNorm(ffn_dim, unbiased_running_var=authors_code, rngs=rngs)
+    self.stats_fc2 = nnx.Linear(
+        ffn_dim, dim, kernel_init=_XAVIER, rngs=rngs,
+        bias_init=_torch_linear_bias(ffn_dim) if authors_code else nnx.initializers.zeros)
     self.queries = nnx.Param(jax.random.normal(rngs.params(), (num_clusters, dim)))
-    self.centroid_head = _Head(dim, rngs=rngs)
-    self.feature_head = _Head(dim, rngs=rngs)
+    self.centroid_head = _Head(dim, **layer_options)
+    self.feature_head = _Head(dim, **layer_options)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
                pos: jax.Array | None = None) -> LevelOutput:
@@ -245,7 +348,7 @@ class ClusteringTransformer(nnx.Module):
     y = x
     for layer in self.encoder:
       y = layer(y, mask, pos)
-    mean, std = masked_mean_std(y, mask)
+    mean, std = (authors_mean_std if self.authors_code else masked_mean_std)(y, mask)
     t = self.stats_fc2(jax.nn.relu(self.stats_norm(
         self.stats_fc1(jnp.concatenate([mean, std], axis=-1)))))
     t = jnp.broadcast_to(t[:, None, :], (b, self.num_clusters, self.dim))
@@ -271,8 +374,9 @@ class HierarchyOutput(NamedTuple):
   levels: the `LevelOutput` of each clustering transformer.
   assignments: per level, (B, N, n_l) soft P_l of the base segments,
     P_1 = C_1 and P_{l+1} = P_l C_{l+1}; rows of padded base segments are 0.
-  labels: per level, (B, N) int32 hard G_l of the base segments, nested across
-    levels; -1 for padded base segments.
+  labels: per level, (B, N) int32 hard G_l = argmax_k P_l of the base segments
+    (winner-take-all, HSG sec. 3.3); -1 for padded base segments. Not always nested:
+    `nested_labels` makes them a hierarchy.
   """
   levels: tuple[LevelOutput, ...]
   assignments: tuple[jax.Array, ...]
@@ -286,13 +390,55 @@ def _group_mean(values: jax.Array, labels: jax.Array, num_groups: int) -> jax.Ar
   return sums / jnp.maximum(jnp.sum(one_hot, axis=1), 1.0)[..., None]
 
 
+def propagate(parent: jax.Array | None, assignment: jax.Array,
+              mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """P_{l+1} = P_l C_{l+1} (HSG eq. 7) and G_{l+1} = argmax_k P_{l+1} (winner-take-all).
+
+  parent: (B, N, n_l) P_l of the N base segments, or None for the first level (P_1 = C_1).
+  assignment: (B, n_l, n_{l+1}) C_{l+1} (or (B, N, n_1) for the first level).
+  mask: (B, N) valid base segments; invalid rows get P = 0 and label -1.
+  Returns (P_{l+1}, G_{l+1} int32).
+  """
+  p = assignment if parent is None else jnp.einsum("bnj,bjk->bnk", parent, assignment)
+  labels = jnp.argmax(p, axis=-1).astype(jnp.int32)
+  if mask is not None:
+    p = p * mask[..., None].astype(p.dtype)
+    labels = jnp.where(mask, labels, -1)
+  return p, labels
+
+
+def nested_labels(labels: Sequence[jax.Array],
+                  num_clusters: Sequence[int]) -> tuple[jax.Array, ...]:
+  """Make winner-take-all levels nest: each level-l group takes its majority parent.
+
+  G_{l+1} = argmax P_{l+1} need not be a union of G_l groups (two base segments of one
+  level-l group can prefer different level-(l+1) clusters), but a hierarchy (UCM) needs
+  nested levels. Here, from fine to coarse, every group of the (already nested) level l
+  is given the level-(l+1) label held by most of its base segments (ties: smaller id),
+  and all its segments take it. The finest level is unchanged, ids stay below n_l,
+  -1 stays -1, and levels that already nest are returned as they are.
+
+  labels: per level (B, N) int base-segment labels (`HierarchyOutput.labels`);
+  num_clusters: n_l per level.
+  """
+  out = [labels[0]]
+  for finer_k, level, k in zip(num_clusters[:-1], labels[1:], num_clusters[1:]):
+    finer = out[-1]
+    counts = jnp.einsum("bna,bnc->bac", jax.nn.one_hot(finer, finer_k, dtype=jnp.int32),
+                        jax.nn.one_hot(level, k, dtype=jnp.int32))
+    parent = jnp.argmax(counts, axis=-1).astype(jnp.int32)             # (B, finer_k)
+    out.append(jnp.where(finer >= 0, jnp.take_along_axis(parent, jnp.maximum(finer, 0),
+                                                          axis=1), -1))
+  return tuple(out)
+
+
 class HierarchicalClustering(nnx.Module):
   """Stacked clustering transformers: G0 -> G1 (n1 = 8) -> G2 (n2 = 4), as in HSG."""
 
   def __init__(self, dim: int, *, num_clusters: Sequence[int] = (8, 4),
                num_heads: int = 4, num_encoder_layers: int = 2,
                num_decoder_layers: int = 2, ffn_dim: int | None = None,
-               dropout: float = 0.1, rngs: nnx.Rngs):
+               dropout: float = 0.1, authors_code: bool = False, rngs: nnx.Rngs):
     if not num_clusters:
       raise ValueError("HierarchicalClustering: num_clusters must list at least one level")
     self.num_clusters = tuple(int(k) for k in num_clusters)
@@ -300,7 +446,7 @@ class HierarchicalClustering(nnx.Module):
         ClusteringTransformer(dim, k, num_heads=num_heads,
                               num_encoder_layers=num_encoder_layers,
                               num_decoder_layers=num_decoder_layers, ffn_dim=ffn_dim,
-                              dropout=dropout, rngs=rngs)
+                              dropout=dropout, authors_code=authors_code, rngs=rngs)
         for k in self.num_clusters])
 
   def __call__(self, x0: jax.Array, mask: jax.Array | None = None,
@@ -308,21 +454,15 @@ class HierarchicalClustering(nnx.Module):
     """x0: (B, N, m) base segment features X_0; mask: (B, N) bool; pos: (B, N, m)."""
     outputs, assignments, labels = [], [], []
     x, level_mask, level_pos = x0, mask, pos
-    p, g = None, None
+    p = None
     for k, level in zip(self.num_clusters, self.levels):
       out = level(x, level_mask, level_pos)
-      if p is None:
-        p, g = out.assignment, out.labels
-      else:
-        p = jnp.einsum("bnj,bjk->bnk", p, out.assignment)
-        # Winner-take-all on the hard parent keeps the levels nested.
-        g = jnp.where(g >= 0, jnp.take_along_axis(
-            out.labels, jnp.maximum(g, 0), axis=1), -1)
+      p, g = propagate(p, out.assignment, mask)
       outputs.append(out)
       assignments.append(p)
       labels.append(g)
       # Next level: the k cluster features, all present (as in the authors' code);
-      # positions are averaged over the hard groups of this level.
+      # positions are averaged over this level's hard groups of its own input.
       if level_pos is not None:
         level_pos = _group_mean(level_pos, out.labels, k)
       x, level_mask = out.features, None

@@ -25,14 +25,15 @@ Loss (eq. 9), for a batch of B images x V views:
      (`jhseg.models.position_embedding`, the mean over its pixels) added to the
      transformers' keys and queries; for each level l: L_f(G_l) with label = the level-l
      cluster of each G0 segment (unique per image), and L_g(l) (eq. 8) with the
-     k-NN graph over X_0 restricted to segments of the same view;
+     k-NN graph over X_0 (k in each view, or over all views: `loss.knn_per_view`);
   6. L = lambda_E L_f(G_e) + lambda_F sum_l L_f(G_l) + lambda_G sum_l L_g(l).
 Choice: L_f(G_l) contrasts pixels with the G0 segment prototypes, labelled by their
 level-l cluster (the SegSort form of eq. 3 with segments G0 and grouping G_l).
 
 Evaluation (host-level, `evaluate`): per image at the test output stride, embeddings
 resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
-(`eval.grid`, no G_e), G1, G2 by the transformers (nested by construction), then
+(`eval.grid`, no G_e), G1, G2 by the transformers (winner-take-all of P_l, made
+nested by `clustering_transformer.nested_labels`), then
   * the UCM of the nested levels {G0, G1, G2} (`hierarchy.
     ultrametric_from_nested_segmentations`, altitudes l / L);
   * NFCovering (`metrics.covering`) of each ground-truth level (`eval.truth_levels`,
@@ -42,17 +43,23 @@ resized to the image (the authors' `resize_as_input`), G0 by spherical k-means
     segments per level;
   * BSDS boundary ODS/OIS/AP (`metrics.boundary`) of the UCM's cuts against the
     boundaries of the finest ground-truth level;
-  * segment retrieval (section 4): a memory of G0 segment prototypes of
-    `eval.num_memory_examples` images of the labelled training split, each labelled
-    with the majority class (`eval.label_field`) of its pixels; every test segment
-    takes the majority class of its `eval.knn` most similar memory segments (cosine);
-    mIoU and pixel accuracy (`metrics.semantic.ConfusionMatrix`). The authors'
-    released code does not include this step (`predictions` raises
-    NotImplementedError); k = 10 neighbours with an unweighted vote is our choice.
+  * segment retrieval (section 4), the authors' inference (`metrics.retrieval`): a
+    memory of G0 segment prototypes of `eval.num_memory_examples` images of the
+    labelled training split, each labelled with the majority label (`eval.label_field`,
+    void included) of its pixels, void-majority segments dropped; every test segment
+    takes the unweighted majority class of its `eval.knn` (20) most similar memory
+    segments (cosine); mIoU and pixel accuracy (`metrics.semantic.ConfusionMatrix`).
+Faithfulness (deviations of the task's pipeline; the losses, transformers, retrieval
+and configs list their own): in the evaluated hierarchy a G1 group whose base segments
+disagree on their G2 winner takes the majority's (`nested_labels`; a UCM needs nested
+levels);
+test images are padded to `eval.image_size` and embedded whole (the authors resize the
+longer side to 512 and embed it in crop windows); the retrieval memory can be limited
+to `eval.num_memory_examples` images (None = the whole labelled split, as theirs).
 Outputs under `workdir/eval/<evaluator>/<step>/`: summary.json, hierarchy_<i>.png
 (segments per level of HSG), baseline_<i>.png (the colour baseline), ucm_<i>.png and
-attention_0.png (the first image's last-decoder-layer attention of each level's
-queries, painted on its pixels).
+attention_0.png (the first image's last-decoder-layer attention of each level's queries,
+painted on its pixels).
 """
 from __future__ import annotations
 
@@ -72,6 +79,7 @@ from jhseg.data import coherent_regions as coherent_lib
 from jhseg.data import multiview as multiview_lib
 from jhseg.metrics import boundary
 from jhseg.metrics import covering
+from jhseg.metrics import retrieval
 from jhseg.metrics import semantic
 from jhseg.models import clustering_transformer as ct
 from jhseg.models import embedding as embedding_lib
@@ -94,7 +102,8 @@ class HSGNetwork(nnx.Module):
 
   def __init__(self, *, embedder: embedding_lib.FCNEmbedding, num_clusters: Sequence[int],
                num_heads: int = 4, num_encoder_layers: int = 2, num_decoder_layers: int = 2,
-               dropout: float = 0.1, position_embedding: bool = True, rngs: nnx.Rngs):
+               dropout: float = 0.1, position_embedding: bool = True,
+               authors_code: bool = False, rngs: nnx.Rngs):
     self.embedder = embedder
     # Learned positions of the segments for the transformers' keys and queries (authors'
     # code); None disables them.
@@ -103,7 +112,7 @@ class HSGNetwork(nnx.Module):
     self.hierarchy = ct.HierarchicalClustering(
         embedder.embedding_dim, num_clusters=num_clusters, num_heads=num_heads,
         num_encoder_layers=num_encoder_layers, num_decoder_layers=num_decoder_layers,
-        dropout=dropout, rngs=rngs)
+        dropout=dropout, authors_code=authors_code, rngs=rngs)
 
   def __call__(self, images: jax.Array) -> jax.Array:
     return self.embedder(images)
@@ -123,7 +132,8 @@ def make_network(model: ml_collections.ConfigDict, rngs: nnx.Rngs) -> HSGNetwork
   return HSGNetwork(embedder=embedder, num_clusters=tuple(model.num_clusters),
                     num_heads=t.num_heads, num_encoder_layers=t.num_encoder_layers,
                     num_decoder_layers=t.num_decoder_layers, dropout=t.dropout,
-                    position_embedding=t.get("position_embedding", True), rngs=rngs)
+                    position_embedding=t.get("position_embedding", True),
+                    authors_code=t.get("authors_code", False), rngs=rngs)
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -247,8 +257,10 @@ def hsg_loss(network: HSGNetwork, views: jax.Array, view_regions: jax.Array, *,
     level_f.append(contrast(unique_per_image(per_view, image_index, k),
                             g0.valid & (per_view >= 0)))
     level_g.append(losses.grouping_loss(
-        x0, assignment, level.centroids, node_mask=node_mask, node_groups=node_view,
-        num_neighbors=loss.num_neighbors, concentration=loss.concentration))
+        x0, assignment, level.centroids, node_mask=node_mask,
+        node_groups=node_view if loss.get("knn_per_view", True) else None, num_groups=v,
+        num_neighbors=loss.num_neighbors, concentration=loss.concentration,
+        collapse_normaliser=loss.get("collapse_normaliser", "valid_nodes")))
     aux[f"loss_f_level{index}"] = level_f[-1]
     aux[f"loss_g_level{index}"] = level_g[-1]
     # Distinct clusters used per image: next to eval/segments_hsg_G<l> it shows a level
@@ -305,35 +317,12 @@ def segment_images(embedder: embedding_lib.FCNEmbedding,
                               height, width)
     pos = position_lib.segment_positions(pixels, g0.labels, g0.prototypes.shape[1])
   out = clustering(g0.prototypes, g0.valid, pos)
-  levels = [g0.labels] + [ct.pixel_labels(g0.labels, g) for g in out.labels]
+  nested = ct.nested_labels(out.labels, clustering.num_clusters)
+  levels = [g0.labels] + [ct.pixel_labels(g0.labels, g) for g in nested]
   return Segmentation(jnp.stack(levels, axis=1), g0.prototypes, g0.valid,
                       tuple(level.attention for level in out.levels))
 
 
-# ----------------------------------------------------------------------------- retrieval
-
-
-def segment_majority_labels(segments: np.ndarray, classes: np.ndarray,
-                            num_segments: int, num_classes: int) -> np.ndarray:
-  """Majority class (>= 0) of every segment id in [0, num_segments); -1 if unlabelled."""
-  keep = (segments >= 0) & (classes >= 0) & (classes < num_classes)
-  counts = np.bincount(segments[keep] * num_classes + classes[keep],
-                       minlength=num_segments * num_classes).reshape(num_segments, num_classes)
-  return np.where(counts.sum(1) > 0, np.argmax(counts, axis=1), -1)
-
-
-def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray, *,
-             k: int, num_classes: int) -> np.ndarray:
-  """Majority class of the k most cosine-similar memory rows (ties: smaller class)."""
-  if len(memory) == 0:
-    raise ValueError("hsg retrieval: the segment memory is empty (no labelled segment in the "
-                     "memory images; check config.eval.label_field)")
-  k = min(k, len(memory))
-  sims = queries @ memory.T
-  nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-  votes = np.zeros((len(queries), num_classes))
-  np.add.at(votes, (np.repeat(np.arange(len(queries)), k), memory_labels[nearest].ravel()), 1)
-  return np.argmax(votes, axis=1)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -404,11 +393,12 @@ class HSG(Task):
       classes = outputs.to_host(global_batch["labels"])
       k = seg.prototypes.shape[1]
       for i in np.flatnonzero(mask):
-        majority = segment_majority_labels(seg.levels[i, 0].ravel(), classes[i].ravel(), k,
-                                           e.num_classes)
-        keep = seg.segment_valid[i] & (majority >= 0)
-        features.append(seg.prototypes[i][keep])
-        labels.append(majority[keep])
+        majority = retrieval.segment_majority_labels(seg.levels[i, 0], classes[i], k,
+                                                     e.num_classes)
+        rows, row_labels = retrieval.memory_from_segments(seg.prototypes[i],
+                                                          seg.segment_valid[i], majority)
+        features.append(rows)
+        labels.append(row_labels)
     return np.concatenate(features), np.concatenate(labels)
 
   def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
@@ -416,8 +406,8 @@ class HSG(Task):
     self._use_eval_stride(model, rebuild=True)  # parameters changed since the last one
     truth_names = tuple(e.truth_levels)
     num_levels = len(self.config.model.num_clusters) + 1
-    hsg_cover = covering.NFCoveringAccumulator(background=0)
-    base_cover = covering.NFCoveringAccumulator(background=0)
+    hsg_cover = covering.NFCoveringAccumulator(background=0, ignore=e.get("void_label"))
+    base_cover = covering.NFCoveringAccumulator(background=0, ignore=e.get("void_label"))
     hsg_bdry, base_bdry = [], []
     confusion = semantic.ConfusionMatrix(e.num_classes, ignore_index=None)
     memory = self._memory(model, ctx)
@@ -445,7 +435,8 @@ class HSG(Task):
         finest = _finest_truth(truth)
         hsg_bdry.append(boundary.counts_from_segmentations(levels, [finest]))
         base_bdry.append(boundary.counts_from_segmentations(baseline, [finest]))
-        classes = knn_vote(seg.prototypes[i], *memory, k=e.knn, num_classes=e.num_classes)
+        classes = retrieval.knn_vote(seg.prototypes[i], *memory, k=e.knn,
+                                     num_classes=e.num_classes)
         prediction = np.where(levels[0] >= 0, classes[np.maximum(levels[0], 0)], -1)
         keep = prediction >= 0
         confusion.add(host["labels"][i, :height, :width][keep], prediction[keep])
