@@ -28,7 +28,7 @@ from flax import nnx
 
 from jhseg import data as data_lib
 from jhseg.tasks import get_task
-from jhseg.train import checkpointing, devices, optim
+from jhseg.train import checkpointing, devices, optim, run_config, workdir_lock
 from jhseg.train.config_fields import check_fields
 from jhseg.train.logging import MetricWriter
 
@@ -58,13 +58,6 @@ def _make_train_step(graphdef: nnx.GraphDef, task, seed: int) -> Callable:
     return nnx.state((model, optimizer)), metrics
 
   return train_step
-
-
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 class _PendingMetrics:
@@ -140,6 +133,7 @@ def _due(step: int, every: int | None, last: int) -> bool:
   return step == last or bool(every) and step % every == 0
 
 
+@workdir_lock.one_run_per_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config.task` for `config.num_train_steps`, resuming from `workdir`.
 
@@ -151,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   task = get_task(config.task)(config)
   mesh = devices.make_data_mesh()
   batch_sharding, replicated = devices.data_sharding(mesh), devices.replicated(mesh)
-  _write_config(config, workdir)
+  run_config.prepare(config, workdir)  # Refuses a resume with another model, writes nothing.
 
   total = int(config.num_train_steps)
   train_source = data_lib.load_source(config.data, config.data.train_split)
@@ -174,7 +168,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_step = jax.jit(_make_train_step(graphdef, task, config.seed), donate_argnums=0,
                        out_shardings=(state_sharding, replicated))
-  writer = MetricWriter(workdir, total_steps=total)
+  writer = MetricWriter(workdir, total_steps=total, resume_step=start)
   pending = _PendingMetrics()
   summary: dict[str, float] = {}
   eval_every = config.get("eval_every_steps")
@@ -190,6 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         train_metrics = pending.flush()
         summary.update(writer.write(step, {**train_metrics, "train/lr_scale": lr_scale}))
         writer.progress(step, train_metrics)
+        checkpointer.check()  # An asynchronous save that failed stops the run here.
       eval_metrics = None
       if evaluate_now:
         eval_metrics = _evaluate(task, graphdef, state, config, workdir, step, batch_sharding,
@@ -213,8 +208,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       logging.info("test split %r at step %d: %s", config.data.test_split, total, test_metrics)
   except NonFiniteLossError as err:
     last = checkpointer.latest_step()
-    raise NonFiniteLossError(f"{err}; stopped. The last good checkpoint is step {last} in "
-                             f"{checkpointer.directory}") from None
+    where = (f"The last good checkpoint is step {last} in {checkpointer.directory}"
+             if last is not None else "No checkpoint was written yet: there is none to resume")
+    raise NonFiniteLossError(f"{err}; stopped. {where}") from None
   finally:
     checkpointer.close()
     writer.close()
