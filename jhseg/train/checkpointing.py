@@ -128,7 +128,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policies.AnyPreservationPolicy(keep),
         best_fn=best_fn, best_mode=config.get("best_mode", "min"),
-        enable_async_checkpointing=config.get("async", True),
+        # None (a command-line placeholder left unset) means the default, asynchronous.
+        enable_async_checkpointing=config.get("async") is not False,
         # Step folders made in `save` itself: a failing mkdir raises there, instead of in a
         # background thread whose siblings then wait orbax's 5-minute signal timeout.
         async_options=ocp.AsyncOptions(create_directories_asynchronously=False))

@@ -23,8 +23,6 @@ import sys
 import time
 from typing import Any, Callable, Iterator
 
-import jax
-import numpy as np
 from absl import logging
 
 LOCK_FILE = "run.lock"
@@ -129,6 +127,9 @@ class WorkdirLock:
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
   """Holds the workdir's lock on process 0; every process raises if it is taken."""
+  import jax  # Deferred: the lock itself needs no JAX (nor its start-up time).
+  import numpy as np
+
   lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
   error = None
   if lock is not None:
