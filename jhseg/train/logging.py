@@ -33,11 +33,15 @@ class _OwnMessagesAndWarnings(py_logging.Filter):
 
 
 class _ConsoleFormatter(py_logging.Formatter):
+  """`HH:MM:SS message`, with the level named for warnings and errors."""
+
+  def __init__(self):
+    super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    self._alarm = py_logging.Formatter("%(asctime)s %(levelname)s: %(message)s",
+                                       datefmt="%H:%M:%S")
+
   def format(self, record: py_logging.LogRecord) -> str:
-    text = super().format(record)
-    if record.levelno >= py_logging.WARNING:
-      return f"{record.levelname}: {text}"
-    return text
+    return (self._alarm if record.levelno >= py_logging.WARNING else super()).format(record)
 
 
 def route_logs(workdir: str, *, verbose: bool = False) -> str:
@@ -55,7 +59,7 @@ def route_logs(workdir: str, *, verbose: bool = False) -> str:
   to_file = py_logging.FileHandler(path)
   to_file.setFormatter(logging.PythonFormatter())
   console = py_logging.StreamHandler(sys.stderr)
-  console.setFormatter(_ConsoleFormatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+  console.setFormatter(_ConsoleFormatter())
   if not verbose:
     console.addFilter(_OwnMessagesAndWarnings())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
