@@ -99,3 +99,28 @@ def test_console_shows_own_messages_and_warnings_the_file_everything(tmp_path, c
   with open(path) as f:
     logged = f.read()
   assert all(m in logged for m in ("step 3/10", "library chatter", "library warning"))
+
+
+def test_command_line_run_prints_a_short_console(synthetic_data_dir, tmp_path):
+  import pathlib
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  workdir = tmp_path / "run"
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.pixel_classification",
+       "--config=experiments/configs/pixel_classification.py:tiny", f"--workdir={workdir}",
+       f"--config.data.data_dir={synthetic_data_dir}", "--config.num_train_steps=4",
+       "--config.log_every_steps=2", "--config.eval_every_steps=4",
+       "--config.checkpoint_every_steps=2", "--config.data.num_eval_examples=8",
+       "--config.data.test_split=None"],
+      capture_output=True, text=True, cwd=root, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  console = (result.stdout + result.stderr).splitlines()
+  assert len(console) <= 40, "\n".join(console)
+  assert any("step 4/4" in line for line in console)
+  assert any("evaluation at step 4" in line for line in console)
+  assert not any("orbax" in line.lower() for line in console)
+  log = (workdir / "run.log").read_text()
+  assert "step 4/4" in log and "orbax" in log.lower()  # Everything is in the file.
+  assert not (workdir / "run.lock").exists()  # Released at the end.

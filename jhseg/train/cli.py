@@ -64,12 +64,12 @@ def make_main(default_config: str) -> Callable[[list[str]], None]:
 
 
 def _run(config: ml_collections.ConfigDict, workdir: str, *, verbose: bool) -> None:
-  from jhseg.train import devices, logging as run_logging  # Deferred: flags parse first.
+  if not verbose:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # Read when TensorFlow loads.
+  from jhseg.train import devices, logging as run_logging, train_and_evaluate
 
+  devices.maybe_initialize_distributed(config)  # Before the log file: it names the process.
   run_logging.route_logs(workdir, verbose=verbose)
-  devices.maybe_initialize_distributed(config)
-  from jhseg.train import train_and_evaluate
-
   summary = train_and_evaluate(config, workdir)
   print({k: round(v, 5) for k, v in sorted(summary.items())})
 

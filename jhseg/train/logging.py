@@ -49,11 +49,12 @@ def route_logs(workdir: str, *, verbose: bool = False) -> str:
 
   The console gets jhseg's INFO messages (progress, evaluations, checkpoints)
   and every library's warnings; `verbose` lets everything through. Returns
-  the log file's path. Also quiets TensorFlow's C++ INFO lines and TFDS's
-  progress bars unless `verbose` (both bypass Python logging).
+  the log file's path (`run.<i>.log` for process i > 0). Also hides TFDS's
+  progress bars unless `verbose` (they bypass Python logging).
   """
   os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(os.path.abspath(workdir), "run.log")
+  index = jax.process_index()
+  path = os.path.join(os.path.abspath(workdir), f"run.{index}.log" if index else "run.log")
   root = py_logging.getLogger()
   root.removeHandler(logging.get_absl_handler())
   to_file = py_logging.FileHandler(path)
@@ -62,7 +63,6 @@ def route_logs(workdir: str, *, verbose: bool = False) -> str:
   console.setFormatter(_ConsoleFormatter())
   if not verbose:
     console.addFilter(_OwnMessagesAndWarnings())
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import tensorflow_datasets as tfds  # Deferred: heavy, and only the CLI quiets it.
     tfds.disable_progress_bar()
   for handler in (to_file, console):

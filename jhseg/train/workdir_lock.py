@@ -135,13 +135,13 @@ def hold(workdir: str) -> Iterator[None]:
   if lock is not None:
     try:
       lock.acquire()
-    except WorkdirBusyError as err:
+    except (WorkdirBusyError, OSError) as err:  # Told to the other processes before raising.
       error = err
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     busy = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
     if busy and error is None:
-      error = WorkdirBusyError(f"{workdir} is in use by another run (see process 0's log)")
+      error = WorkdirBusyError(f"process 0 could not take the lock of {workdir} (see its log)")
   if error is not None:
     raise error
   try:
