@@ -11,6 +11,7 @@ from absl import logging as absl_logging
 from experiments.configs import pixel_classification
 from jhseg.train import NonFiniteLossError, train_and_evaluate
 from jhseg.train import logging as run_logging
+from jhseg.train.run_config import ConfigMismatchError
 
 
 def _steps(workdir):
@@ -60,6 +61,15 @@ def test_each_step_appears_once_after_a_resume(synthetic_data_dir, tmp_path):
   assert len(pairs) == len(set(pairs))  # No metric twice at a step (eval at the last step).
   history = (tmp_path / "run" / "config_history.jsonl").read_text().splitlines()
   assert json.loads(history[-1])["changed"] == {"num_train_steps": [4, 6]}
+  # A wider model refuses to resume, before anything is written (issue 11, point 3).
+  before = {n: (tmp_path / "run" / n).read_text() for n in ("config.json",
+                                                          "config_history.jsonl")}
+  wider = _tiny(synthetic_data_dir, num_train_steps=8, checkpoint_every_steps=2)
+  wider.model.width = 16
+  with pytest.raises(ConfigMismatchError, match=r"Differing fields: model\.width: 8 -> 16\."):
+    train_and_evaluate(wider, workdir)
+  assert {n: (tmp_path / "run" / n).read_text() for n in before} == before
+  assert not (tmp_path / "run" / "run.lock").exists()
 
 
 def test_non_finite_loss_without_a_checkpoint_says_there_is_none(synthetic_data_dir, tmp_path):
