@@ -32,7 +32,7 @@ def test_changed_model_refuses_listing_the_fields_and_writes_nothing(tmp_path):
   width = config.model.width
   config.model.width = 2 * width
   config.data.batch_size = 2 * config.data.batch_size
-  config.num_train_steps = 100  # Allowed alone, listed with the refused ones? No: only those.
+  config.num_train_steps = 100  # May change: not among the fields listed as refused.
   with pytest.raises(run_config.ConfigMismatchError) as err:
     run_config.prepare(config, str(tmp_path))
   message = str(err.value)
