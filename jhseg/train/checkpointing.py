@@ -4,11 +4,21 @@ A checkpoint holds two items: `state` (the nnx state of model and optimizer,
 with PRNG keys stored as raw key data) and `meta` (JSON: step, data iterator
 state, plateau controller state). The last `keep` checkpoints are kept, plus
 the best one by `best_metric` when set.
+
+A checkpoint that cannot be written (full disk, quota, no permission) stops
+the run with `CheckpointWriteError` naming the folder and the OS error: the
+folder is probed when the run starts, step folders are created synchronously
+(so a failing `mkdir` raises inside `save`, and no orbax thread is left
+waiting minutes for a directory that will never exist), and an asynchronous
+save's background result is collected by `check()` (called at every host
+sync), at the next `save` and at `close`. "saved checkpoint" is logged only
+once a save has committed.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from typing import Any, NamedTuple
 
 import jax
@@ -47,6 +57,68 @@ class _StepInfo(NamedTuple):
   metrics: Any
 
 
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written; the run stops (its last good checkpoint stays)."""
+
+
+def _root_os_error(err: BaseException) -> BaseException:
+  """The OSError behind `err` (orbax wraps it in its own exceptions), else `err`."""
+  cause, seen = err, set()
+  while cause is not None and id(cause) not in seen:
+    if isinstance(cause, OSError):
+      return cause
+    seen.add(id(cause))
+    cause = cause.__cause__ or cause.__context__
+  return err
+
+
+def _write_error(what: str, directory: str, err: BaseException) -> CheckpointWriteError:
+  cause = _root_os_error(err)
+  return CheckpointWriteError(f"could not write {what} in {directory}: "
+                              f"{type(cause).__name__}: {cause}. The run stops; free space or "
+                              "fix the folder's permissions, then start the same command to "
+                              "resume from the last good checkpoint.")
+
+
+def _probe_writable(directory: str) -> None:
+  """Creates and removes a file in `directory`, raising CheckpointWriteError if it cannot."""
+  try:
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-probe-"):
+      pass
+  except OSError as err:
+    raise _write_error("checkpoints", directory, err) from None
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint's arrays do not have the shapes of the state to restore."""
+
+
+def _shapes_by_name(tree: Any) -> dict[str, tuple[int, ...]]:
+  def key(k):
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        return str(getattr(k, attr))
+    return str(k)
+
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    names = [key(k) for k in path]
+    if names and names[-1] == "value":  # nnx variables store their array under "value".
+      names = names[:-1]
+    out["/".join(names)] = tuple(getattr(leaf, "shape", ()))
+  return out
+
+
+def _shape_mismatches(stored: Any, wanted: Any) -> list[str]:
+  have, want = _shapes_by_name(stored), _shapes_by_name(wanted)
+  lines = [f"{n}: checkpoint {have[n]}, this config {want[n]}"
+           for n in want if n in have and have[n] != want[n]]
+  lines += [f"{n}: not in the checkpoint" for n in want if n not in have]
+  lines += [f"{n}: only in the checkpoint" for n in have if n not in want]
+  return lines
+
+
 class Checkpointer:
   """Saves and restores `(state, meta)` under `workdir/checkpoints`."""
 
@@ -65,10 +137,18 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=self._policy,
         best_fn=best_fn, best_mode=config.get("best_mode", "min"),
-        enable_async_checkpointing=config.get("async", True))
+        # None (a command-line placeholder left unset) means the default, asynchronous.
+        enable_async_checkpointing=config.get("async") is not False,
+        # Step folders made in `save` itself: a failing mkdir raises there, instead of in a
+        # background thread whose siblings then wait orbax's 5-minute signal timeout.
+        async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if jax.process_index() == 0:
+      _probe_writable(self.directory)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
+    self._uncommitted: int | None = None  # The step of an asynchronous save not yet confirmed.
+    self._failed = False
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -78,19 +158,52 @@ class Checkpointer:
     if self.best_metric and metrics is not None and self.best_metric not in metrics:
       raise KeyError(f"config.checkpoint.best_metric={self.best_metric!r} is not among the "
                      f"evaluation metrics {sorted(metrics)}")
+    self._collect()
     args = ocp.args.Composite(state=ocp.args.StandardSave(_keys_to_data(state)),
                               meta=ocp.args.JsonSave(meta))
-    self._manager.save(step, args=args, metrics=metrics, force=True)
+    try:
+      self._manager.save(step, args=args, metrics=metrics, force=True)
+    except Exception as err:  # orbax raises OSError, or its own errors wrapping one.
+      self._failed = True
+      raise _write_error(f"the checkpoint of step {step}", self.directory, err) from err
+    self._uncommitted = step
+    if not self._manager.is_saving_in_progress():
+      self._collect()  # A synchronous save: committed (or failed) already.
+
+  def check(self) -> None:
+    """Raises CheckpointWriteError if an asynchronous save has failed; never blocks."""
+    if self._uncommitted is not None and not self._manager.is_saving_in_progress():
+      self._collect()
+
+  def _collect(self) -> None:
+    """Waits for the pending save's result: logs it as saved, or raises."""
+    if self._uncommitted is None:
+      return
+    step, self._uncommitted = self._uncommitted, None
+    try:
+      self._manager.wait_until_finished()
+      self._manager.check_for_errors()
+    except Exception as err:
+      self._failed = True
+      raise _write_error(f"the checkpoint of step {step}", self.directory, err) from err
     logging.info("saved checkpoint at step %d in %s", step, self.directory)
 
   def restore(self, state_like: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     step = self._manager.latest_step() if step is None else step
+    wanted = _abstract(state_like)
+    mismatches = _shape_mismatches(
+        _state_metadata(os.path.join(self.directory, str(step), "state")), wanted)
+    if mismatches:
+      raise CheckpointMismatchError(
+          f"checkpoint {step} in {self.directory} does not fit the model and optimizer of "
+          f"this config ({len(mismatches)} arrays differ: {'; '.join(mismatches[:5])}). "
+          "Resume with the run's own config.json, or start another --workdir.")
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract(state_like)), meta=ocp.args.JsonRestore()))
+        state=ocp.args.StandardRestore(wanted), meta=ocp.args.JsonRestore()))
     return _data_to_keys(restored.state, state_like), restored.meta
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    self._collect()
 
   def attach_metrics(self, step: int, metrics: dict[str, float]) -> None:
     """Records the evaluation metrics of the already saved `step` for `best_metric`.
@@ -104,7 +217,7 @@ class Checkpointer:
     if self.best_metric not in metrics:
       raise KeyError(f"config.checkpoint.best_metric={self.best_metric!r} is not among the "
                      f"evaluation metrics {sorted(metrics)}")
-    self._manager.wait_until_finished()
+    self._collect()  # the step's own save has committed (or its failure is raised)
     if jax.process_index() == 0:
       folder = os.path.join(self.directory, str(step), "metrics")
       os.makedirs(folder, exist_ok=True)
@@ -122,8 +235,30 @@ class Checkpointer:
         self._manager.delete(s)
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Waits for the last save (raising if it failed); after a failure, only releases."""
+    if self._failed:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except  # Already reported.
+        logging.info("orbax close after a failed save", exc_info=True)
+      return
+    try:
+      self._collect()
+    finally:
+      if not self._failed:
+        self._manager.close()
+
+
+def _state_metadata(path: str) -> Any:
+  """The array metadata (shapes, dtypes) of a checkpoint's `state` folder."""
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # Quiets orbax's "Metadata file does not exist".
+  try:
+    metadata = ocp.PyTreeCheckpointer().metadata(path)
+  finally:
+    logging.set_verbosity(verbosity)
+  tree = getattr(metadata, "item_metadata", metadata)
+  return getattr(tree, "tree", tree)
 
 
 def read_state_arrays(path: str) -> dict[str, Any]:
@@ -132,12 +267,8 @@ def read_state_arrays(path: str) -> dict[str, Any]:
   `path` is a `checkpoints/<step>/state` folder. Used to inspect runs and to
   initialise from runs made on another topology (other devices or hosts).
   """
-  checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(path)
-  tree = getattr(metadata, "item_metadata", metadata)
-  tree = getattr(tree, "tree", tree)
-  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  return checkpointer.restore(path, restore_args=args)
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), _state_metadata(path))
+  return ocp.PyTreeCheckpointer().restore(path, restore_args=args)
 
 
 def load_params_from(directory: str, params: Any, *, prefixes: Any = None,

@@ -1,18 +1,78 @@
 """Metrics out of a run: JSONL file, TensorBoard events, console progress.
 
 Only process 0 writes files. Every record of `metrics.jsonl` is one JSON
-object with `step`, `time` and the scalar metrics of that step.
+object with `step`, `time` and the scalar metrics of that step; a resumed
+run first drops the records after its checkpoint's step (they belong to
+training that is redone) and the evaluation records of that step itself (the
+engine evaluates the restored step again: its evaluation may not have finished),
+so each step appears once.
+
+`route_logs` (used by the command line) keeps the console readable: jhseg's
+own messages and every warning go to the console, the complete log of every
+library (orbax, TFDS, JAX/XLA at INFO) to `workdir/run.log`.
 """
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import os
+import sys
 import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
 from absl import logging
+
+_JHSEG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _OwnMessagesAndWarnings(py_logging.Filter):
+  """Passes jhseg's messages (by source file) and other libraries' warnings and errors."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or record.pathname.startswith(_JHSEG_ROOT)
+
+
+class _ConsoleFormatter(py_logging.Formatter):
+  """`HH:MM:SS message`, with the level named for warnings and errors."""
+
+  def __init__(self):
+    super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    self._alarm = py_logging.Formatter("%(asctime)s %(levelname)s: %(message)s",
+                                       datefmt="%H:%M:%S")
+
+  def format(self, record: py_logging.LogRecord) -> str:
+    return (self._alarm if record.levelno >= py_logging.WARNING else super()).format(record)
+
+
+def route_logs(workdir: str, *, verbose: bool = False) -> str:
+  """Sends every log record to `workdir/run.log`, and a readable subset to the console.
+
+  The console gets jhseg's INFO messages (progress, evaluations, checkpoints)
+  and every library's warnings; `verbose` lets everything through. Returns
+  the log file's path (`run.<i>.log` for process i > 0). Also hides TFDS's
+  progress bars unless `verbose` (they bypass Python logging).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  index = jax.process_index()
+  path = os.path.join(os.path.abspath(workdir), f"run.{index}.log" if index else "run.log")
+  root = py_logging.getLogger()
+  root.removeHandler(logging.get_absl_handler())
+  to_file = py_logging.FileHandler(path)
+  to_file.setFormatter(logging.PythonFormatter())
+  console = py_logging.StreamHandler(sys.stderr)
+  console.setFormatter(_ConsoleFormatter())
+  if not verbose:
+    console.addFilter(_OwnMessagesAndWarnings())
+    import tensorflow_datasets as tfds  # Deferred: heavy, and only the CLI quiets it.
+    tfds.disable_progress_bar()
+  for handler in (to_file, console):
+    root.addHandler(handler)
+  logging.set_verbosity(logging.INFO)
+  root.setLevel(py_logging.INFO)
+  logging.info("full log in %s", path)
+  return path
 
 
 def _scalar(value: Any) -> float | None:
@@ -23,7 +83,8 @@ def _scalar(value: Any) -> float | None:
 class MetricWriter:
   """Writes scalar metrics to `workdir/metrics.jsonl` and TensorBoard events."""
 
-  def __init__(self, workdir: str, *, total_steps: int):
+  def __init__(self, workdir: str, *, total_steps: int,
+               resume_step: int | None = None):
     self._primary = jax.process_index() == 0
     self._total = total_steps
     self._start_time = None
@@ -32,9 +93,14 @@ class MetricWriter:
     self._tb = None
     if self._primary:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+      path = os.path.join(workdir, "metrics.jsonl")
+      if resume_step is not None:  # The step the run (re)starts from: 0 for a new run.
+        _drop_records_after(path, resume_step)
+      self._jsonl = open(path, "a", buffering=1)
       from tensorboardX import SummaryWriter  # Deferred: only process 0 writes events.
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      # purge_step: TensorBoard hides the previous events after the resumed step.
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
     scalars = {k: s for k, v in metrics.items() if (s := _scalar(v)) is not None}
@@ -61,6 +127,35 @@ class MetricWriter:
     if self._primary:
       self._jsonl.close()
       self._tb.close()
+
+
+def _drop_records_after(path: str, step: int) -> None:
+  """Rewrites `path` (atomically) without the records of steps after `step` and without
+  the evaluation records (`eval/...` metrics) of `step` itself."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = [line for line in lines if line.strip() and (
+      _record_step(line) < step or _record_step(line) == step and not _is_evaluation(line))]
+  if len(kept) == len(lines):
+    return
+  with open(path + ".tmp", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+  logging.info("metrics.jsonl: dropped %d records after step %d (training redone from its "
+               "checkpoint)", len(lines) - len(kept), step)
+
+
+def _is_evaluation(line: str) -> bool:
+  return any(key.startswith("eval/") for key in json.loads(line))
+
+
+def _record_step(line: str) -> float:
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return float("inf")  # A line cut by a kill: dropped with the steps after the checkpoint.
 
 
 def _format_seconds(seconds: float) -> str:

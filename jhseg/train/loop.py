@@ -43,6 +43,7 @@ from jhseg import data as data_lib
 from jhseg.tasks import get_task
 from jhseg.tasks.base import StepContext, Task, has_after_update
 from jhseg.train import checkpointing, devices, evaluators as evaluators_lib, optim
+from jhseg.train import run_config, workdir_lock
 from jhseg.train.config_fields import check_fields
 from jhseg.train.logging import MetricWriter
 
@@ -142,13 +143,6 @@ def make_train_step(graphdef: nnx.GraphDef, task: Task, *, wrt: Any, seed: int,
   return train_step
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
 class _PendingMetrics:
   """Per-step metrics kept on device until the next host synchronisation."""
 
@@ -229,6 +223,7 @@ def _due(step: int, every: int | None, last: int) -> bool:
   return step == last or bool(every) and step % every == 0
 
 
+@workdir_lock.one_run_per_workdir
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains `config.task` for `config.num_train_steps`, resuming from `workdir`.
 
@@ -248,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         evaluator, evaluators_lib.evaluation_of(task, evaluator).transforms())
   mesh = devices.make_data_mesh()
   batch_sharding, replicated = devices.data_sharding(mesh), devices.replicated(mesh)
-  _write_config(config, workdir)
+  run_config.prepare(config, workdir)  # Refuses a resume with another model, writes nothing.
 
   total = int(config.num_train_steps)
   train_source = data_lib.load_source(config.data, config.data.train_split)
@@ -268,7 +263,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   step_fn = make_train_step(graphdef, task, wrt=wrt, seed=config.seed, total_steps=total)
   train_step = jax.jit(step_fn, donate_argnums=0, out_shardings=(state_sharding, replicated))
-  writer = MetricWriter(workdir, total_steps=total)
+  # A resumed run drops the records after its checkpoint (and that step's evaluations,
+  # which `evaluate(start)` below writes again), so each step appears once.
+  writer = MetricWriter(workdir, total_steps=total, resume_step=start)
   pending = _PendingMetrics(lambda: step_fn.variable_names)
   summary: dict[str, float] = {}
   ckpt_every = config.get("checkpoint_every_steps")
@@ -306,6 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         train_metrics = pending.flush()
         summary.update(writer.write(step, {**train_metrics, "train/lr_scale": lr_scale}))
         writer.progress(step, train_metrics)
+        checkpointer.check()  # An asynchronous save that failed stops the run here.
       if save_now:  # before evaluating: a failed evaluation keeps the step
         meta = {"step": step, "data_iterator": train_iter.get_state(),
                 "plateau": plateau.state_dict() if plateau else None}
@@ -314,8 +312,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         evaluate(step)
   except NonFiniteLossError as err:
     last = checkpointer.latest_step()
-    raise NonFiniteLossError(f"{err}; stopped. The last good checkpoint is step {last} in "
-                             f"{checkpointer.directory}") from None
+    where = (f"The last good checkpoint is step {last} in {checkpointer.directory}"
+             if last is not None else "No checkpoint was written yet: there is none to resume")
+    raise NonFiniteLossError(f"{err}; stopped. {where}") from None
   finally:
     checkpointer.close()
     writer.close()
