@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
+
+import step_timing  # bench/step_timing.py, beside this script
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -48,13 +49,8 @@ from jhseg.superpixels import seeds  # noqa: E402
 
 
 def median_ms(fn, args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile + warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  """Median milliseconds of a jitted `fn(*args)`, compilation excluded."""
+  return 1e3 * step_timing.median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats)
 
 
 class ConvStemViT(nnx.Module):

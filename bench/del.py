@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import statistics
-import time
+
+import step_timing  # bench/step_timing.py, beside this script
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
@@ -55,16 +55,6 @@ def load_image(path: str | None) -> np.ndarray:
   return image
 
 
-def median_time(fn, repeats: int) -> float:
-  fn()  # warm-up / compilation
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def numpy_initialised(width: int) -> vgg_del.VggDel:
   """Random parameters from NumPy (avoids compiling one JAX RNG program per shape)."""
   model = nnx.eval_shape(lambda: vgg_del.VggDel(width=width, rngs=nnx.Rngs(0)))
@@ -88,7 +78,7 @@ def main() -> None:
   rows = {}
 
   labels = superpixels.slic_superpixels(image)
-  rows["SLIC"] = median_time(lambda: superpixels.slic_superpixels(image), args.repeats)
+  rows["SLIC"] = step_timing.median_seconds(lambda: superpixels.slic_superpixels(image), args.repeats)
   num = int(labels.max()) + 1
   max_sp = int(np.ceil(num / 64) * 64)
   print(f"{height}x{width}: {num} superpixels ({height * width / num:.1f} px each)")
@@ -100,19 +90,19 @@ def main() -> None:
   for w in (int(x) for x in args.widths.split(",")):
     model = numpy_initialised(w)
     forward = nnx.jit(lambda m, x: m(x))
-    rows[f"network (width {w})"] = median_time(
+    rows[f"network (width {w})"] = step_timing.median_seconds(
         lambda: jax.block_until_ready(forward(model, images)), args.repeats)
     network_rows.append(f"network (width {w})")
     embedding = forward(model, images)
-  rows["pooling + adjacency + d"] = median_time(
+  rows["pooling + adjacency + d"] = step_timing.median_seconds(
       lambda: jax.block_until_ready(pool(embedding, sp)), args.repeats)
   _, pairs, mask, d = jax.device_get(pool(embedding, sp))
   pairs, mask, f = pairs[0], mask[0], 1.0 - d[0]
   print(f"adjacent pairs: {int(mask.sum())}")
-  rows["merging + UCM (single linkage)"] = median_time(
+  rows["merging + UCM (single linkage)"] = step_timing.median_seconds(
       lambda: superpixel_graph.ucm_from_superpixel_graph(labels, pairs, f, mask=mask,
                                                          num_superpixels=num), args.repeats)
-  rows["Algorithm 1 alone (T=0.3, min 2)"] = median_time(
+  rows["Algorithm 1 alone (T=0.3, min 2)"] = step_timing.median_seconds(
       lambda: superpixel_graph.merge_superpixels(num, pairs, f, mask=mask, threshold=0.3,
                                                  min_size=2), args.repeats)
   for name, seconds in rows.items():

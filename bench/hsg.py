@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
+
+import step_timing  # bench/step_timing.py, beside this script
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -51,13 +51,8 @@ TRAIN_STRIDE = 16                                # HSG trains at output stride 1
 
 
 def median_ms(fn, args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))  # compile + warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  """Median milliseconds of a jitted `fn(*args)`, compilation excluded."""
+  return 1e3 * step_timing.median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats)
 
 
 def main():

@@ -7,6 +7,7 @@ and returns the JSON object its last output line prints; inside the child,
 from __future__ import annotations
 
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -47,3 +48,16 @@ def compile_and_time(step_fn: Callable, state: Any, data: Any,
     state, metrics = compiled(state, data, np.int32(s + 2), np.float32(1))
   jax.block_until_ready(metrics)
   return compile_s, 1000 * (time.perf_counter() - t0) / steps, metrics
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True) -> float:
+  """Median wall time of `fn()` over `repeats` calls, after one untimed call (compilation,
+  caches) unless `warm_up` is False. `fn` must block until its result is ready."""
+  if warm_up:
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)

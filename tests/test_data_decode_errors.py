@@ -12,7 +12,10 @@ import pytest
 from jhseg import data as data_lib
 from jhseg.data import sources
 
-IDS = ("2008_000652", "2008_000700", "2008_000726")  # fallback split: train, train, val
+# In the builder's default (COB) split lists 2008_000652 and 2008_000700 are in "val",
+# 2008_000726 in "train"; the truncated JPEG is 2008_000700.
+IDS = ("2008_000652", "2008_000700", "2008_000726")
+SPLIT = "val"
 
 
 def _size_only(path, *, image_format="JPEG"):
@@ -46,7 +49,7 @@ def fixture_data_with_a_truncated_record(shared_data, tmp_path_factory):
     patch.setattr(bad_files, "decode_image", _size_only)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-  source = builder.as_data_source(split="train")
+  source = builder.as_data_source(split=SPLIT)
   ids = [r.decode() if isinstance(r, bytes) else r
          for r in (source[i]["image/id"] for i in range(len(source)) if i != _bad(source))]
   assert ids == ["2008_000652"]
@@ -64,12 +67,12 @@ def _bad(source):
 
 
 def test_load_source_names_dataset_split_and_record(data_with_a_truncated_record):
-  source = data_lib.load_source(data_with_a_truncated_record, "train")
+  source = data_lib.load_source(data_with_a_truncated_record, SPLIT)
   bad = _bad(source._source)  # pylint: disable=protected-access
   good = 1 - bad
   assert source[good]["image"].dtype == np.uint8
   with pytest.raises(sources.RecordDecodeError,
-                     match=rf"dataset 'ultrametric_pascal_part/hierarchical' split 'train' record "
+                     match=rf"dataset 'ultrametric_pascal_part/hierarchical' split '{SPLIT}' record "
                            rf"{bad}: cannot decode it \("):
     source[bad]
   with pytest.raises(IndexError):
@@ -77,9 +80,9 @@ def test_load_source_names_dataset_split_and_record(data_with_a_truncated_record
 
 
 def test_grain_pipeline_error_names_the_record(data_with_a_truncated_record):
-  source = data_lib.load_source(data_with_a_truncated_record, "train")
+  source = data_lib.load_source(data_with_a_truncated_record, SPLIT)
   batches = iter(data_lib.train_dataset(source, [], seed=0, local_batch_size=2, num_threads=1))
   with pytest.raises(Exception) as error:  # grain may wrap it; the message must survive
     next(batches)
   text = "".join(str(e) for e in (error.value, error.value.__cause__, error.value.__context__) if e)
-  assert "dataset 'ultrametric_pascal_part/hierarchical' split 'train' record" in text
+  assert f"dataset 'ultrametric_pascal_part/hierarchical' split '{SPLIT}' record" in text

@@ -158,11 +158,6 @@ def test_clusters_used_counts_distinct_labels_per_row():
   assert float(hsg.clusters_used(labels, 4)) == (2 + 1 + 0) / 3
 
 
-def test_resize_nearest_takes_pytorch_source_pixels():
-  labels = jnp.arange(16).reshape(1, 4, 4)
-  np.testing.assert_array_equal(hsg.resize_nearest(labels, 2, 2), [[[0, 2], [8, 10]]])
-  np.testing.assert_array_equal(hsg.resize_nearest(labels, 4, 4), labels)
-
 
 # ----------------------------------------------------------------------------- inference
 

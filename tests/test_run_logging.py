@@ -35,8 +35,8 @@ def test_resumed_writer_drops_the_records_after_its_checkpoint(tmp_path):
 def _tiny(data_dir, **overrides):
   config = pixel_classification.get_config("tiny")
   config.data.data_dir = data_dir
-  config.data.test_split = None
-  config.eval_every_steps = None
+  del config.evals["test"]
+  config.evals.val.every_steps = None  # the last step only
   config.log_every_steps = 1
   config.checkpoint["async"] = False
   config.update(overrides)
@@ -121,9 +121,9 @@ def test_command_line_run_prints_a_short_console(synthetic_data_dir, tmp_path):
       [sys.executable, "-m", "experiments.pixel_classification",
        "--config=experiments/configs/pixel_classification.py:tiny", f"--workdir={workdir}",
        f"--config.data.data_dir={synthetic_data_dir}", "--config.num_train_steps=4",
-       "--config.log_every_steps=2", "--config.eval_every_steps=4",
-       "--config.checkpoint_every_steps=2", "--config.data.num_eval_examples=8",
-       "--config.data.test_split=None"],
+       "--config.log_every_steps=2", "--config.evals.val.every_steps=4",
+       "--config.checkpoint_every_steps=2", "--config.evals.val.num_examples=8",
+       "--config.evals.test.num_examples=8"],
       capture_output=True, text=True, cwd=root, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   console = (result.stdout + result.stderr).splitlines()

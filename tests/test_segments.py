@@ -76,3 +76,10 @@ def test_prototypes_gather_and_resize():
   up = segments.resize_labels_nearest(jnp.asarray(LABELS), 6, 6)
   np.testing.assert_array_equal(up[0, ::2, ::2], LABELS[0])
   np.testing.assert_array_equal(up[0, 1::2, 1::2], LABELS[0])
+
+
+def test_resize_labels_nearest_takes_pytorch_source_pixels():
+  labels = jnp.arange(16).reshape(1, 4, 4)
+  np.testing.assert_array_equal(segments.resize_labels_nearest(labels, 2, 2),
+                                [[[0, 2], [8, 10]]])
+  np.testing.assert_array_equal(segments.resize_labels_nearest(labels, 4, 4), labels)

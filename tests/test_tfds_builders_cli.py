@@ -112,15 +112,16 @@ def test_truncated_jpeg_fails_naming_it_or_is_skipped_with_a_count(shared_data, 
     failing.download_and_prepare(download_config=config)
   assert str(error.value).startswith(
       f"{manual / 'JPEGImages' / '2008_000652.jpg'}: OSError: image file is truncated")
-  assert "split train, example 2008_000652" in " ".join(getattr(error.value, "__notes__", []))
+  assert "split val, example 2008_000652" in " ".join(getattr(error.value, "__notes__", []))
   builder = Builder(data_dir=str(tmp_path / "skip"), bad_files="skip")
   with pytest.warns(UserWarning) as caught:
     builder.download_and_prepare(download_config=config)
   messages = [str(w.message) for w in caught]
-  assert any("split train: skipped 1 example(s) with bad files; first: 2008_000652" in m
+  assert any("split val: skipped 1 example(s) with bad files; first: 2008_000652" in m
              for m in messages), messages
   assert {s: v.num_examples for s, v in builder.info.splits.items()} == {"train": 1, "val": 1}
-  ids = [builder.as_data_source(split="train")[0]["image/id"]]
+  # COB's lists: 2008_000652 and 2008_000700 are val images, 2008_000726 a train image.
+  ids = [builder.as_data_source(split="val")[0]["image/id"]]
   assert [i.decode() if isinstance(i, bytes) else i for i in ids] == ["2008_000700"]
 
 

@@ -75,6 +75,7 @@ from flax import nnx
 from jhseg import hierarchy
 from jhseg.baselines import colour_kmeans_hierarchy  # the evaluation's reference hierarchy
 from jhseg import losses
+from jhseg import segments
 from jhseg.data import coherent_regions as coherent_lib
 from jhseg.data import multiview as multiview_lib
 from jhseg.metrics import boundary
@@ -194,17 +195,6 @@ def _keep_views(example: Example) -> Example:
 # ----------------------------------------------------------------------------- loss pieces
 
 
-def resize_nearest(labels: jax.Array, height: int, width: int) -> jax.Array:
-  """(B, H, W) labels -> (B, height, width), source index floor(i H / height) (PyTorch
-  'nearest', as the authors resize labels to the embedding grid)."""
-  _, h, w = labels.shape
-  if (h, w) == (height, width):
-    return labels
-  rows = (jnp.arange(height) * h) // height
-  cols = (jnp.arange(width) * w) // width
-  return labels[:, rows][:, :, cols]
-
-
 def unique_per_image(labels: jax.Array, image_index: jax.Array, num_labels: int) -> jax.Array:
   """label + image * num_labels for labels >= 0 (comparable across the batch), else -1."""
   return jnp.where(labels >= 0, labels + image_index[:, None] * num_labels, IGNORE)
@@ -224,7 +214,8 @@ def hsg_loss(network: HSGNetwork, views: jax.Array, view_regions: jax.Array, *,
   flat_views = views.reshape((b * v,) + views.shape[2:])
   emb = network.embedder(flat_views)                                     # (BV, h, w, D)
   bv, h, w, d = emb.shape
-  regions = resize_nearest(view_regions.reshape((bv,) + view_regions.shape[2:]), h, w)
+  # PyTorch "nearest", as the authors resize labels to the embedding grid.
+  regions = segments.resize_labels_nearest(view_regions.reshape((bv,) + view_regions.shape[2:]), h, w)
   valid = regions >= 0
   g0 = skm.base_grouping(emb, regions, grid=tuple(model.train_grid),
                          num_iterations=model.kmeans_iterations,
