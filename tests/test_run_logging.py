@@ -134,3 +134,17 @@ def test_command_line_run_prints_a_short_console(synthetic_data_dir, tmp_path):
   log = (workdir / "run.log").read_text()
   assert "step 4/4" in log and "orbax" in log.lower()  # Everything is in the file.
   assert not (workdir / "run.lock").exists()  # Released at the end.
+
+
+def test_console_filter_keeps_own_messages_and_unexpected_warnings():
+  def record(pathname, level, message):
+    return logging.LogRecord("x", level, pathname, 1, message, None, None)
+
+  console = run_logging._OwnMessagesAndWarnings()  # pylint: disable=protected-access
+  own = os.path.join(os.path.dirname(run_logging.__file__), "loop.py")
+  library = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
+  assert console.filter(record(own, logging.INFO, "step 10/60"))
+  assert not console.filter(record(library, logging.INFO, "saving"))
+  assert console.filter(record(library, logging.WARNING, "disk almost full"))
+  assert not console.filter(record(
+      library, logging.WARNING, "Requested `tracked_metric`; did not provide metrics."))

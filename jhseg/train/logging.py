@@ -27,11 +27,24 @@ from absl import logging
 _JHSEG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Library warnings that are expected in every run and say nothing to act on: orbax warns
+# at each save that no metrics came with it, because the engine saves a step before
+# evaluating it and attaches the metrics afterwards (Checkpointer.attach_metrics); TFDS
+# warns about the version folder of a dataset it is about to build. They stay in run.log.
+_EXPECTED_WARNINGS = ("Requested `tracked_metric`; did not provide metrics",
+                      "has no dataset_info.json")
+
+
 class _OwnMessagesAndWarnings(py_logging.Filter):
   """Passes jhseg's messages (by source file) and other libraries' warnings and errors."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
-    return record.levelno >= py_logging.WARNING or record.pathname.startswith(_JHSEG_ROOT)
+    if record.pathname.startswith(_JHSEG_ROOT):
+      return True
+    if record.levelno < py_logging.WARNING:
+      return False
+    message = record.getMessage()
+    return not any(expected in message for expected in _EXPECTED_WARNINGS)
 
 
 class _ConsoleFormatter(py_logging.Formatter):
