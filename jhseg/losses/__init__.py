@@ -15,3 +15,6 @@ from jhseg.losses.hsg import pixel_segment_contrastive_loss
 from jhseg.losses.hsg import total_loss
 from jhseg.losses.del_loss import pair_similarities
 from jhseg.losses.del_loss import similarity_loss
+from jhseg.losses.hiposeg import hiposeg_losses
+from jhseg.losses.hiposeg import init_hierarchical_memory
+from jhseg.losses.hiposeg import update_memory
