@@ -36,7 +36,12 @@ def run_two_processes(data_dir: str, workdir: str, config_module: str, variant: 
                              config_module, variant, json.dumps(overrides)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for p in range(2)]
-  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  try:
+    outputs = [p.communicate(timeout=600)[0] for p in procs]  # HSG: ~4 min on 2 busy cores
+  finally:
+    for p in procs:  # never leave a worker running after a timeout
+      if p.poll() is None:
+        p.kill()
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
 
