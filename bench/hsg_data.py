@@ -27,10 +27,11 @@ import io
 import pathlib
 import statistics
 import tempfile
-import time
 
 import numpy as np
 from PIL import Image
+
+import step_timing  # bench/step_timing.py, beside this script
 
 from jhseg.data import coherent_regions as cr
 from jhseg.data import multiview as mv
@@ -48,15 +49,6 @@ def photos(folder: pathlib.Path | None, count: int = 3) -> list[np.ndarray]:
   return [np.asarray(Image.open(f).convert("RGB")) for f in files]
 
 
-def median_time(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def cached_transform_times(image: np.ndarray, repeats: int,
                            scratch: pathlib.Path) -> dict[str, tuple[float, float]]:
   """(epoch 1, epoch 2) median seconds of the G_e transform on `image`, per cache."""
@@ -71,8 +63,8 @@ def cached_transform_times(image: np.ndarray, repeats: int,
     first, second = [], []
     for _ in range(repeats):  # a new transform each time: epoch 1 is always a first sight
       transform = make()
-      first.append(median_time(lambda: transform(example), 1))
-      second.append(median_time(lambda: transform(example), 1))
+      first.append(step_timing.median_seconds(lambda: transform(example), 1, warm_up=False))
+      second.append(step_timing.median_seconds(lambda: transform(example), 1, warm_up=False))
     times[name] = (statistics.median(first), statistics.median(second))
   return times
 
@@ -144,7 +136,8 @@ def main() -> None:
           "multiview (2 x 224)": lambda: multiview(example, np.random.default_rng(0)),
       }
       for name, fn in steps.items():
-        rows.setdefault(name, []).append(median_time(fn, args.repeats))
+        rows.setdefault(name, []).append(
+            step_timing.median_seconds(fn, args.repeats, warm_up=False))
     base = statistics.mean(rows["decode JPEG"])
     for name, times in rows.items():
       t = statistics.mean(times)
