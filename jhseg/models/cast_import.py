@@ -29,7 +29,6 @@ MoCo projector belongs to the training task, not to the encoder).
 from __future__ import annotations
 
 import os
-import pathlib
 import re
 from typing import Callable, Mapping
 
@@ -40,6 +39,7 @@ import numpy as np
 from flax import nnx
 
 from jhseg.models import cast as cast_model
+from jhseg.models import torchvision_import
 
 ENCODER_PREFIXES = {"base": "module.base_encoder.", "momentum": "module.momentum_encoder.",
                     "deit": ""}
@@ -118,52 +118,12 @@ def cast_targets(model: cast_model.CAST
   return targets
 
 
-def _read_torch(path: pathlib.Path, trust_pickle: bool) -> Mapping:
-  try:
-    import torch  # pylint: disable=import-outside-toplevel
-  except ImportError as error:
-    raise ImportError(f"{path}: reading a PyTorch checkpoint needs `torch`; or convert it "
-                      f"to .npz (array names = state-dict keys) where torch is "
-                      f"installed") from error
-  try:
-    contents = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-  except Exception as error:  # noqa: BLE001 - torch raises several unpickling errors
-    raise ValueError(f"{path}: could not be read as a weights-only PyTorch checkpoint "
-                     f"({type(error).__name__}: {error}); DeiT checkpoints pickle their "
-                     f"argparse options: pass trust_pickle=True for a file you "
-                     f"trust") from error
-  return contents
-
-
-def _to_numpy(state: Mapping, source: str) -> dict[str, np.ndarray]:
-  arrays = {}
-  for key, value in state.items():
-    if hasattr(value, "detach"):
-      value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray):
-      raise ValueError(f"{source}: entry {key!r} should be a tensor, got "
-                       f"{type(value).__name__}")
-    arrays[key] = value
-  return arrays
-
-
 def read_checkpoint(path: str | os.PathLike, *, trust_pickle: bool = False
                     ) -> dict[str, np.ndarray]:
   """The flat state dict of a checkpoint file ('state_dict' / 'model' entry or bare)."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"CAST checkpoint not found: {path}")
-  if path.suffix == ".npz":
-    with np.load(path, allow_pickle=False) as archive:
-      return {key: archive[key] for key in archive.files}
-  contents = _read_torch(path, trust_pickle)
-  if not isinstance(contents, Mapping):
-    raise ValueError(f"{path}: expected a checkpoint dict or a state dict, got "
-                     f"{type(contents).__name__}")
-  for entry in ("state_dict", "model"):
-    if isinstance(contents.get(entry), Mapping):
-      return _to_numpy(contents[entry], f"{path} ['{entry}']")
-  return _to_numpy(contents, str(path))
+  return torchvision_import.read_torch_weights(path, what="CAST checkpoint",
+                                               trust_pickle=trust_pickle,
+                                               entries=("state_dict", "model"))
 
 
 def encoder_state(state: Mapping[str, np.ndarray], encoder: str = "base",

@@ -79,37 +79,63 @@ def torchvision_targets(model: resnet.ResNet
   return targets
 
 
-def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
+def _load_torch(path: pathlib.Path, trust_pickle: bool):
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as error:
     raise ImportError(
-        f"{path}: reading a torch state dict needs the `torch` package; install it, or "
-        "convert the file to .npz with torch_state_dict_to_npz on a machine that has "
-        "torch") from error
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  if not isinstance(state, Mapping):
-    raise ValueError(f"{path}: expected a state dict (a mapping from parameter names to "
-                     f"tensors, as saved by torch.save(model.state_dict())), got "
-                     f"{type(state).__name__}")
+        f"{path}: reading a torch file needs the `torch` package; install it, or convert "
+        "the file to .npz (array names = state-dict keys, e.g. with torch_state_dict_to_npz) "
+        "on a machine that has torch") from error
+  try:
+    return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+  except Exception as error:  # noqa: BLE001 - torch raises several unpickling errors
+    raise ValueError(f"{path}: could not be read as a weights-only PyTorch file "
+                     f"({type(error).__name__}: {error}); a checkpoint that pickles other "
+                     f"objects (e.g. DeiT's argparse options) needs trust_pickle=True, for a "
+                     f"file you trust") from error
+
+
+def _to_numpy(state: Mapping, source: str) -> dict[str, np.ndarray]:
   arrays = {}
   for key, value in state.items():
-    if not isinstance(value, torch.Tensor):
-      raise ValueError(f"{path}: entry {key!r} should be a tensor, got "
+    if hasattr(value, "detach"):
+      value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+      raise ValueError(f"{source}: entry {key!r} should be a tensor, got "
                        f"{type(value).__name__}")
-    arrays[key] = value.detach().cpu().numpy()
+    arrays[key] = value
   return arrays
+
+
+def read_torch_weights(path: str | os.PathLike, *, what: str = "torch weights file",
+                       trust_pickle: bool = False,
+                       entries: Sequence[str] = ()) -> dict[str, np.ndarray]:
+  """A torch state dict (`.pth`, `.pt`, ...) or its `.npz` export as NumPy arrays.
+
+  `entries`: keys under which a training checkpoint nests its state dict (the first
+  present one is read; e.g. ("state_dict", "model")). `what` names the file in errors.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"{what} not found: {path}")
+  if path.suffix == ".npz":
+    with np.load(path, allow_pickle=False) as archive:
+      return {key: archive[key] for key in archive.files}
+  contents = _load_torch(path, trust_pickle)
+  if not isinstance(contents, Mapping):
+    raise ValueError(f"{path}: expected a state dict (a mapping from parameter names to "
+                     f"tensors, as saved by torch.save(model.state_dict())) or a checkpoint "
+                     f"dict holding one, got {type(contents).__name__}")
+  for entry in entries:
+    if isinstance(contents.get(entry), Mapping):
+      return _to_numpy(contents[entry], f"{path} ['{entry}']")
+  return _to_numpy(contents, str(path))
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads a torch state dict (`.pth`, `.pt`, ...) or its `.npz` export as NumPy arrays."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"torchvision weights file not found: {path}")
-  if path.suffix == ".npz":
-    with np.load(path, allow_pickle=False) as archive:
-      return {key: archive[key] for key in archive.files}
-  return _read_torch(path)
+  return read_torch_weights(path, what="torchvision weights file")
 
 
 def torch_state_dict_to_npz(source: str | os.PathLike, destination: str | os.PathLike
