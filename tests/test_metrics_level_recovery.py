@@ -1,18 +1,12 @@
 """Tests for jhseg.metrics.level_recovery (LRF/FDF, eqs. 3-4 of Lapertot et al.)."""
+import edge_ultrametric_reference  # tests/edge_ultrametric_reference.py
 import numpy as np
 import pytest
 
 from jhseg.metrics import level_recovery as lr
 
 
-def _ultrametric(label_maps, altitudes):
-  """Edge weights of nested label maps (fine to coarse): max altitude where labels differ."""
-  h = np.zeros((label_maps[0].shape[0], label_maps[0].shape[1] - 1))
-  v = np.zeros((label_maps[0].shape[0] - 1, label_maps[0].shape[1]))
-  for labels, altitude in zip(label_maps, altitudes):
-    h = np.maximum(h, altitude * (labels[:, 1:] != labels[:, :-1]))
-    v = np.maximum(v, altitude * (labels[1:, :] != labels[:-1, :]))
-  return h, v
+_ultrametric = edge_ultrametric_reference.edge_ultrametric
 
 
 def _two_part_object():

@@ -5,6 +5,7 @@ one-pixel shift. Expected values are counted by hand from the scene geometry.
 """
 import pickle
 
+import edge_ultrametric_reference  # tests/edge_ultrametric_reference.py
 import numpy as np
 import pytest
 
@@ -16,14 +17,7 @@ SHAPE = (120, 160)
 T = lr.sweep_thresholds(9)  # 0, 0.1, ..., 1
 
 
-def _ultrametric(label_maps, altitudes):
-  """Edge weights of nested label maps (fine to coarse): max altitude where labels differ."""
-  h = np.zeros((label_maps[0].shape[0], label_maps[0].shape[1] - 1))
-  v = np.zeros((label_maps[0].shape[0] - 1, label_maps[0].shape[1]))
-  for labels, altitude in zip(label_maps, altitudes):
-    h = np.maximum(h, altitude * (labels[:, 1:] != labels[:, :-1]))
-    v = np.maximum(v, altitude * (labels[1:, :] != labels[:-1, :]))
-  return h, v
+_ultrametric = edge_ultrametric_reference.edge_ultrametric
 
 
 def _object_with_eye(shift=0):
