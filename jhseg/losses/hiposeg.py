@@ -6,7 +6,7 @@ fine (low-level) and Y^H coarse (high-level) classes, pi: Y^L -> Y^H the label t
 (`jhseg.label_tree.LabelTree.fine_to_level(1)`), h^i / l^j high / low prototypes,
 delta(a, b) = ||a - b||_2 and s(a, b) = -delta(a, b)^2 (section 3.2).
 
-* `batch_prototypes`            mu and the normalised prototypes, eqs. (5)-(6)
+* `batch_prototypes`, `class_sums`, `prototypes_from_sums`   mu and p of eqs. (5)-(6)
 * `init_memory`, `update_memory`  memories M^H, M^L (eq. 4) and the momentum update (15)
 * `feature_prototype_loss`      L_fh (eq. 7) with high-level labels, L_fl (eq. 9) with
                                 low-level ones
@@ -120,6 +120,39 @@ def distances(a: jax.Array, b: jax.Array) -> jax.Array:
 
 # -- prototypes and memory -----------------------------------------------------------
 
+def class_sums(embeddings: jax.Array, labels: jax.Array, num_classes: int
+               ) -> tuple[jax.Array, jax.Array]:
+  r"""Numerator and denominator of eq. (5): \sum_n 1[y_n = c] z~_n and \sum_n 1[y_n = c].
+
+  Sums add over batches, so the prototypes of several micro-batches (gradient
+  accumulation) are `prototypes_from_sums` of their summed sums and counts.
+
+  Args:
+    embeddings: (N, d) unit pixel embeddings z~ (any leading pixel layout, flattened).
+    labels: (N,) int class of each pixel; values outside [0, num_classes) (the ignore
+      label) do not count.
+    num_classes: K.
+
+  Returns:
+    (sums (K, d), counts (K,) float), differentiable w.r.t. `embeddings`.
+  """
+  labels = labels.reshape(-1)
+  embeddings = embeddings.reshape(labels.shape[0], -1)
+  valid = (labels >= 0) & (labels < num_classes)
+  segment = jnp.where(valid, labels, num_classes)
+  sums = jax.ops.segment_sum(embeddings, segment, num_segments=num_classes + 1)[:-1]
+  counts = jax.ops.segment_sum(valid.astype(embeddings.dtype), segment,
+                               num_segments=num_classes + 1)[:-1]
+  return sums, counts
+
+
+def prototypes_from_sums(sums: jax.Array, counts: jax.Array, *,
+                         epsilon: float = 1e-6) -> jax.Array:
+  """Eqs. (5)-(6) from `class_sums`: mu^c = sums^c / (counts^c + eps), p^c = mu^c / ||mu^c||
+  (zero rows for absent classes)."""
+  return _unit(sums / (counts[:, None] + epsilon))
+
+
 def batch_prototypes(embeddings: jax.Array, labels: jax.Array, num_classes: int, *,
                      epsilon: float = 1e-6) -> tuple[jax.Array, jax.Array]:
   r"""Class prototypes of a batch, eqs. (5)-(6).
@@ -137,15 +170,8 @@ def batch_prototypes(embeddings: jax.Array, labels: jax.Array, num_classes: int,
     (prototypes (K, d) unit vectors -- zero rows for absent classes --, counts (K,)).
     Differentiable w.r.t. `embeddings`.
   """
-  labels = labels.reshape(-1)
-  embeddings = embeddings.reshape(labels.shape[0], -1)
-  valid = (labels >= 0) & (labels < num_classes)
-  segment = jnp.where(valid, labels, num_classes)
-  sums = jax.ops.segment_sum(embeddings, segment, num_segments=num_classes + 1)[:-1]
-  counts = jax.ops.segment_sum(valid.astype(embeddings.dtype), segment,
-                               num_segments=num_classes + 1)[:-1]
-  means = sums / (counts[:, None] + epsilon)
-  return _unit(means), counts
+  sums, counts = class_sums(embeddings, labels, num_classes)
+  return prototypes_from_sums(sums, counts, epsilon=epsilon), counts
 
 
 class PrototypeMemory(NamedTuple):
