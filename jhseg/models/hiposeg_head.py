@@ -19,6 +19,10 @@ Choices (keyword options):
     "multiple feature stages". The stride-4 resolution keeps small parts.
   * dim (d') = 256, ContrastSeg's projection size.
 The head is not part of the inference network: DeepLabV3+ logits do not depend on it.
+
+`PrototypeBank` holds the memories M^H, M^L (eq. 4) as non-trainable state updated once
+per optimizer update (eq. 15); `HiPoSegNetwork` bundles DeepLabV3+, the head and the bank
+and runs only DeepLabV3+ when called (zero inference cost).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jhseg.losses import hiposeg as losses
 from jhseg.models import deeplab
 from jhseg.models.spherical_kmeans import unit_normalize
 
@@ -78,3 +83,85 @@ class ProjectionHead(nnx.Module):
       parts.append(x.astype(jnp.float32))
     x = jnp.concatenate(parts, axis=-1)
     return unit_normalize(self.conv2(nnx.relu(self.bn(self.conv1(x)))))
+
+
+class MemoryEntries(nnx.Variable):
+  """Prototype memory state (eq. 4): not a parameter, changed by eq. 15 only; saved in
+  checkpoints with the rest of the model state."""
+
+
+class PendingSums(nnx.Variable):
+  """Class sums of the micro-batches since the last optimizer update (eq. 5's numerator
+  and denominator); eq. 15 consumes and clears them once per update."""
+
+
+class PrototypeBank(nnx.Module):
+  """M^H and M^L (eq. 4) with the batch statistics waiting for their eq.-15 update.
+
+  The memory changes once per optimizer update (`commit`, called from the task's
+  `after_update`): under gradient accumulation the micro-batches' class sums add up
+  (`accumulate`, inside the loss under stop_gradient) and the update uses the
+  prototypes of the whole accumulated batch, as one paper iteration would.
+  """
+
+  def __init__(self, num_high: int, num_low: int, dim: int):
+    zeros = lambda *shape: jnp.zeros(shape, jnp.float32)
+    self.high = MemoryEntries(zeros(num_high, dim))
+    self.high_seen = MemoryEntries(jnp.zeros((num_high,), bool))
+    self.low = MemoryEntries(zeros(num_low, dim))
+    self.low_seen = MemoryEntries(jnp.zeros((num_low,), bool))
+    self.high_sums = PendingSums(zeros(num_high, dim))
+    self.high_counts = PendingSums(zeros(num_high))
+    self.low_sums = PendingSums(zeros(num_low, dim))
+    self.low_counts = PendingSums(zeros(num_low))
+
+  def memory(self):
+    """The memories as `jhseg.losses.hiposeg.HierarchicalMemory` (no gradient)."""
+    sg = jax.lax.stop_gradient
+    return losses.HierarchicalMemory(
+        losses.PrototypeMemory(sg(self.high[...]), self.high_seen[...]),
+        losses.PrototypeMemory(sg(self.low[...]), self.low_seen[...]))
+
+  def accumulate(self, high: tuple[jax.Array, jax.Array],
+                 low: tuple[jax.Array, jax.Array]) -> None:
+    """Adds one micro-batch's (sums, counts) per level (`losses.hiposeg.class_sums`)."""
+    sg = jax.lax.stop_gradient
+    self.high_sums[...] += sg(high[0])
+    self.high_counts[...] += sg(high[1])
+    self.low_sums[...] += sg(low[0])
+    self.low_counts[...] += sg(low[1])
+
+  def commit(self, *, momentum: float, renormalize: bool, epsilon: float) -> None:
+    """Eq. 15 with the accumulated batch prototypes; clears the sums."""
+    memory = self.memory()
+    for name, entry in (("high", memory.high), ("low", memory.low)):
+      sums, counts = getattr(self, f"{name}_sums"), getattr(self, f"{name}_counts")
+      prototypes = losses.prototypes_from_sums(sums[...], counts[...], epsilon=epsilon)
+      new = losses.update_memory(entry, prototypes, counts[...], momentum=momentum,
+                                 renormalize=renormalize)
+      getattr(self, name)[...] = new.prototypes
+      getattr(self, f"{name}_seen")[...] = new.seen
+      sums[...] = jnp.zeros_like(sums[...])
+      counts[...] = jnp.zeros_like(counts[...])
+
+
+class HiPoSegNetwork(nnx.Module):
+  """The segmentation network plus HiPoSeg's training-only parts.
+
+  `model(images)` is the segmentation network alone (logits): inference never runs
+  the projection head nor reads the memories, so it costs what the baseline costs.
+  Without `head` (the baseline) the model is the plain segmentation network in the
+  same wrapper, so both variants share checkpoints' parameter names.
+  """
+
+  def __init__(self, segmenter: deeplab.DeepLabV3Plus, head: ProjectionHead | None = None,
+               prototypes: PrototypeBank | None = None):
+    if (head is None) != (prototypes is None):
+      raise ValueError("HiPoSegNetwork: give both the projection head and the prototype "
+                       "bank (HiPoSeg) or neither (baseline)")
+    self.segmenter = segmenter
+    self.head = head
+    self.prototypes = prototypes
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    return self.segmenter(images)

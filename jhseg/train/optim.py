@@ -8,7 +8,7 @@ Everything is an optax transformation built from `config.optim`:
   (e.g. lion, lamb, lars, adafactor, rmsprop, adabelief), built as
   `optax.<name>(learning_rate=<schedule>, **optim.kwargs)`.
 - `learning_rate` and `schedule`, one of `SCHEDULES` (constant, warmup_cosine,
-  step_decay); step decay multiplies by `decay_factor` at the given
+  step_decay, poly); step decay multiplies by `decay_factor` at the given
   `decay_fractions` of training (HSG: 0.1 at 32%, 56% and 75%).
 - `groups`: parameter groups selected by a regular expression over the
   parameter path (e.g. `head/.*`), each with learning-rate multipliers. A
@@ -113,7 +113,14 @@ def _step_decay(c, total_steps):
       [warmup])
 
 
-SCHEDULES = {"constant": _constant, "warmup_cosine": _warmup_cosine, "step_decay": _step_decay}
+def _poly(c, total_steps):
+  """DeepLab's "poly": lr * (1 - step / total_steps) ** 0.9, down to `end_learning_rate`."""
+  return optax.polynomial_schedule(c.learning_rate, c.get("end_learning_rate", 0.0), power=0.9,
+                                   transition_steps=max(total_steps, 1))
+
+
+SCHEDULES = {"constant": _constant, "warmup_cosine": _warmup_cosine, "step_decay": _step_decay,
+             "poly": _poly}
 
 
 def lookup(table: dict[str, Any], name: str, what: str) -> Any:

@@ -1,0 +1,148 @@
+"""HiPoSeg: DeepLabV3+ with hierarchical prototype learning (training only).
+
+Usage:
+  python -m experiments.hiposeg --config=experiments/configs/hiposeg.py:tiny --workdir=/tmp/hp \
+      --config.data.data_dir=/tmp/hp-tfds
+  # the DeepLabV3+ baseline: the same run with the HiPoSeg losses off
+  python -m experiments.hiposeg --config=experiments/configs/hiposeg.py:tiny --workdir=/tmp/hp-base \
+      --config.data.data_dir=/tmp/hp-tfds --config.loss.hiposeg=False
+  # PASCAL-Part-108 (build first from the release layout, see tfds_builders/pascal_part_108):
+  tfds build tfds_builders/pascal_part_108 --manual_dir=MANUAL --data_dir=D
+  python -m experiments.hiposeg --config=experiments/configs/hiposeg.py:pascal_part_108 \
+      --workdir=/tmp/hp-pp --config.data.data_dir=D
+
+Variants (`:arg`):
+  tiny (default)        synthetic scenes (built offline on first use), 13 parts -> 5 objects,
+                        ResNet-18 at width 8, a CPU-minutes run.
+  pascal_part_108       the paper's PASCAL-Part-108 setting (section 4.1): ResNet-101
+                        DeepLabV3+ at output stride 16, SGD lr 1e-2 momentum 0.9 weight decay
+                        1e-4, poly decay, 512x512 crops, batch 16, 60k iterations
+                        (`model.pretrained` = torchvision ResNet-101 weights file).
+  pascal_part_108_tiny  the same data at CPU size (ResNet-18 width 8, 96x96 crops of images
+                        resized to a 128-pixel long side, evaluation at 128): a smoke-level
+                        measurement on the 18-image sample `../shared/data/pascal_part_sample`.
+Ablations (Tables 5-6): set `config.loss.weights.<term>=0` (fh, hh, fl, ll, align);
+joint training (Table 12): `config.loss.staged=False`.
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from experiments.configs import _engine
+
+
+def _base() -> ml_collections.ConfigDict:
+  config = _engine.engine_config("hiposeg")
+  config.data.image_size = (512, 512)       # training crop (section 4.1)
+  config.data.augment = ml_collections.ConfigDict()
+  config.data.augment.base_size = placeholder(int)  # resize the long side first (None: no)
+  config.data.augment.scale_range = (0.5, 2.0)      # DeepLabV3+ recipe
+  config.data.augment.flip = True
+
+  config.model = ml_collections.ConfigDict()
+  config.model.label_tree = "pascal_part_108"       # jhseg.tasks.hiposeg.LABEL_TREES
+  config.model.label_fields = ("part_class", "object_class")  # finest first
+  config.model.depth = 101
+  config.model.output_stride = 16
+  config.model.width = 64
+  config.model.aspp_features = 256
+  config.model.low_level_features = 48
+  config.model.decoder_features = 256
+  config.model.pretrained = ""                      # torchvision ResNet weights (width 64)
+  config.model.head = ml_collections.ConfigDict()   # g_phi (eq. 3), training only
+  config.model.head.stages = ("decoder", "aspp")
+  config.model.head.dim = 256                       # d'
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.hiposeg = True                        # False: the DeepLabV3+ baseline
+  config.loss.weights = ml_collections.ConfigDict(  # lambda_1..6 of eq. 14
+      {"ce": 1.0, "fh": 0.1, "hh": 0.1, "fl": 0.1, "ll": 0.1, "align": 0.1})
+  config.loss.staged = True                         # the phased schedule of section 3.2
+  config.loss.phase_starts = (0.075, 0.225, 0.375)
+  config.loss.temperature = 0.2                     # tau
+  config.loss.repulsion_temperature = 0.5           # kappa
+  config.loss.alpha = 1.0
+  config.loss.beta = 1.0
+  config.loss.margin_in = 0.25                      # sigma_1
+  config.loss.margin_out = 1.0                      # sigma_2
+  config.loss.momentum = 0.9                        # m of eq. 15
+  config.loss.renormalize = True
+  config.loss.epsilon = 1e-6
+  config.loss.num_samples = 1024                    # pixels per image for L_fh / L_fl
+  config.loss.class_balanced = True
+  config.loss.feature_targets = "memory"            # losses.hiposeg.FEATURE_TARGETS
+  config.loss.prototype_targets = "batch"           # losses.hiposeg.PROTOTYPE_TARGETS
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.size = placeholder(int)               # long side at evaluation (None: as is)
+  config.eval.pad_size = (512, 512)                 # fixed shape when eval.size is None
+  config.eval.num_pictures = 4
+
+  config.checkpoint.best_metric = "eval/val/miou_part"
+  config.checkpoint.best_mode = "max"
+  return config
+
+
+def _paper_optim(config: ml_collections.ConfigDict) -> None:
+  config.optim.name = "momentum"
+  config.optim.momentum = 0.9
+  config.optim.weight_decay = 1e-4
+  config.optim.learning_rate = 1e-2
+  config.optim.schedule = "poly"
+
+
+def _cpu_model(config: ml_collections.ConfigDict) -> None:
+  config.model.depth = 18
+  config.model.width = 8
+  config.model.aspp_features = 32
+  config.model.low_level_features = 8
+  config.model.decoder_features = 32
+  config.model.head.dim = 32
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = _base()
+  if arg in (None, "tiny"):
+    config.data.name = "synthetic_scenes/tiny"
+    config.model.label_tree = "synthetic_scenes"
+    config.data.image_size = (32, 32)
+    config.data.augment.scale_range = (1.0, 1.0)
+    config.data.batch_size = 8
+    _cpu_model(config)
+    config.loss.num_samples = 64
+    config.evals.val = _engine.evaluator("validation", every_steps=150, batch_size=8)
+    config.evals.test = _engine.evaluator("test", batch_size=8)  # last step
+    config.eval.size = 32
+    config.num_train_steps = 300
+    config.log_every_steps = 25
+    config.optim.name = "adam"                      # from scratch on CPU, not the paper's
+    config.optim.learning_rate = 3e-3
+    config.optim.schedule = "constant"
+  elif arg == "pascal_part_108":
+    config.data.name = "pascal_part_108"
+    config.data.batch_size = 16
+    # The benchmark has train / test only (4,998 / 5,105 images); no selection split.
+    config.evals.test = _engine.evaluator("test", every_steps=5000, batch_size=8)
+    config.checkpoint.best_metric = "eval/test/miou_part"
+    config.num_train_steps = 60000
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 5000
+    _paper_optim(config)
+  elif arg == "pascal_part_108_tiny":
+    config.data.name = "pascal_part_108"
+    config.data.image_size = (96, 96)
+    config.data.augment.base_size = 128
+    config.data.batch_size = 4
+    _cpu_model(config)
+    config.loss.num_samples = 256
+    config.evals.test = _engine.evaluator("test", batch_size=4)  # last step
+    config.checkpoint.best_metric = "eval/test/miou_part"
+    config.eval.size = 128
+    config.num_train_steps = 300
+    config.log_every_steps = 25
+    config.optim.name = "adam"
+    config.optim.learning_rate = 3e-3
+    config.optim.schedule = "constant"
+  else:
+    raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'pascal_part_108', "
+                     "'pascal_part_108_tiny'")
+  return config
