@@ -257,5 +257,5 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
     assert list(written["levels"][level]["per_class_iou"]) == list(names)
     table = (out / f"per_class_iou_{level}.txt").read_text().splitlines()
     assert len(table) == len(names) + 2 and table[-1].startswith("mIoU")
-  for name in ("per_class_iou.png", "0_prediction.png"):
+  for name in ("per_class_iou.png", "0_prediction.png", "prototypes.png"):
     assert (out / name).read_bytes()[:4] == b"\x89PNG"

@@ -34,8 +34,9 @@ long side resized to `config.eval.size` when set, padded to a fixed square.
 Evaluation ("default"): mIoU^l at every level of the tree (finest predictions mapped up
 the tree, scored against each level's labels; section 4.1), pixel accuracy, per-class
 IoU (Tables 7-8) as `per_class_iou_<level>.txt`, a bar chart `per_class_iou.png` and in
-`summary.json`, and prediction overlays `<k>_prediction.png` (image, then ground truth
-and prediction at every level) under the evaluator's `out_dir`.
+`summary.json`, prediction overlays `<k>_prediction.png` (image, then ground truth
+and prediction at every level) and, for HiPoSeg, `prototypes.png` (the memories on their
+first two principal axes) under the evaluator's `out_dir`.
 
 Logged: the steps where the loss groups switch on (host log at start-up), and per step
 `phase`, every HiPoSeg term and its current weight.
@@ -55,6 +56,8 @@ Faithfulness (deviations and their reasons):
     not list its augmentation.
   * CPU configurations evaluate at a reduced size (`config.eval.size`, labels resized by
     nearest neighbour); the paper evaluates at full resolution (`eval.size = None`).
+  * `prototypes.png` is a PCA projection of the memory entries, not the t-SNE of the
+    pixel embeddings of Fig. 4 (deterministic, and it needs no head forward pass).
   * Only the PASCAL-Part-108 and synthetic-scenes trees are wired; Cityscapes, ADE20K and
     Mapillary Vistas trees are not built yet.
 """
@@ -370,6 +373,10 @@ class HiPoSeg(Task):
                       "per_class_iou": dict(zip(names, result["iou"]))}
     if jax.process_index() == 0:
       self._write(ctx.out_dir, ctx.step, scalars, levels, pictures)
+      if model.prototypes is not None:
+        save_prototypes_png(os.path.join(ctx.out_dir, "prototypes.png"),
+                            outputs.to_host(nnx.state(model.prototypes)), tree=self.tree,
+                            title=f"HiPoSeg memories, step {ctx.step} (PCA)")
     return scalars
 
   def _write(self, out_dir, step, scalars, levels, pictures) -> None:
@@ -442,6 +449,37 @@ def prediction_strip(image, labels, predictions, *, ignore_label: int,
   strip = np.concatenate(panels, axis=1)
   factor = max(1, -(-min_size // image.shape[0]))
   return np.repeat(np.repeat(strip, factor, 0), factor, 1)
+
+
+def save_prototypes_png(path: str, bank: Any, *, tree: label_tree_lib.LabelTree,
+                        title: str) -> str | None:
+  """The memories' high (stars) and low (dots) prototypes projected on their first two
+  principal axes, coloured by high-level class (a linear stand-in for the paper's
+  t-SNE of Fig. 4). Nothing is written before any class was seen."""
+  from jhseg.viz import _canvas  # pylint: disable=import-outside-toplevel
+  from jhseg.viz import segments as viz_segments  # pylint: disable=import-outside-toplevel
+  value = lambda name: np.asarray(jax.tree.leaves(bank[name])[0])  # Variable or {"value": x}
+  high_seen, low_seen = value("high_seen"), value("low_seen")
+  if not high_seen.any() and not low_seen.any():
+    return None
+  high, low = value("high")[high_seen], value("low")[low_seen]
+  points = np.concatenate([high, low])
+  centred = points - points.mean(0)
+  axes = np.linalg.svd(centred, full_matrices=False)[2][:2]
+  xy = centred @ axes.T
+  palette = viz_segments.label_palette(tree.num_classes(1))
+  high_ids = np.flatnonzero(high_seen)
+  low_parents = tree.parents[0][np.flatnonzero(low_seen)]
+  figure = _canvas.new_figure(width=5.5, height=5.0)
+  ax = figure.add_subplot(1, 1, 1)
+  ax.scatter(xy[len(high):, 0], xy[len(high):, 1], c=palette[low_parents], s=18)
+  ax.scatter(xy[:len(high), 0], xy[:len(high), 1], c=palette[high_ids], s=160, marker="*",
+             edgecolors="black")
+  for (x, y), i in zip(xy[:len(high)], high_ids):
+    ax.annotate(tree.class_names[1][i], (x, y), fontsize=7)
+  ax.set_title(title, fontsize=9)
+  figure.tight_layout()
+  return _canvas.save_png(figure, path)
 
 
 def save_per_class_iou_png(path: str, levels: dict, *, title: str) -> str:
