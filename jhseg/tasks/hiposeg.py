@@ -423,7 +423,7 @@ def per_class_table(level: str, per_class: dict[str, float], miou: float) -> str
   width = max(len(n) for n in [header, *per_class]) + 2
   lines = [f"{header:<{width}}IoU (%)"]
   for name, iou in per_class.items():
-    lines.append(f"{name:<{width}}{'-' if not np.isfinite(iou) else f'{100 * iou:6.2f}'}")
+    lines.append(f"{name:<{width}}{'-' if not np.isfinite(iou) else f'{100 * iou:.2f}':>6}")
   lines.append(f"{'mIoU':<{width}}{100 * miou:6.2f}")
   return "\n".join(lines) + "\n"
 
