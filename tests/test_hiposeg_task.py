@@ -18,7 +18,7 @@ from jhseg.label_tree import synthetic_scenes_tree
 from jhseg.losses import hiposeg as losses
 from jhseg.models import deeplab, hiposeg_head
 from jhseg.tasks import hiposeg
-from jhseg.train import checkpointing, loop, train_and_evaluate
+from jhseg.train import checkpointing, loop, optim, train_and_evaluate
 
 configs = importlib.import_module("experiments.configs.hiposeg")
 TREE = synthetic_scenes_tree()
@@ -96,6 +96,19 @@ def test_synthetic_eval_transforms_keep_the_dataset_levels(synthetic_data_dir):
   np.testing.assert_array_equal(out["labels"][1], scene["object_class"])
   with pytest.raises(ValueError, match="valid names"):
     hiposeg.get_label_tree("cityscapes_typo")
+
+
+def test_paper_config_and_poly_schedule():
+  config = configs.get_config("pascal_part_108")
+  o = config.optim
+  assert (o.name, o.learning_rate, o.momentum, o.weight_decay, o.schedule) == (
+      "momentum", 1e-2, 0.9, 1e-4, "poly")  # section 4.1
+  assert tuple(config.data.image_size) == (512, 512) and config.data.batch_size == 16
+  assert config.num_train_steps == 60000
+  assert (config.model.depth, config.model.output_stride) == (101, 16)
+  schedule = optim.SCHEDULES["poly"](o, 100)
+  np.testing.assert_allclose([schedule(0), schedule(50), schedule(100)],
+                             [1e-2, 1e-2 * 0.5 ** 0.9, 0.0], rtol=1e-6, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- stand-in network
