@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _flat_ids(labels: jax.Array, num_segments: int) -> jax.Array:
@@ -72,14 +73,23 @@ def gather_segments(segment_values: jax.Array, labels: jax.Array, *,
   return jnp.where(inside[..., None], painted, fill_value)
 
 
-def resize_labels_nearest(labels: jax.Array, height: int, width: int) -> jax.Array:
-  """(B, H, W) labels -> (B, height, width), source index floor(i H / height) (PyTorch
-  'nearest'): no label is ever invented by interpolation."""
+def resize_labels_nearest(labels: jax.Array, height: int, width: int, *,
+                          pixel_centres: bool = False) -> jax.Array:
+  """(B, H, W) labels -> (B, height, width) by nearest neighbour: no label is ever
+  invented by interpolation.
+
+  By default the source index is floor(i H / height), PyTorch's
+  `interpolate(mode='nearest')` (the convention of the authors' HSG and CAST code).
+  With `pixel_centres` it is floor((i + 1/2) H / height), the source pixel under the
+  output pixel's centre (symmetric: a 2x downsampling keeps the bottom-right pixel of
+  each 2x2 block instead of the top-left one). Indices are static (no gather by data).
+  """
   _, h, w = labels.shape
   if (h, w) == (height, width):
     return labels
-  rows = (jnp.arange(height) * h) // height
-  cols = (jnp.arange(width) * w) // width
+  offset = 0.5 if pixel_centres else 0.0
+  rows = np.minimum(((np.arange(height) + offset) * h / height).astype(np.int64), h - 1)
+  cols = np.minimum(((np.arange(width) + offset) * w / width).astype(np.int64), w - 1)
   return labels[:, rows][:, :, cols]
 
 

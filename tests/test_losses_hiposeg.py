@@ -222,12 +222,6 @@ def test_sample_pixels_fixed_shape_distinct_valid_and_balanced():
   assert 0.05 < share < 0.15
 
 
-def test_resize_labels_nearest_picks_pixel_centres():
-  labels = jnp.arange(16).reshape(1, 4, 4)
-  np.testing.assert_array_equal(hiposeg.resize_labels_nearest(labels, 2, 2)[0],
-                                [[5, 7], [13, 15]])
-
-
 # -- one batch end to end ------------------------------------------------------------
 
 def _batch_inputs():

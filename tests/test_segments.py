@@ -83,3 +83,13 @@ def test_resize_labels_nearest_takes_pytorch_source_pixels():
   np.testing.assert_array_equal(segments.resize_labels_nearest(labels, 2, 2),
                                 [[[0, 2], [8, 10]]])
   np.testing.assert_array_equal(segments.resize_labels_nearest(labels, 4, 4), labels)
+
+
+def test_resize_labels_nearest_at_pixel_centres():
+  labels = jnp.arange(16).reshape(1, 4, 4)
+  np.testing.assert_array_equal(
+      segments.resize_labels_nearest(labels, 2, 2, pixel_centres=True), [[[5, 7], [13, 15]]])
+  # 4 -> 3 columns: centres at 2/3, 2, 10/3 source pixels -> 0, 2, 3.
+  np.testing.assert_array_equal(
+      segments.resize_labels_nearest(labels, 4, 3, pixel_centres=True)[0, 0], [0, 2, 3])
+  np.testing.assert_array_equal(segments.resize_labels_nearest(labels, 4, 3)[0, 0], [0, 1, 2])

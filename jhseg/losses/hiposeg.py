@@ -13,7 +13,7 @@ delta(a, b) = ||a - b||_2 and s(a, b) = -delta(a, b)^2 (section 3.2).
 * `prototype_repulsion_loss`    L_hh (eq. 8) / L_ll (eq. 10)
 * `alignment_in_loss`, `alignment_out_loss`, `alignment_loss`   eqs. (11), (12), (13)
 * `loss_weights`, `phase_switch_steps`, `training_phase`          the phased schedule
-* `sample_pixels`, `resize_labels_nearest`                        fixed-shape sampling
+* `sample_pixels`                                                 fixed-shape sampling
 * `hiposeg_losses`              every term of one batch + the updated memories
 * `total_loss`                  eq. (14)
 
@@ -34,7 +34,7 @@ Decisions the paper leaves open (each a keyword option; defaults and reasons):
     what the repulsion / alignment terms are meant to do. ("memory" is the literal,
     gradient-free reading, kept for ablations.)
   * Pixels: embeddings live at stride 4 (the decoder resolution); labels are sampled
-    there by nearest neighbour (`resize_labels_nearest`). Prototypes (eq. 5) average
+    there by nearest neighbour at pixel centres (`jhseg.segments.resize_labels_nearest`). Prototypes (eq. 5) average
     every valid stride-4 pixel of the batch. The contrastive terms L_fh / L_fl use
     `num_samples` pixels per image drawn without replacement, by default
     class-balanced (each class present in the image equally likely, as ContrastSeg's
@@ -72,6 +72,8 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jhseg import segments
 
 # Finite stand-in for -inf: masked logits keep finite values and zero gradients.
 _NEG = -1e30
@@ -402,14 +404,6 @@ def total_loss(terms: dict, weights: LossWeights) -> jax.Array:
 
 # -- pixels --------------------------------------------------------------------------
 
-def resize_labels_nearest(labels: jax.Array, height: int, width: int) -> jax.Array:
-  """(B, H, W) labels at (height, width) by the nearest pixel centre (static indices)."""
-  _, in_h, in_w = labels.shape
-  rows = np.minimum(((np.arange(height) + 0.5) * in_h / height).astype(np.int64), in_h - 1)
-  cols = np.minimum(((np.arange(width) + 0.5) * in_w / width).astype(np.int64), in_w - 1)
-  return labels[:, rows][:, :, cols]
-
-
 def sample_pixels(rng: jax.Array, labels: jax.Array, num_samples: int, *,
                   num_classes: int, class_balanced: bool = True
                   ) -> tuple[jax.Array, jax.Array]:
@@ -494,7 +488,7 @@ def hiposeg_losses(embeddings: jax.Array, labels: jax.Array, parent: jax.Array,
   if parent.shape != (num_low,):
     raise ValueError(f"hiposeg_losses: parent has shape {parent.shape}; expected "
                      f"({num_low},), one high-level class per low-level class of M^L")
-  low_labels = resize_labels_nearest(labels, height, width).reshape(batch, -1)
+  low_labels = segments.resize_labels_nearest(labels, height, width, pixel_centres=True).reshape(batch, -1)
   in_range = (low_labels >= 0) & (low_labels < num_low)
   high_labels = jnp.where(in_range, parent[jnp.where(in_range, low_labels, 0)], -1)
   flat = embeddings.reshape(batch * height * width, dim)
