@@ -30,7 +30,7 @@ the pairs from interior pixels only (rows/columns 1..H-2); we use every pixel.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import higra as hg
 import numpy as np
@@ -239,8 +239,54 @@ def _hierarchy(num: int, pairs: np.ndarray, dissimilarities: np.ndarray, linkage
     return build(*_connected(num, pairs, dissimilarities))
 
 
+class BoundaryEdges(NamedTuple):
+  """The pixel edges between two superpixels of a label map, grouped by superpixel pair.
+
+  A function of the label map alone: compute it once per image (`boundary_edges`) and reuse
+  it for every dissimilarity (e.g. DEL's and the colour baseline's UCMs of one image).
+
+  Attributes:
+    shape: (H, W) of the label map.
+    index: (E,) positions of those edges in concat(h.ravel(), v.ravel()) (`jhseg.grid`'s
+      h (H, W-1) and v (H-1, W)).
+    low, high: (U,) int64 ids of the distinct superpixel pairs (low < high).
+    pair_of_edge: (E,) the pair (into low/high) of each edge.
+  """
+  shape: tuple[int, int]
+  index: np.ndarray
+  low: np.ndarray
+  high: np.ndarray
+  pair_of_edge: np.ndarray
+
+
+def boundary_edges(superpixels) -> BoundaryEdges:
+  """`BoundaryEdges` of an (H, W) label map (negative ids = no superpixel, no edge)."""
+  superpixels = np.asarray(superpixels)
+  if superpixels.ndim != 2:
+    raise ValueError(f"boundary_edges: argument `superpixels` must be (H, W); got "
+                     f"{superpixels.shape}")
+  firsts, seconds, indices, offset = [], [], [], 0
+  for first, second in ((superpixels[:, :-1], superpixels[:, 1:]),
+                        (superpixels[:-1, :], superpixels[1:, :])):
+    edge = first != second
+    if superpixels.min() < 0:
+      edge &= (first >= 0) & (second >= 0)
+    firsts.append(first[edge])
+    seconds.append(second[edge])
+    indices.append(np.flatnonzero(edge) + offset)
+    offset += edge.size
+  first = np.concatenate(firsts).astype(np.int64)
+  second = np.concatenate(seconds).astype(np.int64)
+  num = int(superpixels.max()) + 1
+  keys, pair_of_edge = np.unique(np.minimum(first, second) * num + np.maximum(first, second),
+                                 return_inverse=True)
+  return BoundaryEdges(tuple(superpixels.shape), np.concatenate(indices), keys // num,
+                       keys % num, pair_of_edge.reshape(-1))
+
+
 def ucm_from_superpixel_graph(superpixels, pairs, dissimilarities, *, linkage: str = "single",
-                              mask=None, num_superpixels: int | None = None):
+                              mask=None, num_superpixels: int | None = None,
+                              edges: BoundaryEdges | None = None):
   """UCM edge weights (h (H, W-1), v (H-1, W)) of a linkage on the superpixel graph.
 
   Each pixel edge between superpixels a != b gets the altitude of their lowest common
@@ -254,6 +300,7 @@ def ucm_from_superpixel_graph(superpixels, pairs, dissimilarities, *, linkage: s
       cover every pixel-adjacent pair of superpixels.
     linkage: one of `SUPERPIXEL_LINKAGES`.
     num_superpixels: n (default: max id + 1).
+    edges: `boundary_edges(superpixels)`, when already computed for this label map.
 
   Returns:
     float32 (h, v).
@@ -268,44 +315,17 @@ def ucm_from_superpixel_graph(superpixels, pairs, dissimilarities, *, linkage: s
   if linkage not in SUPERPIXEL_LINKAGES:
     raise ValueError(f"{caller}: unknown linkage {linkage!r}; valid names: "
                      f"{sorted(SUPERPIXEL_LINKAGES)}")
+  if edges is None:
+    edges = boundary_edges(superpixels)
+  elif edges.shape != superpixels.shape:
+    raise ValueError(f"{caller}: argument `edges` is of a {edges.shape} label map, "
+                     f"`superpixels` is {superpixels.shape}")
   pairs, dissimilarities = _check_graph(num, pairs, dissimilarities, mask, caller)
   tree, altitudes = _hierarchy(num, pairs, dissimilarities, linkage)
-  merge_level = _pair_levels(tree, np.asarray(altitudes, np.float64), pairs, num)
+  # One LCA query per distinct adjacent pair, spread to its (tens of) pixel edges.
+  levels = np.asarray(altitudes, np.float64)[hg.make_lca_fast(tree).lca(edges.low, edges.high)]
   height, width = superpixels.shape
-  labels = superpixels.astype(np.int64, copy=False)
-  first = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
-  second = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-  edges = np.flatnonzero((first != second) & (first >= 0) & (second >= 0))
-  out = np.zeros(first.size, np.float32)
-  out[edges] = merge_level(first[edges], second[edges])
+  out = np.zeros(height * (width - 1) + (height - 1) * width, np.float32)
+  out[edges.index] = levels[edges.pair_of_edge]
   split = height * (width - 1)
   return out[:split].reshape(height, width - 1), out[split:].reshape(height - 1, width)
-
-
-def _pair_levels(tree, altitudes: np.ndarray, pairs: np.ndarray, num: int) -> Callable:
-  """f(a, b) -> altitude of the lowest common ancestor of leaves a and b, for arrays.
-
-  The LCA is queried once per graph pair and looked up by the key min * n + max for every
-  pixel edge (tens of thousands of edges share a few thousand pairs); pixel edges between
-  superpixels that are not a listed pair (the caller's pairs are incomplete) are queried
-  directly.
-  """
-  lca = hg.make_lca_fast(tree)
-  low, high = np.minimum(pairs[:, 0], pairs[:, 1]), np.maximum(pairs[:, 0], pairs[:, 1])
-  keys = low * num + high
-  order = np.argsort(keys)
-  keys = keys[order]
-  levels = altitudes[lca.lca(low[order], high[order])] if keys.size else altitudes[:0]
-
-  def level(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    query = np.minimum(a, b) * num + np.maximum(a, b)
-    if not keys.size:
-      return altitudes[lca.lca(a, b)]
-    index = np.minimum(np.searchsorted(keys, query), keys.size - 1)
-    found = keys[index] == query
-    out = levels[index]
-    if not found.all():
-      out[~found] = altitudes[lca.lca(a[~found], b[~found])]
-    return out
-
-  return level

@@ -8,7 +8,10 @@ multi-side embedding network (`jhseg.models.vgg_del`) -> superpixel mean pooling
 (Algorithm 1) / the equivalent single-linkage hierarchy on the superpixel graph with
 dissimilarity 1 - d_ij, as a UCM (`jhseg.hierarchy.superpixel_graph`).
 
-Data: every example is padded to `config.data.image_size` with a `valid` mask; SLIC
+Data: images and ground truths are first resized by `config.model.input_scale` (1.0 = as
+stored; 0.5 in the CPU-sized BSDS500 config). Every evaluation example is padded to
+`config.data.image_size`, every training crop to `config.data.augment.crop` (default
+image_size) with a `valid` mask; SLIC
 runs on the valid rectangle (other pixels get superpixel -1, no segment). Superpixel
 ground-truth labels follow the authors' pooling layer (majority segment, purity > 0.7,
 else ignored). With several annotators (BSDS500 `segmentations`, K x H x W) training
@@ -115,6 +118,25 @@ def decode(example: Mapping[str, Any], *, segment_fields) -> Example:
     raise ValueError(f"del task: segmentations {truths.shape} do not match image {image.shape}")
   return {"image": image.astype(np.float32) / 255.0, "truths": truths,
           "segments": most_regions(truths)}
+
+
+def rescale(example: Example, scale: float) -> Example:
+  """Image and ground truths resized by `scale` (a CPU-sized run's reduced resolution):
+  the image by area-averaging (anti-aliased bilinear), the label maps by nearest sampling
+  (source index floor((i + 1/2) / scale), so no label is invented). 1.0 returns `example`."""
+  if scale == 1.0:
+    return example
+  if not 0.0 < scale < 1.0:
+    raise ValueError(f"del task: config.model.input_scale must be in (0, 1]; got {scale}")
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  height, width = example["segments"].shape
+  out_h, out_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+  rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64), height - 1)
+  cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64), width - 1)
+  image = transform.resize(example["image"], (out_h, out_w), order=1, anti_aliasing=True,
+                           preserve_range=True).astype(np.float32)
+  return {**example, "image": image, "truths": example["truths"][:, rows][:, :, cols],
+          "segments": example["segments"][rows][:, cols]}
 
 
 @random_transform
@@ -251,13 +273,15 @@ def _ucm2(h: np.ndarray, v: np.ndarray) -> np.ndarray:
 class _Method:
   """Boundary + Fop accumulation of one method's UCMs."""
 
-  def __init__(self, thresholds):
+  def __init__(self, thresholds, boundary_thresholds: int):
     self.boundary: list[boundary.BoundaryCounts] = []
     self.fop = fop.FopAccumulator(thresholds=thresholds)
+    self.boundary_thresholds = boundary_thresholds
 
   def add(self, h, v, truths, truth_boundaries, max_distance):
-    self.boundary.append(boundary.counts_from_ucm2(_ucm2(h, v), truth_boundaries,
-                                                   max_distance=max_distance))
+    self.boundary.append(boundary.counts_from_ucm2(
+        _ucm2(h, v), truth_boundaries, max_distance=max_distance,
+        num_thresholds=self.boundary_thresholds))
     self.fop.add_hierarchy(h, v, truths)
 
   def result(self):
@@ -285,6 +309,8 @@ class DEL(Task):
   # --- data
   def _pad(self, with_truths: bool):
     size = tuple(self.config.data.image_size)
+    if not with_truths and self.config.data.augment.get("enabled", True):
+      size = self._crop()  # training crops are at most this size: padded to it
     max_truths = int(self.config.eval.max_truths) if with_truths else None
     purity = float(self.config.model.superpixels.purity)
     return lambda e: pad_example(e, size, max_superpixels=self.num_superpixels, purity=purity,
@@ -293,7 +319,7 @@ class DEL(Task):
   def train_transforms(self):
     fields = tuple(self.config.loss.segment_fields)
     augment_config = self.config.data.augment
-    crop = tuple(augment_config.get("crop") or self.config.data.image_size)
+    crop = self._crop()
 
     angles = int(augment_config.get("num_angles") or 4)
 
@@ -303,14 +329,21 @@ class DEL(Task):
         return flip_rotate_crop(example, rng, size=crop)
       return rotate_flip_inscribed(example, rng, size=crop, num_angles=angles)
 
-    steps = [lambda e: decode(e, segment_fields=fields)]
+    steps = [lambda e: decode(e, segment_fields=fields), self._rescale]
     if augment_config.get("enabled", True):
       steps.append(augment)
     return steps + [timed_slic(self.config), self._pad(False)]
 
   def eval_transforms(self):
     fields = tuple(self.config.eval.segment_fields)
-    return [lambda e: decode(e, segment_fields=fields), timed_slic(self.config), self._pad(True)]
+    return [lambda e: decode(e, segment_fields=fields), self._rescale, timed_slic(self.config),
+            self._pad(True)]
+
+  def _crop(self) -> tuple[int, ...]:
+    return tuple(self.config.data.augment.get("crop") or self.config.data.image_size)
+
+  def _rescale(self, example: Example) -> Example:
+    return rescale(example, float(self.config.model.get("input_scale") or 1.0))
 
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):
@@ -348,8 +381,9 @@ class DEL(Task):
     step = ctx.step
     e = self.config.eval
     thresholds = np.linspace(0.0, 1.0, int(e.num_thresholds) + 2)[1:-1]
-    methods = {"del": _Method(thresholds), "colour": _Method(thresholds)}
-    seconds = {"superpixels": [], "merging_ucm": [], "colour_ucm": []}
+    fb_thresholds = int(e.get("boundary_thresholds") or boundary.DEFAULT_NUM_THRESHOLDS)
+    methods = {name: _Method(thresholds, fb_thresholds) for name in ("del", "colour")}
+    seconds = {"superpixels": [], "boundary_edges": [], "merging_ucm": [], "colour_ucm": []}
     network_per_image = []  # per batch; the first batch includes the jit compilation
     pictures = []
     out_dir = ctx.out_dir
@@ -373,16 +407,20 @@ class DEL(Task):
         pairs, pair_mask = values["pairs"][i], values["pair_mask"][i]
         num = int(sp.max()) + 1
         start = time.perf_counter()
+        edges = superpixel_graph.boundary_edges(sp)  # shared by both methods' UCMs
+        seconds["boundary_edges"].append(time.perf_counter() - start)
+        start = time.perf_counter()
         h, v = superpixel_graph.ucm_from_superpixel_graph(
             sp, pairs, 1.0 - values["d"][i], mask=pair_mask, linkage=e.linkage,
-            num_superpixels=num)
+            num_superpixels=num, edges=edges)
         seconds["merging_ucm"].append(time.perf_counter() - start)
         start = time.perf_counter()
         image = values["image"][i][:height, :width]
         colour = baselines.superpixel_colour_dissimilarity(image, sp, pairs, num,
                                                              scale=e.colour_scale)
         ch, cv = superpixel_graph.ucm_from_superpixel_graph(
-            sp, pairs, colour, mask=pair_mask, linkage=e.linkage, num_superpixels=num)
+            sp, pairs, colour, mask=pair_mask, linkage=e.linkage, num_superpixels=num,
+            edges=edges)
         seconds["colour_ucm"].append(time.perf_counter() - start)
         seconds["superpixels"].append(float(values["slic"][i]))
         methods["del"].add(h, v, truths, truth_boundaries, e.boundary_max_distance)
