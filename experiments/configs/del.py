@@ -31,6 +31,8 @@ def _base() -> ml_collections.ConfigDict:
   config.model.superpixels.compactness = 10.0            # scikit-image's default
   config.model.superpixels.purity = 0.7                  # authors' SuperpixelPooling layer
   config.model.superpixels.max_superpixels = 3200        # fixed padded count
+  config.model.superpixels.cache_entries = 512  # evaluation images memoised (0: off)
+  config.model.superpixels.cache_dir = ""       # a folder: one file per image, across runs
   config.model.width = 64                # 64 = VGG16; smaller for CPU runs
   config.model.input_scale = 1.0         # images + ground truths resized first (CPU runs)
   config.model.embedding_dim = 64        # Sec. 2.3
