@@ -275,13 +275,17 @@ def boundary_edges(superpixels) -> BoundaryEdges:
     seconds.append(second[edge])
     indices.append(np.flatnonzero(edge) + offset)
     offset += edge.size
-  first = np.concatenate(firsts).astype(np.int64)
-  second = np.concatenate(seconds).astype(np.int64)
   num = int(superpixels.max()) + 1
-  keys, pair_of_edge = np.unique(np.minimum(first, second) * num + np.maximum(first, second),
-                                 return_inverse=True)
-  return BoundaryEdges(tuple(superpixels.shape), np.concatenate(indices), keys // num,
-                       keys % num, pair_of_edge.reshape(-1))
+  # int32 keys sort and search ~2x faster; int64 once n * n would overflow them.
+  dtype = np.int32 if num * num < 2**31 else np.int64
+  first, second = np.concatenate(firsts).astype(dtype), np.concatenate(seconds).astype(dtype)
+  edge_keys = np.minimum(first, second) * dtype(num) + np.maximum(first, second)
+  # sort + searchsorted: np.unique(return_inverse=True) is ~10x slower here (an argsort).
+  keys = np.sort(edge_keys)
+  keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
+  return BoundaryEdges(tuple(superpixels.shape), np.concatenate(indices),
+                       (keys // num).astype(np.int64), (keys % num).astype(np.int64),
+                       np.searchsorted(keys, edge_keys))
 
 
 def ucm_from_superpixel_graph(superpixels, pairs, dissimilarities, *, linkage: str = "single",
