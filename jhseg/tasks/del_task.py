@@ -52,6 +52,13 @@ Faithfulness (deviations and their reasons):
   pixel-scan discovery order. Only the min-size pass depends on the order.
 - Padding: the network sees the padded image (zeros beyond the valid rectangle), which
   changes features within the receptive field of the border; pooling ignores padding.
+- Fb thresholds: config.eval.boundary_thresholds (99, the BSDS benchmark's, by default).
+- The CPU-sized BSDS500 run (config `bsds500_cpu`, experiments/configs/del.py) departs
+  further, for CPU time only: half resolution (model.input_scale 0.5; scored against
+  the ground truths resized the same way, nearest), network width 8, Adam 1e-3 from
+  random initialisation for 100 steps on 128 x 128 crops, 25 Fb / 24 Fop thresholds.
+- `infer` runs at the given image's resolution, without model.input_scale: give a model
+  trained at a reduced scale images resized by the same factor.
 """
 from __future__ import annotations
 
