@@ -159,3 +159,21 @@ def test_ucm_equals_lca_per_pixel_edge_with_incomplete_pairs():
     expected[edge] = altitudes[lca.lca(a[edge].astype(np.int64), b[edge].astype(np.int64))]
     np.testing.assert_allclose(got, expected)
     assert np.all(got[~edge] == 0)
+
+
+def test_boundary_edges_hand_example_and_reuse():
+  labels = np.array([[0, 0, 1], [2, 2, 1], [2, 3, 3]])
+  edges = sg.boundary_edges(labels)
+  # h (3, 2): (0,0)|(0,1) no, (0,1)|(1) yes, (2,2) no, (2,1) yes, (2,3) yes, (3,3) no;
+  # v (2, 3) after the 6 h entries: 0/2 yes, 0/2 yes, 1/1 no, 2/2 no, 2/3 yes, 1/3 yes.
+  np.testing.assert_array_equal(edges.index, [1, 3, 4, 6, 7, 10, 11])
+  np.testing.assert_array_equal(np.stack([edges.low, edges.high], 1),
+                                [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]])
+  np.testing.assert_array_equal(edges.pair_of_edge, [0, 2, 4, 1, 1, 4, 3])
+  pairs = np.array([[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]])
+  f = np.array([.2, .5, .7, .1, .9])
+  for got, expected in zip(sg.ucm_from_superpixel_graph(labels, pairs, f, edges=edges),
+                           sg.ucm_from_superpixel_graph(labels, pairs, f)):
+    np.testing.assert_array_equal(got, expected)
+  with pytest.raises(ValueError, match="`edges` is of a"):
+    sg.ucm_from_superpixel_graph(labels[:2], pairs, f, edges=edges)
