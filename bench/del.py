@@ -24,7 +24,7 @@ SLIC (scikit-image) vs OpenCV-contrib's `ximgproc` SLIC and SLICO at region size
 10 iterations, connectivity enforced -- superpixel count, boundary recall (share of the
 human boundary pixels within 2 px of a superpixel boundary) and undersegmentation error
 (Neubert & Protzel 2012: sum over segments and overlapping superpixels of
-min(inside, outside) / pixels), median time per image.
+min(inside, outside) / pixels), median wall and process-CPU time per image.
 
 Host steps are also timed in thread CPU time (`time.thread_time`), which the other jobs
 on the machine barely change; wall times of milliseconds vary 2-5x with the load.
@@ -170,19 +170,21 @@ def compare_slic(num_images: int, repeats: int) -> None:
              "OpenCV SLIC": lambda im: opencv_slic(im, "SLIC"),
              "OpenCV SLICO": lambda im: opencv_slic(im, "SLICO")}
   print(f"\nSLIC on {len(paths)} BSDS500 test images (all annotators):")
-  print(f"{'method':22s} {'count':>6s} {'BR@2px':>7s} {'UE':>6s} {'ms/image':>9s}")
+  print(f"{'method':22s} {'count':>6s} {'BR@2px':>7s} {'UE':>6s} {'wall ms':>8s} "
+        f"{'CPU ms':>7s}")
   for name, method in methods.items():
-    counts, recalls, errors, seconds = [], [], [], []
+    counts, recalls, errors, seconds, cpu = [], [], [], [], []
     for path in paths:
       image = np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
       truth = bsds_io.load_ground_truth(path.replace("images", "groundTruth")[:-4] + ".mat")
       labels = method(image)
       seconds.append(step_timing.median_seconds(lambda: method(image), repeats))
+      cpu.append(process_cpu_seconds(lambda: method(image), repeats))
       counts.append(labels.max() + 1)
       recalls.append(boundary_recall(labels, truth.boundaries))
       errors.append(undersegmentation_error(labels, truth.segmentations))
     print(f"{name:22s} {np.mean(counts):6.0f} {np.mean(recalls):7.3f} {np.mean(errors):6.3f} "
-          f"{1000 * np.median(seconds):9.0f}")
+          f"{1000 * np.median(seconds):8.0f} {1000 * np.median(cpu):7.0f}")
 
 
 def thread_cpu_seconds(fn, repeats: int) -> float:
@@ -194,6 +196,16 @@ def thread_cpu_seconds(fn, repeats: int) -> float:
     start = time.thread_time()
     fn()
     times.append(time.thread_time() - start)
+  return float(np.median(times))
+
+
+def process_cpu_seconds(fn, repeats: int) -> float:
+  """Median CPU time of the whole process (all threads: OpenCV may use several) per call."""
+  times = []
+  for _ in range(repeats):
+    start = time.process_time()
+    fn()
+    times.append(time.process_time() - start)
   return float(np.median(times))
 
 
