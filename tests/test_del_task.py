@@ -95,7 +95,7 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   summary = json.loads((tmp_path / "eval" / "val" / "2" / "summary.json").read_text())
   scalars = summary["scalars"]
   for method in ("del", "colour"):
-    for metric in ("fb_ods", "fb_ois", "fop_ods", "fop_ois"):
+    for metric in ("fb_ods", "fb_ois", "fop_ods", "fop_ois", "covering_ods", "covering_ois"):
       assert 0 <= scalars[f"{method}_{metric}"] <= 1
   for stage in ("superpixels", "network", "merging_ucm"):
     assert scalars[f"seconds_{stage}"] > 0

@@ -7,10 +7,13 @@ Usage:
   #     --manual_dir=../shared/data/bsds500 --data_dir=D), train on train+val, test on test:
   python -m experiments.del --config=experiments/configs/del.py:bsds500 --workdir=/tmp/del-bsds \
       --config.data.data_dir=D [--config.model.pretrained=vgg16.pth]
-Variants (`:arg`): `tiny` (default; synthetic scenes, a CPU-minutes run) and `bsds500`
-(the paper's fine-tuning settings, Sec. 2.5: SGD with momentum 0.9, base LR 1e-5, embedding
-layer 10x (its bias 20x) and biases 2x as the authors' prototxt, weight decay 2e-4 on
-kernels, batch 5, 10k iterations, LR x0.1 at 8k).
+  # CPU-sized BSDS500 run (~32 min on a loaded 2-core machine; numbers in the README):
+  python -m experiments.del --config=experiments/configs/del.py:bsds500_cpu --workdir=W \
+      --config.data.data_dir=D
+Variants (`:arg`): `tiny` (default; synthetic scenes, a CPU-minutes run), `bsds500_cpu`
+(see `_bsds500_cpu`) and `bsds500` (the paper's fine-tuning settings, Sec. 2.5: SGD with
+momentum 0.9, base LR 1e-5, embedding layer 10x (its bias 20x) and biases 2x as the
+authors' prototxt, weight decay 2e-4 on kernels, batch 5, 10k iterations, LR x0.1 at 8k).
 """
 import ml_collections
 from ml_collections.config_dict import placeholder

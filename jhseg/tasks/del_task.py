@@ -22,7 +22,9 @@ Evaluation (host, per image, cropped to its valid size): the DEL UCM and, in the
 run, the colour baseline -- the same SLIC superpixels and single-linkage merging on the
 mean CIELAB colour of each superpixel with the same similarity form
 d = 2 / (1 + exp(||c_i - c_j||_1 / colour_scale)) -- both scored by the BSDS boundary
-benchmark (Fb ODS/OIS/AP, `jhseg.metrics.boundary` on the ucm2) and by Fop ODS/OIS
+benchmark (Fb ODS/OIS/AP, `jhseg.metrics.boundary` on the ucm2), the region benchmark's
+segmentation covering ODS/OIS (`jhseg.metrics.region`, label 0 is no region as in the
+official code) and Fop ODS/OIS
 (`jhseg.metrics.fop`), and the time per stage: SLIC (measured in the transform),
 network + pooling + similarities (jitted, per image of a batch, the first batch -- which
 compiles -- left out when there are several), merging + UCM (host).
@@ -83,6 +85,7 @@ from jhseg.data.transforms import random_transform
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import fop
+from jhseg.metrics import region
 from jhseg.models import vgg_del
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, StepContext, Task
@@ -277,19 +280,26 @@ class _Method:
 
   def __init__(self, thresholds, boundary_thresholds: int):
     self.boundary: list[boundary.BoundaryCounts] = []
+    self.regions: list[region.RegionCounts] = []
     self.fop = fop.FopAccumulator(thresholds=thresholds)
     self.boundary_thresholds = boundary_thresholds
 
   def add(self, h, v, truths, truth_boundaries, max_distance):
+    ucm2 = _ucm2(h, v)
     self.boundary.append(boundary.counts_from_ucm2(
-        _ucm2(h, v), truth_boundaries, max_distance=max_distance,
+        ucm2, truth_boundaries, max_distance=max_distance,
         num_thresholds=self.boundary_thresholds))
+    # Segmentation covering (BSDS region benchmark) at the same thresholds as Fb.
+    self.regions.append(region.region_counts_from_ucm2(
+        ucm2, truths, num_thresholds=self.boundary_thresholds))
     self.fop.add_hierarchy(h, v, truths)
 
   def result(self):
     b = boundary.collect_boundary_counts(self.boundary)
+    r = region.collect_region_counts(self.regions)
     f = self.fop.result()
     return b, {"fb_ods": b.ods_f, "fb_ois": b.ois_f, "fb_ap": b.ap,
+               "covering_ods": r.covering_ods, "covering_ois": r.covering_ois,
                "fop_ods": f["ods"]["f"], "fop_ois": f["ois"]["f"]}
 
 
