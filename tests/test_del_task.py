@@ -95,7 +95,7 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   summary = json.loads((tmp_path / "eval" / "val" / "2" / "summary.json").read_text())
   scalars = summary["scalars"]
   for method in ("del", "colour"):
-    for metric in ("fb_ods", "fb_ois", "fop_ods", "fop_ois"):
+    for metric in ("fb_ods", "fb_ois", "fop_ods", "fop_ois", "covering_ods", "covering_ois"):
       assert 0 <= scalars[f"{method}_{metric}"] <= 1
   for stage in ("superpixels", "network", "merging_ucm"):
     assert scalars[f"seconds_{stage}"] > 0
@@ -179,3 +179,35 @@ def test_sixteen_angle_augmentation_keeps_image_and_labels_aligned():
     bright = out["image"][..., 0] > 0.9
     dark = out["image"][..., 0] < 0.1
     assert np.all(out["segments"][bright] == 1) and np.all(out["segments"][dark] == 0)
+
+
+def test_rescale_samples_labels_and_keeps_flat_colours():
+  labels = np.arange(24, dtype=np.int32).reshape(4, 6)
+  image = np.full((4, 6, 3), 0.25, np.float32)
+  out = del_task.rescale({"image": image, "segments": labels, "truths": labels[None]}, 0.5)
+  # source index floor((i + 1/2) / scale): rows 1, 3; columns 1, 3, 5
+  np.testing.assert_array_equal(out["segments"], [[7, 9, 11], [19, 21, 23]])
+  np.testing.assert_array_equal(out["truths"][0], out["segments"])
+  np.testing.assert_allclose(out["image"], 0.25, atol=1e-6)
+  assert out["image"].shape == (2, 3, 3) and out["image"].dtype == np.float32
+  with pytest.raises(ValueError, match="input_scale must be in"):
+    del_task.rescale({"image": image, "segments": labels, "truths": labels[None]}, 1.5)
+
+
+def test_bsds500_cpu_trains_on_half_size_crops_and_evaluates_half_size_images():
+  config = configs.get_config("bsds500_cpu")
+  assert config.data.train_split == "train+val"
+  rng = np.random.default_rng(1)
+  segmentation = (np.arange(321)[:, None] // 80 + 4 * (np.arange(481)[None] // 120)).astype(
+      np.int32)
+  example = {"image": rng.integers(0, 255, (321, 481, 3)).astype(np.uint8),
+             "segmentations": np.stack([segmentation, segmentation // 2])}
+  task = del_task.DEL(config)
+  train = apply_transforms(dict(example), task.train_transforms(), seed=0, position=0)
+  assert train["image"].shape == (*config.data.augment.crop, 3)  # padded to the crop only
+  assert train["valid"].sum() <= 128 * 128
+  evaluation = apply_transforms(dict(example), task.eval_transforms(), seed=0, position=0)
+  assert evaluation["image"].shape == (241, 241, 3)
+  np.testing.assert_array_equal(evaluation["size"], [160, 240])
+  np.testing.assert_array_equal(evaluation["truths"][0, :160, :240],
+                                segmentation[1::2][:160, 1::2][:, :240])

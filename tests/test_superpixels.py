@@ -71,3 +71,28 @@ def test_purity_rule_on_hand_built_map():
   np.testing.assert_array_equal(got, [5, 6, -1, -1, 8, -1])
   loose = sp.superpixel_segment_labels(superpixels, segments, num_superpixels=6, purity=0.6)
   assert loose[2] == 5
+
+
+def test_slic_transform_cache_hits_same_image_and_keeps_the_computed_time(monkeypatch):
+  from jhseg.superpixels import slic as slic_lib
+  calls = []
+  real = slic_lib.slic_superpixels
+
+  def counting(image, **options):
+    calls.append(image.shape)
+    return real(image, **options)
+
+  monkeypatch.setattr(slic_lib, "slic_superpixels", counting)
+  image = _blocks_image(24, 32).astype(np.float32) / 255.0
+  transform = sp.make_slic_transform(max_superpixels=40, cache_entries=8)
+  first = transform({"image": image})
+  again = transform({"image": image.copy()})
+  assert len(calls) == 1  # same content: computed once
+  np.testing.assert_array_equal(again["superpixels"], first["superpixels"])
+  assert again["superpixel_seconds"] == first["superpixel_seconds"] > 0
+  transform({"image": image[::-1].copy()})  # another image: computed
+  sp.make_slic_transform(max_superpixels=40, cache_entries=8, compactness=20.0)({"image": image})
+  assert len(calls) == 3  # other options: its own cache, computed
+  sp.make_slic_transform(max_superpixels=40)({"image": image})
+  sp.make_slic_transform(max_superpixels=40)({"image": image})
+  assert len(calls) == 5  # no cache by default

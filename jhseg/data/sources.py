@@ -5,6 +5,9 @@ Those that need no download (the synthetic scenes) are built automatically
 the first time a run asks for them, so every default run works offline.
 A record that fails to decode (e.g. a truncated JPEG stored by an older build) raises
 `RecordDecodeError` naming the dataset, the split and the record index.
+
+A split may be a union of the dataset's splits written "a+b" (e.g. BSDS500's "train+val",
+on which DEL and the BSDS methods train): the records of a, then those of b.
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ class NamedRecords(Sequence):
     if isinstance(index, (int, np.integer)) and not -len(self) <= index < len(self):
       raise IndexError(f"dataset {self.dataset!r} split {self.split!r}: record {index} out of "
                        f"range [0, {len(self)})")
+    if isinstance(index, (int, np.integer)):
+      index = int(index) % len(self)  # array_record takes no negative keys
     try:
       return self._source[index]
     except Exception as error:  # noqa: BLE001 -- decoders raise many types
@@ -67,6 +72,48 @@ class NamedRecords(Sequence):
 
   def __repr__(self) -> str:
     return f"NamedRecords({self.dataset!r}, {self.split!r}, {len(self)} records)"
+
+
+class ConcatenatedRecords(Sequence):
+  """The records of several sources, one after the other (a split union "a+b")."""
+
+  def __init__(self, parts: Sequence[Sequence[dict[str, Any]]]):
+    if not parts:
+      raise ValueError("ConcatenatedRecords: needs at least one source")
+    self._parts = list(parts)
+    self._ends = np.cumsum([len(part) for part in self._parts])
+
+  def __len__(self) -> int:
+    return int(self._ends[-1])
+
+  def __getitem__(self, index):
+    if not isinstance(index, (int, np.integer)):
+      raise TypeError(f"ConcatenatedRecords: index must be an int; got {type(index).__name__}")
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"{self!r}: record {index} out of range [0, {len(self)})")
+    index = int(index) % len(self)
+    part = int(np.searchsorted(self._ends, index, side="right"))
+    start = int(self._ends[part - 1]) if part else 0
+    return self._parts[part][index - start]
+
+  def __getitems__(self, indices):
+    return [self[index] for index in indices]
+
+  def __repr__(self) -> str:
+    return f"ConcatenatedRecords({self._parts!r})"
+
+
+def split_parts(split: str, available) -> list[str]:
+  """The split names of `split` ("a" or a union "a+b+..."), each checked against `available`."""
+  parts = [part.strip() for part in str(split).split("+")]
+  available = sorted(available)
+  bad = [part for part in parts if part not in available]
+  if bad:
+    raise ValueError(f"no split {bad[0]!r} (in {split!r}); available: {available}, or a union "
+                     f"of them written 'a+b' (e.g. {'+'.join(available[:2])!r})")
+  if len(set(parts)) != len(parts):
+    raise ValueError(f"split {split!r} names a split twice; a union lists each split once")
+  return parts
 
 
 def _register(name: str) -> None:
@@ -100,12 +147,18 @@ def prepared_builder(name: str, data_dir: str | None, *, auto_build: bool = True
 
 
 def load_source(data: ml_collections.ConfigDict, split: str) -> Sequence[dict[str, Any]]:
-  """`tfds.data_source` for `data.name` and `split`, building it if allowed."""
+  """`tfds.data_source` for `data.name` and `split`, building it if allowed.
+
+  `split` is one of the dataset's splits or a union "a+b" of them (records of a, then b).
+  """
   import tensorflow_datasets as tfds
 
   builder = prepared_builder(data.name, data.get("data_dir"), auto_build=data.get("auto_build", True))
-  if split not in builder.info.splits:
-    raise ValueError(f"dataset {data.name!r} has no split {split!r}; available: "
-                     f"{sorted(builder.info.splits)}")
-  source = tfds.data_source(data.name, split=split, data_dir=data.get("data_dir"), download=False)
-  return NamedRecords(source, dataset=data.name, split=split)
+  try:
+    parts = split_parts(split, builder.info.splits)
+  except ValueError as error:
+    raise ValueError(f"dataset {data.name!r}: {error}") from None
+  sources = [NamedRecords(tfds.data_source(data.name, split=part, data_dir=data.get("data_dir"),
+                                           download=False), dataset=data.name, split=part)
+             for part in parts]
+  return sources[0] if len(sources) == 1 else ConcatenatedRecords(sources)

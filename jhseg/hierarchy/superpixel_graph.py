@@ -11,7 +11,11 @@ Two views of the same merging:
   authors' code runs it (Felzenszwalb-Huttenlocher disjoint sets, their `universe`):
   one pass over the pairs in the given order joining i and j when f_ij <= T, then a
   second pass in the same order joining the two components of a pair when either has
-  fewer than `min_size` *superpixels*.
+  fewer than `min_size` *superpixels*. The first pass's partition does not depend on the
+  order (the connected components of the edges with f_ij <= T), so it is computed at once;
+  the second pass loops in Python over the pairs touching a small component only (the
+  others can never qualify: components only grow). Same partition as the pair-by-pair
+  loop (tested); 2.5x less CPU time on a BSDS500 image (bench/del.py).
 - `ucm_from_superpixel_graph`: the hierarchy of a linkage on the graph, back-projected on
   the pixel edges (h, v) in `jhseg.grid`'s layout. With single linkage its cut at T (the
   regions of the edges with weight <= T, `jhseg.hierarchy.cut_at_threshold`) is the
@@ -19,6 +23,9 @@ Two views of the same merging:
   edges with f_ij <= T whatever their order, i.e. it takes the connected components of
   that subgraph -- the single-linkage partition at level T. The second pass is a
   function of that partition and the pair order only (`merge_small_components`).
+  The pixel edges between superpixels, grouped by pair (`boundary_edges`), depend on the
+  label map only: computed once per image, they serve every UCM of that image (one LCA
+  query per pair, spread to its edges).
 
 Faithfulness: the paper writes f_ij < T; the authors' code (segment-graph.h) joins when
 f_ij <= T, which is also jhseg's cut convention; we follow the code. The authors build
@@ -26,7 +33,7 @@ the pairs from interior pixels only (rows/columns 1..H-2); we use every pixel.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import higra as hg
 import numpy as np
@@ -60,6 +67,25 @@ class _DisjointSets:
 
   def components(self) -> np.ndarray:
     return np.array([self.find(i) for i in range(len(self.parent))], np.int64)
+
+  @classmethod
+  def of_partition(cls, components: np.ndarray) -> "_DisjointSets":
+    """Sets holding the partition `components` ((n,) ids), each rooted at its first member.
+
+    Any join order of the same partition gives the same sets and sizes; only the roots and
+    ranks (which never change a partition) may differ from a join-by-join build.
+    """
+    _, first, inverse, counts = np.unique(components, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    sets = cls(0)
+    sets.parent = first[inverse].tolist()
+    size = np.ones(components.size, np.int64)
+    size[first] = counts
+    sets.size = size.tolist()
+    rank = np.zeros(components.size, np.int64)
+    rank[first] = counts > 1
+    sets.rank = rank.tolist()
+    return sets
 
 
 def _check_graph(num_superpixels: int, pairs, dissimilarities, mask, caller: str):
@@ -97,25 +123,35 @@ def merge_small_components(components, pairs, *, min_size: int, mask=None) -> np
   num = components.size
   pairs, _ = _check_graph(num, pairs, np.zeros(len(np.asarray(pairs).reshape(-1, 2))), mask,
                           "merge_small_components")
-  sets = _DisjointSets(num)
-  # Rebuild the given partition (any spanning join order gives the same sets and sizes).
-  _, first = np.unique(components, return_index=True)
-  leader = dict(zip(components[first].tolist(), first.tolist()))
-  for i, c in enumerate(components.tolist()):
-    a, b = sets.find(i), sets.find(leader[c])
-    if a != b:
-      sets.join(a, b)
-  _small_pass(sets, pairs, min_size)
-  return _relabel(sets.components())
+  return _merge_small(components, pairs, int(min_size))
 
 
-def _small_pass(sets: _DisjointSets, pairs: np.ndarray, min_size: int) -> None:
-  if min_size <= 0:
-    return
-  for i, j in pairs.tolist():
+def _merge_small(components: np.ndarray, pairs: np.ndarray, min_size: int) -> np.ndarray:
+  """The second pass from the partition `components`; (n,) int32 ids 0..k-1."""
+  if min_size <= 0 or not pairs.size:
+    return _relabel(components)
+  # Components only grow, so a pair whose two components are both large enough before the
+  # pass is never joined: the Python loop visits only the others, in the same order.
+  _, inverse, counts = np.unique(components, return_inverse=True, return_counts=True)
+  small = counts[inverse] < min_size
+  candidates = pairs[small[pairs[:, 0]] | small[pairs[:, 1]]]
+  if not candidates.size:
+    return _relabel(components)
+  sets = _DisjointSets.of_partition(components)
+  for i, j in candidates.tolist():
     a, b = sets.find(i), sets.find(j)
     if a != b and (sets.size[a] < min_size or sets.size[b] < min_size):
       sets.join(a, b)
+  return _relabel(sets.components())
+
+
+def _components_below(num: int, pairs: np.ndarray, dissimilarities: np.ndarray,
+                      threshold: float) -> np.ndarray:
+  """(n,) component id of each vertex in the subgraph of the edges with f <= threshold."""
+  joined = pairs[dissimilarities <= threshold]
+  adjacency = sparse.csr_matrix((np.ones(len(joined), np.int8), (joined[:, 0], joined[:, 1])),
+                                shape=(num, num))
+  return csgraph.connected_components(adjacency, directed=False)[1]
 
 
 def merge_superpixels(num_superpixels: int, pairs, dissimilarities, *, threshold: float,
@@ -136,13 +172,10 @@ def merge_superpixels(num_superpixels: int, pairs, dissimilarities, *, threshold
   """
   pairs, dissimilarities = _check_graph(num_superpixels, pairs, dissimilarities, mask,
                                         "merge_superpixels")
-  sets = _DisjointSets(int(num_superpixels))
-  for (i, j), f in zip(pairs.tolist(), dissimilarities.tolist()):
-    a, b = sets.find(i), sets.find(j)
-    if a != b and f <= threshold:
-      sets.join(a, b)
-  _small_pass(sets, pairs, int(min_size))
-  return _relabel(sets.components())
+  # The first pass joins along every edge with f <= T whatever the order: its partition is
+  # the connected components of that subgraph (computed at once, not pair by pair).
+  components = _components_below(int(num_superpixels), pairs, dissimilarities, threshold)
+  return _merge_small(components, pairs, int(min_size))
 
 
 # ----------------------------------------------------------------------------- hierarchies
@@ -194,14 +227,73 @@ def superpixel_hierarchy(num_superpixels: int, pairs, dissimilarities, *, linkag
     raise ValueError(f"{caller}: unknown linkage {linkage!r}; valid names: "
                      f"{sorted(SUPERPIXEL_LINKAGES)}")
   pairs, dissimilarities = _check_graph(num_superpixels, pairs, dissimilarities, mask, caller)
-  pairs, dissimilarities = _connected(int(num_superpixels), pairs, dissimilarities)
-  graph = hg.UndirectedGraph(int(num_superpixels))
-  graph.add_edges(pairs[:, 0], pairs[:, 1])
-  return SUPERPIXEL_LINKAGES[linkage](graph, dissimilarities)
+  return _hierarchy(int(num_superpixels), pairs, dissimilarities, linkage)
+
+
+def _hierarchy(num: int, pairs: np.ndarray, dissimilarities: np.ndarray, linkage: str):
+  def build(pairs, dissimilarities):
+    graph = hg.UndirectedGraph(num)
+    graph.add_edges(pairs[:, 0], pairs[:, 1])
+    return SUPERPIXEL_LINKAGES[linkage](graph, dissimilarities)
+
+  try:  # Superpixel graphs are nearly always connected: skip the components check then.
+    return build(pairs, dissimilarities)
+  except RuntimeError:  # Higra refuses a disconnected graph ("must be connected" / "roots")
+    return build(*_connected(num, pairs, dissimilarities))
+
+
+class BoundaryEdges(NamedTuple):
+  """The pixel edges between two superpixels of a label map, grouped by superpixel pair.
+
+  A function of the label map alone: compute it once per image (`boundary_edges`) and reuse
+  it for every dissimilarity (e.g. DEL's and the colour baseline's UCMs of one image).
+
+  Attributes:
+    shape: (H, W) of the label map.
+    index: (E,) positions of those edges in concat(h.ravel(), v.ravel()) (`jhseg.grid`'s
+      h (H, W-1) and v (H-1, W)).
+    low, high: (U,) int64 ids of the distinct superpixel pairs (low < high).
+    pair_of_edge: (E,) the pair (into low/high) of each edge.
+  """
+  shape: tuple[int, int]
+  index: np.ndarray
+  low: np.ndarray
+  high: np.ndarray
+  pair_of_edge: np.ndarray
+
+
+def boundary_edges(superpixels) -> BoundaryEdges:
+  """`BoundaryEdges` of an (H, W) label map (negative ids = no superpixel, no edge)."""
+  superpixels = np.asarray(superpixels)
+  if superpixels.ndim != 2:
+    raise ValueError(f"boundary_edges: argument `superpixels` must be (H, W); got "
+                     f"{superpixels.shape}")
+  firsts, seconds, indices, offset = [], [], [], 0
+  for first, second in ((superpixels[:, :-1], superpixels[:, 1:]),
+                        (superpixels[:-1, :], superpixels[1:, :])):
+    edge = first != second
+    if superpixels.min() < 0:
+      edge &= (first >= 0) & (second >= 0)
+    firsts.append(first[edge])
+    seconds.append(second[edge])
+    indices.append(np.flatnonzero(edge) + offset)
+    offset += edge.size
+  num = int(superpixels.max()) + 1
+  # int32 keys sort and search ~2x faster; int64 once n * n would overflow them.
+  dtype = np.int32 if num * num < 2**31 else np.int64
+  first, second = np.concatenate(firsts).astype(dtype), np.concatenate(seconds).astype(dtype)
+  edge_keys = np.minimum(first, second) * dtype(num) + np.maximum(first, second)
+  # sort + searchsorted: np.unique(return_inverse=True) was several times slower here.
+  keys = np.sort(edge_keys)
+  keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if keys.size else keys
+  return BoundaryEdges(tuple(superpixels.shape), np.concatenate(indices),
+                       (keys // num).astype(np.int64), (keys % num).astype(np.int64),
+                       np.searchsorted(keys, edge_keys))
 
 
 def ucm_from_superpixel_graph(superpixels, pairs, dissimilarities, *, linkage: str = "single",
-                              mask=None, num_superpixels: int | None = None):
+                              mask=None, num_superpixels: int | None = None,
+                              edges: BoundaryEdges | None = None):
   """UCM edge weights (h (H, W-1), v (H-1, W)) of a linkage on the superpixel graph.
 
   Each pixel edge between superpixels a != b gets the altitude of their lowest common
@@ -215,27 +307,32 @@ def ucm_from_superpixel_graph(superpixels, pairs, dissimilarities, *, linkage: s
       cover every pixel-adjacent pair of superpixels.
     linkage: one of `SUPERPIXEL_LINKAGES`.
     num_superpixels: n (default: max id + 1).
+    edges: `boundary_edges(superpixels)`, when already computed for this label map.
 
   Returns:
     float32 (h, v).
   """
+  caller = "ucm_from_superpixel_graph"
   superpixels = np.asarray(superpixels)
   if superpixels.ndim != 2:
-    raise ValueError(f"ucm_from_superpixel_graph: argument `superpixels` must be (H, W); got "
+    raise ValueError(f"{caller}: argument `superpixels` must be (H, W); got "
                      f"{superpixels.shape}")
   num = int(superpixels.max()) + 1 if num_superpixels is None else int(num_superpixels)
   num = max(num, 1)
-  tree, altitudes = superpixel_hierarchy(num, pairs, dissimilarities, linkage=linkage, mask=mask)
-  altitudes = np.asarray(altitudes, np.float64)
-  lca = hg.make_lca_fast(tree)
-
-  def project(first, second):
-    out = np.zeros(first.shape, np.float32)
-    boundary = (first != second) & (first >= 0) & (second >= 0)
-    if boundary.any():
-      out[boundary] = altitudes[lca.lca(first[boundary].astype(np.int64),
-                                        second[boundary].astype(np.int64))]
-    return out
-
-  return (project(superpixels[:, :-1], superpixels[:, 1:]),
-          project(superpixels[:-1, :], superpixels[1:, :]))
+  if linkage not in SUPERPIXEL_LINKAGES:
+    raise ValueError(f"{caller}: unknown linkage {linkage!r}; valid names: "
+                     f"{sorted(SUPERPIXEL_LINKAGES)}")
+  if edges is None:
+    edges = boundary_edges(superpixels)
+  elif edges.shape != superpixels.shape:
+    raise ValueError(f"{caller}: argument `edges` is of a {edges.shape} label map, "
+                     f"`superpixels` is {superpixels.shape}")
+  pairs, dissimilarities = _check_graph(num, pairs, dissimilarities, mask, caller)
+  tree, altitudes = _hierarchy(num, pairs, dissimilarities, linkage)
+  # One LCA query per distinct adjacent pair, spread to its (tens of) pixel edges.
+  levels = np.asarray(altitudes, np.float64)[hg.make_lca_fast(tree).lca(edges.low, edges.high)]
+  height, width = superpixels.shape
+  out = np.zeros(height * (width - 1) + (height - 1) * width, np.float32)
+  out[edges.index] = levels[edges.pair_of_edge]
+  split = height * (width - 1)
+  return out[:split].reshape(height, width - 1), out[split:].reshape(height - 1, width)

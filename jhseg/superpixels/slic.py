@@ -12,6 +12,7 @@ pre-smoothing off. The count actually produced differs slightly from the request
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -49,18 +50,40 @@ def slic_superpixels(image: np.ndarray, *, pixels_per_superpixel: float = PIXELS
   return labels_lib.relabel_consecutive(raw)
 
 
+SLIC_CACHE_VERSION = 1  # bump when slic_superpixels' output changes for the same options
+
+
 def make_slic_transform(*, max_superpixels: int, valid_field: str | None = None,
                         pixels_per_superpixel: float = PIXELS_PER_SUPERPIXEL,
-                        compactness: float = 10.0) -> Callable:
-  """Per-example transform adding `superpixels` (H, W) int32 and `superpixel_mask` (max,).
+                        compactness: float = 10.0, cache_entries: int = 0,
+                        cache_dir: str = "") -> Callable:
+  """Per-example transform adding `superpixels` (H, W) int32, `superpixel_mask` (max,) and
+  `superpixel_seconds` (the time SLIC took on this image).
 
   Reads `image` (float [0, 1] or uint8). With `valid_field` (an (H, W) bool mask whose
   True pixels form the top-left (h, w) rectangle, as after padding), SLIC runs on that
   rectangle only and the other pixels get -1.
 
-  Where the engine's per-example cache (issue 9, `jhseg.data` cache) plugs in: wrap the
-  call to `slic_superpixels` below, keyed by the image content and the options.
+  With `cache_entries` > 0 (in memory) or a `cache_dir` (one file per image), the labels
+  are memoised per image content and SLIC options by `jhseg.data.cache.ExampleCache`; the
+  stored `superpixel_seconds` is the time of the computation, also on a hit. Worth it for
+  images seen again (evaluation splits, un-augmented training); an augmented view (random
+  rotation and crop) is new every time and only fills the cache.
   """
+  options = {"pixels_per_superpixel": float(pixels_per_superpixel),
+             "compactness": float(compactness)}
+  cache = None
+  if cache_entries > 0 or cache_dir:
+    from jhseg.data import cache as cache_lib  # pylint: disable=g-import-not-at-top
+    cache = cache_lib.ExampleCache(
+        settings={"name": "slic", "version": SLIC_CACHE_VERSION, **options},
+        fields=("image",), names=("superpixels", "seconds"), cache_dir=cache_dir,
+        cache_entries=cache_entries, owner="SLIC superpixels")
+
+  def compute(example):
+    start = time.perf_counter()
+    labels = slic_superpixels(example["image"], **options)
+    return {"superpixels": labels, "seconds": np.float64(time.perf_counter() - start)}
 
   def add_superpixels(example):
     image = np.asarray(example["image"])
@@ -70,12 +93,14 @@ def make_slic_transform(*, max_superpixels: int, valid_field: str | None = None,
       h, w = int(valid.any(axis=1).sum()), int(valid.any(axis=0).sum())
     else:
       h, w = height, width
+    visible = {"image": np.ascontiguousarray(image[:h, :w])}
+    result = compute(visible) if cache is None else cache.get_or_compute(visible, compute)
     superpixels = np.full((height, width), labels_lib.IGNORE, np.int32)
-    superpixels[:h, :w] = slic_superpixels(image[:h, :w], compactness=compactness,
-                                           pixels_per_superpixel=pixels_per_superpixel)
+    superpixels[:h, :w] = result["superpixels"]
     out = dict(example)
     out["superpixels"] = superpixels
     out["superpixel_mask"] = labels_lib.pad_superpixels(superpixels[:h, :w], max_superpixels)
+    out["superpixel_seconds"] = np.float32(result["seconds"])
     return out
 
   return add_superpixels

@@ -8,7 +8,10 @@ multi-side embedding network (`jhseg.models.vgg_del`) -> superpixel mean pooling
 (Algorithm 1) / the equivalent single-linkage hierarchy on the superpixel graph with
 dissimilarity 1 - d_ij, as a UCM (`jhseg.hierarchy.superpixel_graph`).
 
-Data: every example is padded to `config.data.image_size` with a `valid` mask; SLIC
+Data: images and ground truths are first resized by `config.model.input_scale` (1.0 = as
+stored; 0.5 in the CPU-sized BSDS500 config). Every evaluation example is padded to
+`config.data.image_size`, every training crop to `config.data.augment.crop` (default
+image_size) with a `valid` mask; SLIC
 runs on the valid rectangle (other pixels get superpixel -1, no segment). Superpixel
 ground-truth labels follow the authors' pooling layer (majority segment, purity > 0.7,
 else ignored). With several annotators (BSDS500 `segmentations`, K x H x W) training
@@ -19,7 +22,9 @@ Evaluation (host, per image, cropped to its valid size): the DEL UCM and, in the
 run, the colour baseline -- the same SLIC superpixels and single-linkage merging on the
 mean CIELAB colour of each superpixel with the same similarity form
 d = 2 / (1 + exp(||c_i - c_j||_1 / colour_scale)) -- both scored by the BSDS boundary
-benchmark (Fb ODS/OIS/AP, `jhseg.metrics.boundary` on the ucm2) and by Fop ODS/OIS
+benchmark (Fb ODS/OIS/AP, `jhseg.metrics.boundary` on the ucm2), the region benchmark's
+segmentation covering ODS/OIS (`jhseg.metrics.region`, label 0 is no region as in the
+official code) and Fop ODS/OIS
 (`jhseg.metrics.fop`), and the time per stage: SLIC (measured in the transform),
 network + pooling + similarities (jitted, per image of a batch, the first batch -- which
 compiles -- left out when there are several), merging + UCM (host).
@@ -29,8 +34,9 @@ config.eval.threshold / min_size next to the image).
 
 Faithfulness (deviations and their reasons):
 - Superpixels: scikit-image SLIC instead of gSLIC (see `jhseg.superpixels.slic`),
-  computed in a per-example transform (the engine's per-example cache, issue 9, is the
-  place to memoise it: wrap `slic_superpixels` in `make_slic_transform`).
+  computed in a per-example transform; evaluation images are memoised by the engine's
+  per-example cache (config.model.superpixels.cache_entries / cache_dir); augmented
+  training views are new every time and are not cached.
 - Training augmentation: the paper's flips x 16 rotations with the largest inscribed
   rectangle are drawn at random per example (config.data.augment.num_angles = 16;
   bilinear image, nearest labels) instead of a stored set of 9,600 images, then a random
@@ -48,6 +54,13 @@ Faithfulness (deviations and their reasons):
   pixel-scan discovery order. Only the min-size pass depends on the order.
 - Padding: the network sees the padded image (zeros beyond the valid rectangle), which
   changes features within the receptive field of the border; pooling ignores padding.
+- Fb thresholds: config.eval.boundary_thresholds (99, the BSDS benchmark's, by default).
+- The CPU-sized BSDS500 run (config `bsds500_cpu`, experiments/configs/del.py) departs
+  further, for CPU time only: half resolution (model.input_scale 0.5; scored against
+  the ground truths resized the same way, nearest), network width 8, Adam 1e-3 from
+  random initialisation for 100 steps on 128 x 128 crops, 25 Fb / 24 Fop thresholds.
+- `infer` runs at the given image's resolution, without model.input_scale: give a model
+  trained at a reduced scale images resized by the same factor.
 """
 from __future__ import annotations
 
@@ -72,6 +85,7 @@ from jhseg.data.transforms import random_transform
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import fop
+from jhseg.metrics import region
 from jhseg.models import vgg_del
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, StepContext, Task
@@ -115,6 +129,25 @@ def decode(example: Mapping[str, Any], *, segment_fields) -> Example:
     raise ValueError(f"del task: segmentations {truths.shape} do not match image {image.shape}")
   return {"image": image.astype(np.float32) / 255.0, "truths": truths,
           "segments": most_regions(truths)}
+
+
+def rescale(example: Example, scale: float) -> Example:
+  """Image and ground truths resized by `scale` (a CPU-sized run's reduced resolution):
+  the image by area-averaging (anti-aliased bilinear), the label maps by nearest sampling
+  (source index floor((i + 1/2) / scale), so no label is invented). 1.0 returns `example`."""
+  if scale == 1.0:
+    return example
+  if not 0.0 < scale < 1.0:
+    raise ValueError(f"del task: config.model.input_scale must be in (0, 1]; got {scale}")
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  height, width = example["segments"].shape
+  out_h, out_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+  rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64), height - 1)
+  cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64), width - 1)
+  image = transform.resize(example["image"], (out_h, out_w), order=1, anti_aliasing=True,
+                           preserve_range=True).astype(np.float32)
+  return {**example, "image": image, "truths": example["truths"][:, rows][:, :, cols],
+          "segments": example["segments"][rows][:, cols]}
 
 
 @random_transform
@@ -214,20 +247,14 @@ def pad_example(example: Example, size, *, max_superpixels: int, purity: float,
   return out
 
 
-def timed_slic(config: ml_collections.ConfigDict):
-  """SLIC transform that also records its time in `superpixel_seconds`."""
+def slic_transform(config: ml_collections.ConfigDict, *, cached: bool):
+  """SLIC transform recording its time in `superpixel_seconds`; memoised per image when
+  `cached` (evaluation: the same images at every evaluation step)."""
   s = config.model.superpixels
-  slic = superpixels_lib.make_slic_transform(
+  return superpixels_lib.make_slic_transform(
       max_superpixels=int(s.max_superpixels), pixels_per_superpixel=s.pixels_per_superpixel,
-      compactness=s.compactness)
-
-  def add(example):
-    start = time.perf_counter()
-    out = slic(example)
-    out["superpixel_seconds"] = time.perf_counter() - start
-    return out
-
-  return add
+      compactness=s.compactness, cache_entries=int(s.get("cache_entries", 0)) if cached else 0,
+      cache_dir=str(s.get("cache_dir") or "") if cached else "")
 
 
 # ----------------------------------------------------------------------------- jitted pieces
@@ -251,19 +278,28 @@ def _ucm2(h: np.ndarray, v: np.ndarray) -> np.ndarray:
 class _Method:
   """Boundary + Fop accumulation of one method's UCMs."""
 
-  def __init__(self, thresholds):
+  def __init__(self, thresholds, boundary_thresholds: int):
     self.boundary: list[boundary.BoundaryCounts] = []
+    self.regions: list[region.RegionCounts] = []
     self.fop = fop.FopAccumulator(thresholds=thresholds)
+    self.boundary_thresholds = boundary_thresholds
 
   def add(self, h, v, truths, truth_boundaries, max_distance):
-    self.boundary.append(boundary.counts_from_ucm2(_ucm2(h, v), truth_boundaries,
-                                                   max_distance=max_distance))
+    ucm2 = _ucm2(h, v)
+    self.boundary.append(boundary.counts_from_ucm2(
+        ucm2, truth_boundaries, max_distance=max_distance,
+        num_thresholds=self.boundary_thresholds))
+    # Segmentation covering (BSDS region benchmark) at the same thresholds as Fb.
+    self.regions.append(region.region_counts_from_ucm2(
+        ucm2, truths, num_thresholds=self.boundary_thresholds))
     self.fop.add_hierarchy(h, v, truths)
 
   def result(self):
     b = boundary.collect_boundary_counts(self.boundary)
+    r = region.collect_region_counts(self.regions)
     f = self.fop.result()
     return b, {"fb_ods": b.ods_f, "fb_ois": b.ois_f, "fb_ap": b.ap,
+               "covering_ods": r.covering_ods, "covering_ois": r.covering_ois,
                "fop_ods": f["ods"]["f"], "fop_ois": f["ois"]["f"]}
 
 
@@ -285,6 +321,8 @@ class DEL(Task):
   # --- data
   def _pad(self, with_truths: bool):
     size = tuple(self.config.data.image_size)
+    if not with_truths and self.config.data.augment.get("enabled", True):
+      size = self._crop()  # training crops are at most this size: padded to it
     max_truths = int(self.config.eval.max_truths) if with_truths else None
     purity = float(self.config.model.superpixels.purity)
     return lambda e: pad_example(e, size, max_superpixels=self.num_superpixels, purity=purity,
@@ -293,7 +331,7 @@ class DEL(Task):
   def train_transforms(self):
     fields = tuple(self.config.loss.segment_fields)
     augment_config = self.config.data.augment
-    crop = tuple(augment_config.get("crop") or self.config.data.image_size)
+    crop = self._crop()
 
     angles = int(augment_config.get("num_angles") or 4)
 
@@ -303,14 +341,22 @@ class DEL(Task):
         return flip_rotate_crop(example, rng, size=crop)
       return rotate_flip_inscribed(example, rng, size=crop, num_angles=angles)
 
-    steps = [lambda e: decode(e, segment_fields=fields)]
+    steps = [lambda e: decode(e, segment_fields=fields), self._rescale]
     if augment_config.get("enabled", True):
       steps.append(augment)
-    return steps + [timed_slic(self.config), self._pad(False)]
+    # Augmented views are new every time: no cache (it would only fill).
+    return steps + [slic_transform(self.config, cached=False), self._pad(False)]
 
   def eval_transforms(self):
     fields = tuple(self.config.eval.segment_fields)
-    return [lambda e: decode(e, segment_fields=fields), timed_slic(self.config), self._pad(True)]
+    return [lambda e: decode(e, segment_fields=fields), self._rescale,
+            slic_transform(self.config, cached=True), self._pad(True)]
+
+  def _crop(self) -> tuple[int, ...]:
+    return tuple(self.config.data.augment.get("crop") or self.config.data.image_size)
+
+  def _rescale(self, example: Example) -> Example:
+    return rescale(example, float(self.config.model.get("input_scale") or 1.0))
 
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):
@@ -348,8 +394,9 @@ class DEL(Task):
     step = ctx.step
     e = self.config.eval
     thresholds = np.linspace(0.0, 1.0, int(e.num_thresholds) + 2)[1:-1]
-    methods = {"del": _Method(thresholds), "colour": _Method(thresholds)}
-    seconds = {"superpixels": [], "merging_ucm": [], "colour_ucm": []}
+    fb_thresholds = int(e.get("boundary_thresholds") or boundary.DEFAULT_NUM_THRESHOLDS)
+    methods = {name: _Method(thresholds, fb_thresholds) for name in ("del", "colour")}
+    seconds = {"superpixels": [], "boundary_edges": [], "merging_ucm": [], "colour_ucm": []}
     network_per_image = []  # per batch; the first batch includes the jit compilation
     pictures = []
     out_dir = ctx.out_dir
@@ -373,16 +420,20 @@ class DEL(Task):
         pairs, pair_mask = values["pairs"][i], values["pair_mask"][i]
         num = int(sp.max()) + 1
         start = time.perf_counter()
+        edges = superpixel_graph.boundary_edges(sp)  # shared by both methods' UCMs
+        seconds["boundary_edges"].append(time.perf_counter() - start)
+        start = time.perf_counter()
         h, v = superpixel_graph.ucm_from_superpixel_graph(
             sp, pairs, 1.0 - values["d"][i], mask=pair_mask, linkage=e.linkage,
-            num_superpixels=num)
+            num_superpixels=num, edges=edges)
         seconds["merging_ucm"].append(time.perf_counter() - start)
         start = time.perf_counter()
         image = values["image"][i][:height, :width]
         colour = baselines.superpixel_colour_dissimilarity(image, sp, pairs, num,
                                                              scale=e.colour_scale)
         ch, cv = superpixel_graph.ucm_from_superpixel_graph(
-            sp, pairs, colour, mask=pair_mask, linkage=e.linkage, num_superpixels=num)
+            sp, pairs, colour, mask=pair_mask, linkage=e.linkage, num_superpixels=num,
+            edges=edges)
         seconds["colour_ucm"].append(time.perf_counter() - start)
         seconds["superpixels"].append(float(values["slic"][i]))
         methods["del"].add(h, v, truths, truth_boundaries, e.boundary_max_distance)
