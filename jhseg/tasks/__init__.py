@@ -1,5 +1,6 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
+from jhseg.tasks.cast import CASTMoCo
 from jhseg.tasks.del_task import DEL
 from jhseg.tasks.hsg import HSG
 from jhseg.tasks.pixel_classification import PixelClassification
@@ -10,6 +11,7 @@ TASKS: dict[str, type[Task]] = {
     "ultrametric": UltrametricUNet,
     "hsg": HSG,
     "del": DEL,
+    "cast": CASTMoCo,
 }
 
 
