@@ -225,3 +225,16 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_unchecked_hierarchy_ucm_equals_the_checked_one():
+  from jhseg.models import cast_hierarchy  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  fine = rng.integers(0, 12, (5, 6))
+  nested = np.stack([fine, fine // 3, fine // 6, np.zeros_like(fine)])
+  checked = cast_hierarchy.hierarchy_ucm(nested)
+  np.testing.assert_array_equal(cast_hierarchy.hierarchy_ucm(nested, check_nested=False),
+                                checked)
+  assert set(np.unique(checked)) <= {0.0, 0.25, 0.5, 0.75}
+  with pytest.raises(ValueError, match="does not refine"):
+    cast_hierarchy.hierarchy_ucm(nested[::-1])
