@@ -13,7 +13,6 @@ from flax import nnx
 from jhseg.data.sources import load_source
 from jhseg.data.transforms import apply_transforms
 from jhseg.metrics import knn
-from jhseg.models import cast as cast_lib
 from jhseg.models import cast_moco
 from jhseg.tasks import cast as cast_task
 from jhseg.train import train_and_evaluate
