@@ -283,10 +283,20 @@ def frozen_by_authors(model: CAST):
   authors set requires_grad=False on its fc1, fc2 and centroid_fc, so those keep their
   initial values. Paths look like ('pools', 3, 'fc1', 'linear', 'kernel').
   """
-  last = len(model.pools) - 1
+  return frozen_by_authors_paths(len(model.pools))
+
+
+def frozen_by_authors_paths(num_levels: int, *, prefix: Sequence = ()):
+  """`frozen_by_authors` from the number of levels, for a CAST found at `prefix` inside a
+  bigger model (e.g. ('encoder',) in `jhseg.models.cast_moco.MoCoCAST`)."""
+  last, prefix = num_levels - 1, tuple(prefix)
 
   def is_frozen(path: Sequence, value=None) -> bool:
     del value
+    path = tuple(path)
+    if path[:len(prefix)] != prefix:
+      return False
+    path = path[len(prefix):]
     return (len(path) >= 3 and path[0] == "pools" and path[1] == last
             and path[2] in ("fc1", "fc2", "centroid_fc"))
 

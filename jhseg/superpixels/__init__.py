@@ -10,12 +10,14 @@ from typing import Callable
 from jhseg.superpixels.labels import pad_superpixels
 from jhseg.superpixels.labels import relabel_consecutive
 from jhseg.superpixels.labels import superpixel_segment_labels
+from jhseg.superpixels.seeds import seeds_label_map
 from jhseg.superpixels.slic import make_slic_transform
 from jhseg.superpixels.slic import slic_superpixels
 
 # name -> f(image (H, W, 3), **options) -> (H, W) int32 labels 0..n-1
 METHODS: dict[str, Callable] = {
     "slic": slic_superpixels,
+    "seeds": seeds_label_map,
 }
 
 

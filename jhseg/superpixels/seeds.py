@@ -128,3 +128,14 @@ def seeds_superpixels_batch(images: Sequence[np.ndarray] | np.ndarray,
     raise ValueError("seeds_superpixels_batch: argument `images` is empty")
   labels, masks = zip(*results)
   return np.stack(labels), np.stack(masks)
+
+
+def seeds_label_map(image: np.ndarray, **options) -> np.ndarray:
+  """`jhseg.superpixels.METHODS` form: (H, W) int32 labels 0..n-1 of `seeds_superpixels`;
+  `options` are `SeedsOptions` fields (default: the authors' settings)."""
+  names = {f.name for f in dataclasses.fields(SeedsOptions)}
+  unknown = sorted(set(options) - names)
+  if unknown:
+    raise ValueError(f"seeds superpixels: unknown option(s) {unknown}; valid: {sorted(names)}")
+  labels, _ = seeds_superpixels(image, SeedsOptions(**options))
+  return labels

@@ -1,5 +1,6 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
+from jhseg.tasks.cast import CASTMoCo
 from jhseg.tasks.del_task import DEL
 from jhseg.tasks.hiposeg import HiPoSeg
 from jhseg.tasks.hsg import HSG
@@ -12,6 +13,7 @@ TASKS: dict[str, type[Task]] = {
     "hsg": HSG,
     "del": DEL,
     "hiposeg": HiPoSeg,
+    "cast": CASTMoCo,
 }
 
 

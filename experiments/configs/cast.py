@@ -1,0 +1,146 @@
+"""CAST trained self-supervised with MoCo-v3 (Ke, Mo, Yu, ICLR 2024; `jhseg.tasks.cast`).
+
+Usage:
+  python -m experiments.cast --config=experiments/configs/cast.py:tiny --workdir=/tmp/cast \
+      --config.data.data_dir=/tmp/cast-tfds
+  # BSDS500 (build first: tfds build tfds_builders/bsds500 \
+  #     --manual_dir=../shared/data/bsds500 --data_dir=D): MoCo on the 300 train+val images,
+  # the hierarchy scored on the 200 test images next to SEEDS + colour merging:
+  python -m experiments.cast --config=experiments/configs/cast.py:bsds500 \
+      --workdir=/tmp/cast-bsds --config.data.data_dir=D
+Variants (`:arg`):
+  tiny     (default) synthetic scenes (built offline on first use), a CAST of width 32 on
+           64^2 views of the 32^2 scenes; hierarchy (boundary / covering vs the colour
+           baseline, level PNGs) and k-NN on the scenes' `label`. A CPU-minutes run.
+  bsds500  a CPU-sized CAST (width 96, 4 heads, one block per level, clusters 64/32/16/8)
+           with the paper's MoCo-v3 recipe (Table 11: AdamW, weight decay 0.1, warm-up then
+           cosine, temperature 0.2, momentum 0.99 -> 1, 224^2 views with 196 SEEDS
+           superpixels, output 256) for a short CPU budget, except: 150 steps of batch 16,
+           lr 1e-3 (the scaling rule 1.5e-4 x 16 / 256 = 9e-6 barely moves in 150 steps),
+           MLP heads 1024 wide instead of 4096. Evaluation at half resolution (objects at
+           about the training scale), 98 superpixels, scored at full resolution.
+  paper    CAST-S with the paper's IN-100 settings (batch 256, 200 epochs with 20 of
+           warm-up) on BSDS500 train+val: the accelerator-sized run.
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+from experiments.configs import _engine
+
+
+def _base() -> ml_collections.ConfigDict:
+  config = _engine.engine_config("cast")
+  config.data.augment = ml_collections.ConfigDict()  # jhseg.tasks.cast.ViewOptions fields
+  config.data.augment.crop_size = 224
+  config.data.augment.min_scale = 0.08              # MoCo-v3's --crop-min
+
+  config.model = ml_collections.ConfigDict()
+  config.model.size = "cast_small"                # jhseg.models.cast.CAST_CONFIGS
+  # Optional overrides of the named size (None: the size's value).
+  config.model.dim = placeholder(int)
+  config.model.depths = placeholder(tuple)
+  config.model.num_heads = placeholder(int)
+  config.model.num_clusters = placeholder(tuple)
+  config.model.mlp_ratio = placeholder(float)
+  config.model.drop_path_rate = 0.0
+  config.model.superpixels = ml_collections.ConfigDict()
+  config.model.superpixels.num_superpixels = 196  # SEEDS at 224^2 (paper sec. 4)
+  config.model.superpixels.num_iterations = 20    # the authors' datasets_seeds.py
+  config.model.moco = ml_collections.ConfigDict()
+  config.model.moco.dim = 256                     # Table 11
+  config.model.moco.mlp_dim = 4096
+  config.model.moco.temperature = 0.2
+  config.model.moco.momentum = 0.99               # cosine schedule to 1
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.scale = 1.0                         # image resize before SEEDS and the model
+  config.eval.image_size = (224, 224)             # padded resized size, multiples of 8
+  config.eval.original_size = (224, 224)          # padded original size (truths, image)
+  config.eval.num_superpixels = 196
+  config.eval.max_truths = 1
+  config.eval.segment_fields = ("segmentations",)
+  config.eval.linkage = "single"                  # colour baseline (as DEL's)
+  config.eval.colour_scale = 20.0                 # LAB units per unit of L1 distance
+  config.eval.boundary_max_distance = 0.0075
+  # Thresholds of the boundary and region benchmarks (99 = BSDS). CAST's UCM has 5 levels;
+  # the colour baseline's up to one per superpixel merge, matched at every threshold.
+  config.eval.num_thresholds = 99
+  config.eval.num_pictures = 4
+
+  config.optim.name = "adamw"
+  config.optim.schedule = "warmup_cosine"
+  config.optim.weight_decay = 0.1
+  config.optim.b2 = 0.999
+  return config
+
+
+def _moco_learning_rate(batch_size: int) -> float:
+  return 1.5e-4 * batch_size / 256  # the authors' linear scaling rule
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = _base()
+  if arg in (None, "tiny"):
+    config.data.name = "synthetic_scenes/tiny"
+    config.data.batch_size = 8
+    config.data.augment.crop_size = 64              # 32^2 scenes enlarged: 8x8 stem cells
+    config.data.augment.min_scale = 0.3
+    config.model.size = "cast_tiny"
+    config.model.moco.dim = 32
+    config.model.moco.mlp_dim = 64
+    config.model.superpixels.num_superpixels = 36
+    config.eval.scale = 2.0
+    config.eval.image_size = (64, 64)
+    config.eval.original_size = (32, 32)
+    config.eval.num_superpixels = 36
+    config.eval.segment_fields = ("parts",)       # the finest level of the scenes
+    config.eval.colour_scale = 20.0
+    config.evals.hierarchy = _engine.evaluator("validation", method="hierarchy",
+                                               every_steps=40, batch_size=4, num_examples=8)
+    # Same batch size as `hierarchy`: the jitted encoder compiles once for both.
+    config.evals.knn = _engine.evaluator("validation", method="knn", batch_size=4,
+                                         options={"train_split": "train"})
+    config.num_train_steps = 40
+    config.log_every_steps = 10
+    config.checkpoint_every_steps = 40
+    config.optim.learning_rate = 1e-3             # CPU-minutes run, not the paper's
+    config.optim.warmup_steps = 4
+  elif arg == "bsds500":
+    config.data.name = "bsds500"
+    config.data.train_split = "train+val"
+    config.data.batch_size = 16
+    config.model.size = "cast_small"
+    config.model.dim = 96
+    config.model.num_heads = 4
+    config.model.depths = (1, 1, 1, 1)
+    config.model.moco.mlp_dim = 1024
+    config.eval.scale = 0.5                       # 481x321 -> 240x160
+    config.eval.image_size = (248, 248)           # both orientations
+    config.eval.original_size = (481, 481)
+    config.eval.num_superpixels = 98              # ~ the training density of SEEDS
+    config.eval.max_truths = 9
+    config.evals.test = _engine.evaluator("test", method="hierarchy", batch_size=2)
+    config.num_train_steps = 150
+    config.log_every_steps = 10
+    config.checkpoint_every_steps = 150
+    config.optim.learning_rate = 1e-3             # short CPU budget; the paper's is below
+    config.optim.warmup_steps = 15
+  elif arg == "paper":
+    config.data.name = "bsds500"
+    config.data.train_split = "train+val"
+    config.data.batch_size = 256
+    config.eval.scale = 1.0
+    config.eval.image_size = (488, 488)
+    config.eval.original_size = (481, 481)
+    config.eval.num_superpixels = 600             # 196 per 224^2, at 481x321
+    config.eval.max_truths = 9
+    config.evals.test = _engine.evaluator("test", method="hierarchy", batch_size=8)
+    steps_per_epoch = 300 // 256 + 1
+    config.num_train_steps = 200 * steps_per_epoch
+    config.optim.learning_rate = _moco_learning_rate(256)
+    config.optim.warmup_steps = 20 * steps_per_epoch
+    config.checkpoint_every_steps = 50
+  else:
+    raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'bsds500', "
+                     f"'paper'")
+  return config
