@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jhseg import segments
 from jhseg.models import cast_pooling
 
 STEM_STRIDE = 8
@@ -108,14 +109,6 @@ def sincos_position_embedding(height: int, width: int, dim: int,
   shape = (height, width, dim // 4)
   parts = [jnp.sin(rows), jnp.cos(rows), jnp.sin(cols), jnp.cos(cols)]
   return jnp.concatenate([jnp.broadcast_to(p, shape) for p in parts], axis=-1)
-
-
-def resize_labels_nearest(labels: jax.Array, height: int, width: int) -> jax.Array:
-  """(B, H, W) -> (B, height, width), PyTorch `interpolate(mode='nearest')` indexing."""
-  labels = jnp.asarray(labels)
-  rows = (jnp.arange(height) * labels.shape[1]) // height
-  cols = (jnp.arange(width) * labels.shape[2]) // width
-  return labels[:, rows][:, :, cols]
 
 
 def segment_means(features: jax.Array, labels: jax.Array, num_segments: int
@@ -245,7 +238,7 @@ class CAST(nnx.Module):
                        f"(one id per pixel); got {labels.shape}")
     num_segments = segment_mask.shape[1]
     features = self.patch_embed(images)
-    grid_labels = resize_labels_nearest(labels, *features.shape[1:3])
+    grid_labels = segments.resize_labels_nearest(jnp.asarray(labels), *features.shape[1:3])
     tokens, present = segment_means(features, grid_labels, num_segments)
     positions = sincos_position_embedding(*features.shape[1:3], self.config.dim)
     positions = jnp.broadcast_to(positions, features.shape)
