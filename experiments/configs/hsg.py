@@ -121,8 +121,8 @@ from experiments.configs import _engine
 # torchvision's ImageNet ResNet-50 (`pretrained=True`), read by jhseg.models.torchvision_import.
 TORCHVISION_RESNET50 = os.path.join("~", ".cache", "torch", "hub", "checkpoints",
                                     "resnet50-19c8e357.pth")
-VARIANTS = (None, "tiny", "coco_stage1", "coco", "cityscapes", "kitti_step", "cocostuff",
-            "potsdam", "voc_imagenet")
+VARIANTS = (None, "tiny", "bsds500", "coco_stage1", "coco", "cityscapes", "kitti_step",
+            "cocostuff", "potsdam", "voc_imagenet")
 SYNTHETIC_CLASSES = ("background", "figure", "vehicle", "tree", "house")
 
 
@@ -198,6 +198,10 @@ def _base() -> ml_collections.ConfigDict:
   config.eval.void_label = 255                   # ignored by NFCovering (VOC's void band)
   config.eval.baseline_iterations = 10
   config.eval.num_pictures = 4
+  # The "bsds" evaluation (several human segmentations per image, BSDS500): the (K, H, W)
+  # field and the largest K.
+  config.eval.human_segmentations = placeholder(str)
+  config.eval.max_annotators = 9
 
   config.optim.name = "momentum"
   config.optim.momentum = 0.9
@@ -245,6 +249,38 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
   config.eval.knn = 3
   config.eval.baseline_iterations = 5
   config.eval.num_pictures = 2
+
+
+def _bsds500(config: ml_collections.ConfigDict) -> None:
+  """Unsupervised on BSDS500 train (+ val), the BSDS benchmarks on its 200 test images,
+  at a size a shared 2-core CPU trains in about 40 minutes (see the module docstring)."""
+  config.data.name = "bsds500"
+  # The paper has no BSDS setting; the issue asks for the 300 train + val images. Until
+  # jhseg.data.sources reads split unions ("train+val"), the 200 train images.
+  config.data.train_split = "train"
+  config.data.batch_size = 4
+  config.num_train_steps = 250
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 50
+  # 250 steps: a short warm-up and one decay late (the paper's 32 / 56 / 75 % steps
+  # after 100 warm-up steps would leave most of so short a run at lr / 10 or less).
+  config.optim.warmup_steps = 25
+  config.optim.decay_fractions = (0.75,)
+  # Texture-sensitive builtin edges give specks; 100 px spends the 48 regions on larger
+  # ones (jhseg.data.coherent_regions docstring).
+  config.data.augment.coherent_regions.min_region_area = 100.0
+  config.data.augment.multiview.crop_size = 96
+  config.model.width = 16                        # ResNet-18 at a quarter of its channels
+  config.model.embedding_dim = 64
+  config.model.max_segments = 64
+  config.evals = ml_collections.ConfigDict()
+  config.evals.test = _engine.evaluator("test", method="bsds", batch_size=2)  # last step
+  config.checkpoint.best_metric = "eval/test/boundary_hsg_ods_f"
+  config.eval.grid = (6, 6)                      # n0 = 36 test segments (VOC's 6 x 6)
+  config.eval.image_size = (481, 481)            # both orientations of 321 x 481
+  config.eval.human_segmentations = "segmentations"
+  config.eval.max_annotators = 9                 # BSDS500 has 4 to 9 per image
+  config.eval.num_pictures = 4
 
 
 def _paper_common(config: ml_collections.ConfigDict) -> None:
@@ -392,6 +428,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = _base()
   if arg == "tiny":
     _tiny(config)
+  elif arg == "bsds500":
+    _bsds500(config)
   elif arg in ("coco_stage1", "coco"):
     _coco(config, 1 if arg == "coco_stage1" else 2)
   elif arg in ("cityscapes", "kitti_step"):
