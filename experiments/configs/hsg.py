@@ -6,6 +6,10 @@ Variants (`:arg`):
   None          synthetic scenes (offline), ResNet-18 FCN, 64x64 crops, CPU-friendly.
   tiny          the same on `synthetic_scenes/tiny` with 32x32 crops and a few steps: a
                 CPU-minutes smoke run that still writes every evaluation output.
+  bsds500       unsupervised on the real BSDS500 train images at a CPU size (ResNet-18 at
+                width 16, 96-px views), scored on its 200 test images by the BSDS
+                boundary and region benchmarks next to the colour k-means hierarchy
+                (the task's "bsds" evaluation); build the data first (see below).
   coco_stage1   MSCOCO stage 1: 224 crops, G0 = G_e only (1 k-means cluster), L_f(G_e).
   coco          MSCOCO stage 2 (448 crops, all losses) from the stage-1 run
                 (--config.init_from=STAGE1_WORKDIR); retrieval memory / test on VOC 2012.
