@@ -61,8 +61,9 @@ near-whole-image segments; (2) even G0 is weaker than colour k-means' G0 (F 0.25
 0.38 -- its coarse levels are colour quantisations whose labels (the "segments" counted)
 span many disconnected regions, so their boundaries follow image edges): 250 steps of
 a width-16 ResNet-18 on 96-px views, 1,000 images seen, do not give embeddings whose
-k-means boundaries follow image edges as raw colour does; G0 also uses only 24 of its 36 k-means cells (empty
-clusters). AP of a three-point PR curve is not comparable (both near 0.06). The
+k-means boundaries follow image edges as raw colour does; G0 also uses only 24 of its
+36 k-means cells (empty clusters). AP of a three-point PR curve is not comparable
+(both near 0.06). The
 paper trains for 20k-350k steps on 50-100x more images; this run checks that the
 pipeline trains and is scored on real data, not the paper's numbers.
 
