@@ -26,8 +26,13 @@ def _kmeans(points: np.ndarray, weights: np.ndarray, centres: np.ndarray,
             iterations: int) -> np.ndarray:
   """Weighted Lloyd iterations from `centres`; returns labels. Empty clusters stay put."""
   labels = np.zeros(len(points), np.int64)
+  # Assignment by |c|^2 - 2 p.c (|p - c|^2 without |p|^2: same argmin) in float32: one
+  # (N, K) product instead of an (N, K, C) float64 difference array, ~10x faster on a
+  # BSDS image (0.15 M pixels, 36 centres); the centre updates stay in float64.
+  points32 = points.astype(np.float32)
   for _ in range(iterations):
-    distances = ((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+    centres32 = centres.astype(np.float32)
+    distances = (centres32 ** 2).sum(-1)[None, :] - 2.0 * (points32 @ centres32.T)
     labels = np.argmin(distances, axis=1)
     mass = np.bincount(labels, weights=weights, minlength=len(centres))
     sums = np.stack([np.bincount(labels, weights=weights * points[:, c], minlength=len(centres))

@@ -111,6 +111,7 @@ class ImageTask:
   matcher: str = matching.DEFAULT_MATCHER
   level_truth: LevelTruth | None = None
   fop: bool = True  # score Fop too (UCMs and segmentation lists)
+  level_matching: str = "bsds"  # LRF/FDF matching: ucm_evaluation.LEVEL_MATCHINGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,7 +284,8 @@ def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str =
                num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS,
                max_distance: float = boundary.DEFAULT_MAX_DISTANCE, thin: bool = True,
                matcher: str = matching.DEFAULT_MATCHER, tfds_data_dir: str | None = None,
-               neighbourhood: bool = True, fop: bool = True) -> list[ImageTask]:
+               neighbourhood: bool = True, fop: bool = True,
+               level_matching: str = "bsds") -> list[ImageTask]:
   """One task per ground-truth image, in the official (ASCII-sorted file name) order.
 
   `neighbourhood`: for TFDS ground truth with `ucm` and `instances`, score LRF/FDF
@@ -293,6 +295,9 @@ def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str =
     raise ValueError(f"unknown --kind {kind!r}; valid kinds: {', '.join(KINDS)}")
   if matcher not in matching.MATCHERS:
     raise ValueError(f"unknown --matcher {matcher!r}; valid matchers: {', '.join(matching.MATCHERS)}")
+  if level_matching not in ucm_evaluation.LEVEL_MATCHINGS:
+    raise ValueError(f"unknown --level-matching {level_matching!r}; valid: "
+                     f"{', '.join(ucm_evaluation.LEVEL_MATCHINGS)}")
   predictions = pathlib.Path(predictions)
   if not predictions.is_dir():
     raise FileNotFoundError(f"--predictions: {predictions} is not a folder")
@@ -306,7 +311,7 @@ def make_tasks(predictions: str | os.PathLike, ground_truth: str, *, kind: str =
   for image_id in sorted(gts):
     path, image_kind = _prediction_file(predictions, image_id, kind)
     tasks.append(ImageTask(image_id, path, image_kind, gts[image_id], num_thresholds, max_distance, thin, matcher,
-                           level_truths.get(image_id), fop=fop))
+                           level_truths.get(image_id), fop=fop, level_matching=level_matching))
   return tasks
 
 
@@ -338,7 +343,8 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
       b = boundary.counts_from_ucm2(data, gt.boundaries, num_thresholds=task.num_thresholds, **opts)
     else:  # PR with LRF/FDF: one matching, the paper's protocol and sweep
       levels = level_counts(data, task.level_truth, num_thresholds=task.num_thresholds,
-                            max_distance=task.max_distance, matcher=task.matcher)
+                            max_distance=task.max_distance, matcher=task.matcher,
+                            level_matching=task.level_matching)
       b = levels.boundary[0]
     r = region.region_counts_from_ucm2(data, gt.segmentations, num_thresholds=task.num_thresholds)
   elif pred.kind == "segs":
@@ -360,7 +366,8 @@ def evaluate_image(task: ImageTask) -> ImageCounts:
 def level_counts(ucm2: np.ndarray, truth: LevelTruth, *,
                  num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS,
                  max_distance: float = boundary.DEFAULT_MAX_DISTANCE,
-                 matcher: str = matching.DEFAULT_MATCHER, thin: bool = False) -> ucm_evaluation.UcmEvaluation:
+                 matcher: str = matching.DEFAULT_MATCHER, thin: bool = False,
+                 level_matching: str = "bsds") -> ucm_evaluation.UcmEvaluation:
   """PR, LRF and FDF counts of one predicted ucm2 against a hierarchical ground truth.
 
   Sweep `level_recovery.sweep_thresholds(num_thresholds)` (0, the BSDS thresholds, 1);
@@ -373,7 +380,7 @@ def level_counts(ucm2: np.ndarray, truth: LevelTruth, *,
   truth_h, truth_v = _interpixel_edges(truth.ucm)
   accumulator = ucm_evaluation.UcmEvaluation(
       levels=truth.levels, thresholds=level_recovery.sweep_thresholds(num_thresholds),
-      max_distance=max_distance, matcher=matcher, thin=thin)
+      max_distance=max_distance, matcher=matcher, thin=thin, level_matching=level_matching)
   accumulator.add(pred_h, pred_v, truth_h, truth_v, instances=truth.instances,
                   instance_classes=truth.instance_classes)
   return accumulator
@@ -630,7 +637,7 @@ def run(args: argparse.Namespace) -> dict:
   tasks = make_tasks(args.predictions, args.ground_truth, kind=args.kind, num_thresholds=args.thresholds,
                      max_distance=args.max_distance, thin=not args.no_thin, matcher=args.matcher,
                      tfds_data_dir=args.tfds_data_dir, neighbourhood=not args.no_neighbourhood,
-                     fop=not args.no_fop)
+                     fop=not args.no_fop, level_matching=args.level_matching)
   counts = evaluate_tasks(tasks, workers=args.workers, progress=not args.quiet)
   bdry, reg = collect(counts)
   levels = collect_levels(counts)
@@ -703,6 +710,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "(object masks dilated by 20 px, contours outside dropped, non-closed contours dropped) "
                            "and, with 'instance_classes', per-class crops are scored (per_class.png, per-class "
                            "ODS/OIS/AP in summary.json)")
+  parser.add_argument("--level-matching", "--level_matching", dest="level_matching",
+                      choices=ucm_evaluation.LEVEL_MATCHINGS, default="bsds",
+                      help="LRF/FDF of UCMs against a hierarchical (tfds 'ucm') ground truth: 'bsds' = "
+                           "boundary pixels matched by the PR curves' correspondence (tolerance "
+                           "--max-distance), 'exact' = edges counted only where they coincide exactly")
   parser.add_argument("--no-fop", "--no_fop", dest="no_fop", action="store_true",
                       help="skip the objects-and-parts F-measure Fop (ODS/OIS/AP, eval_fop*.txt) of UCMs and "
                            "segmentation lists (about 0.8 CPU s per 481x321 ucm2 at 99 thresholds, twice the region "

@@ -229,3 +229,52 @@ def test_worker_processes_give_the_same_counts(records, synthetic_data_dir, tmp_
     return int((drawn[0] & ~drawn[1]).sum())
   parts = [part_pixels(r["ucm"]) for r in records]
   np.testing.assert_allclose(serial.result()["lrf"][0][:4], sum(parts[4:]) / sum(parts))
+
+
+def _square_ucm2(size, rows, cols):
+  """ucm2 ((2H+1)x(2W+1)) and interpixel ucm of one object (level 1) on a size x size image."""
+  instances = np.zeros((size, size), np.int32)
+  instances[rows, cols] = 1
+  h = (instances[:, :-1] != instances[:, 1:]).astype(np.float64)
+  v = (instances[:-1] != instances[1:]).astype(np.float64)
+  ucm = np.zeros((2 * size - 1, 2 * size - 1))
+  ucm[0::2, 1::2], ucm[1::2, 0::2] = h, v
+  ucm[1::2, 1::2] = np.maximum(np.maximum(h[:-1], h[1:]), np.maximum(v[:, :-1], v[:, 1:]))
+  return instances, ucm, np.pad(ucm, 1, mode="edge")
+
+
+@pytest.mark.parametrize("level_matching, lrf, fdf", [
+    # 0.0075 x the 141-px diagonal = 1.06 px >= the shift: every boundary pixel matches.
+    ("bsds", 1.0, 0.0),
+    # Edges: the truth's 10 x 10 square has 40; shifted one column right, only the 9 + 9
+    # top / bottom edges over columns 11..19 coincide: LRF = 18 / 40, FDF = 22 / 40.
+    ("exact", 18 / 40, 22 / 40)])
+def test_level_matching_of_a_one_pixel_shift(level_matching, lrf, fdf):
+  instances, truth_ucm, _ = _square_ucm2(100, slice(10, 20), slice(10, 20))
+  _, _, shifted = _square_ucm2(100, slice(10, 20), slice(11, 21))
+  truth = evaluate.LevelTruth(ucm=truth_ucm, levels=(1.0,), instances=instances)
+  table = evaluate.level_recovery_dict(
+      evaluate.level_counts(shifted, truth, num_thresholds=3, level_matching=level_matching))
+  t = np.asarray(table["thresholds"])
+  np.testing.assert_allclose(np.asarray(table["lrf"]["1"])[t > 0], lrf)
+  np.testing.assert_allclose(np.asarray(table["fdf"])[t > 0], fdf)
+
+
+def test_cli_level_matching_flag_reaches_the_level_counts(records, synthetic_data_dir, tmp_path,
+                                                          monkeypatch):
+  seen = []
+  original = evaluate.level_counts
+
+  def spy(*args, **kwargs):
+    seen.append(kwargs["level_matching"])
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(evaluate, "level_counts", spy)
+  predictions = _write_predictions(tmp_path / "pred", [r["ucm"] for r in records])
+  summary = _run(predictions, tmp_path / "out", synthetic_data_dir, "--level-matching", "exact",
+                 "--no-fop")
+  assert set(seen) == {"exact"} and len(seen) == len(records)
+  np.testing.assert_array_equal(summary["level_recovery"]["fdf"], 0.0)
+  with pytest.raises(SystemExit):
+    evaluate.build_parser().parse_args(["--predictions", "p", "--ground-truth", "g", "--output",
+                                        "o", "--level-matching", "nearest"])

@@ -201,3 +201,104 @@ def test_missing_evaluation_field_is_a_clear_error():
   with pytest.raises(ValueError, match="'parts'"):
     hsg.decode_eval(example, truth_levels=("instances", "parts"), label_field="instances",
                     size=None)
+
+
+# ----------------------------------------------------------------------------- BSDS evaluation
+
+
+def _quadrant_example(height: int = 16, width: int = 12):
+  """Four flat quadrants; annotator 1 draws the quadrants, annotator 2 the two halves."""
+  rows = (np.arange(height)[:, None] >= height // 2).astype(np.int32)
+  cols = (np.arange(width)[None, :] >= width // 2).astype(np.int32)
+  quadrants = rows * 2 + cols
+  colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 255]], np.uint8)
+  halves = np.broadcast_to(cols, (height, width))
+  return {"image": colours[quadrants],
+          "segmentations": np.stack([quadrants + 1, halves + 1]).astype(np.int32)}
+
+
+def test_human_segmentations_are_padded_with_a_mask_and_bad_fields_named():
+  example = _quadrant_example()
+  out = hsg.decode_human_segmentations(example, field="segmentations", max_annotators=3,
+                                       size=(16, 16))
+  assert out["image"].shape == (16, 16, 3) and out["truths"].shape == (3, 16, 16)
+  np.testing.assert_array_equal(out["truth_mask"], [True, True, False])
+  np.testing.assert_array_equal(out["truths"][:2, :, :12], example["segmentations"])
+  assert not out["truths"][:, :, 12:].any() and not out["truths"][2].any()
+  assert out["valid"][:, :12].all() and not out["valid"][:, 12:].any()
+  np.testing.assert_array_equal(out["size"], [16, 12])
+  with pytest.raises(ValueError, match="'humans'"):
+    hsg.decode_human_segmentations(example, field="humans", max_annotators=3, size=None)
+  with pytest.raises(ValueError, match="max_annotators=1"):
+    hsg.decode_human_segmentations(example, field="segmentations", max_annotators=1, size=None)
+  with pytest.raises(ValueError, match=r"\(K, H, W\)"):
+    hsg.decode_human_segmentations(dict(example, segmentations=example["segmentations"][0]),
+                                   field="segmentations", max_annotators=3, size=None)
+
+
+class _FakeEvalContext:
+  """The part of jhseg.train.evaluators.EvalContext that `evaluate_bsds` uses."""
+
+  def __init__(self, batch, out_dir):
+    self._batch, self.out_dir, self.step = batch, str(out_dir), 7
+
+  def batches(self):
+    yield self._batch
+
+
+def test_bsds_evaluation_scores_both_hierarchies_against_every_annotator(
+    synthetic_data_dir, tmp_path):
+  config = _tiny_config(synthetic_data_dir)
+  config.eval.grid = (2, 2)
+  config.eval.image_size = (16, 16)
+  config.eval.human_segmentations = "segmentations"
+  config.eval.max_annotators = 3
+  task = hsg.HSG(config)
+  assert set(task.evaluations()) == {"default", "bsds"}
+  example = apply_transforms(_quadrant_example(), task.bsds_transforms(), seed=0, position=0)
+  batch = {k: np.stack([v, v]) for k, v in example.items()}
+  batch["example_mask"] = np.array([True, False])  # the second one is padding
+  model = _small_network(config)
+  model.eval()
+  # The small embedder has no output-stride option: evaluate it as it is.
+  task._use_eval_stride = lambda m, rebuild=False: setattr(task, "_eval_embedder", m.embedder)
+  scalars = task.evaluate_bsds(model, _FakeEvalContext(batch, tmp_path))
+
+  # The colour baseline's levels are all the four quadrants (grid 2 x 2, 4 colours):
+  # their boundaries are annotator 1's and contain annotator 2's, so P = R = F = 1.
+  # Covering by hand: annotator 1's four regions are covered exactly (192 px); each
+  # 96-px half of annotator 2 at best by a 48-px quadrant (overlap 1/2):
+  # (192 + 2 * 96 / 2) / (2 * 192) = 0.75.
+  for level in ("G0", "G1", "G2"):
+    assert scalars[f"segments_baseline_{level}"] == 4
+    assert scalars[f"boundary_baseline_f_{level}"] == pytest.approx(1.0)
+    assert scalars[f"covering_baseline_{level}"] == pytest.approx(0.75)
+  assert scalars["boundary_baseline_ods_f"] == pytest.approx(1.0)
+  assert scalars["baseline_covering_ods"] == pytest.approx(0.75)
+  for name in ("hsg", "baseline"):
+    for key in ("boundary_{}_ods_f", "boundary_{}_ois_f", "boundary_{}_ap", "{}_covering_ods",
+                "{}_covering_ois", "{}_pri_ods"):
+      assert 0.0 <= scalars[key.format(name)] <= 1.0, key.format(name)
+  for level, bound in (("G0", 4), ("G1", 4), ("G2", 4)):
+    assert 1 <= scalars[f"segments_hsg_{level}"] <= bound
+  report = json.loads((tmp_path / "summary.json").read_text())
+  assert report["num_images"] == 1 and report["step"] == 7
+  assert len(report["hsg"]["covering_per_level"]) == 3
+  assert (tmp_path / "hierarchy_0.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_colour_baseline_kmeans_assigns_points_to_their_nearest_centre():
+  """The baseline's Lloyd iterations against a direct transcription (full differences)."""
+  from jhseg import baselines
+  rng = np.random.default_rng(0)
+  points, weights = rng.random((500, 5)), rng.random(500) + 0.5
+  start = points[:6].copy()
+  centres = start.copy()
+  for _ in range(4):
+    labels = np.argmin(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    for c in range(len(centres)):
+      if (labels == c).any():
+        w = weights[labels == c]
+        centres[c] = (w[:, None] * points[labels == c]).sum(0) / w.sum()
+  expected = np.argmin(((points[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+  np.testing.assert_array_equal(baselines._kmeans(points, weights, start, 5), expected)

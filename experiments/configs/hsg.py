@@ -6,6 +6,10 @@ Variants (`:arg`):
   None          synthetic scenes (offline), ResNet-18 FCN, 64x64 crops, CPU-friendly.
   tiny          the same on `synthetic_scenes/tiny` with 32x32 crops and a few steps: a
                 CPU-minutes smoke run that still writes every evaluation output.
+  bsds500       unsupervised on the real BSDS500 train images at a CPU size (ResNet-18 at
+                width 16, 96-px views), scored on its 200 test images by the BSDS
+                boundary and region benchmarks next to the colour k-means hierarchy
+                (the task's "bsds" evaluation); build the data first (see below).
   coco_stage1   MSCOCO stage 1: 224 crops, G0 = G_e only (1 k-means cluster), L_f(G_e).
   coco          MSCOCO stage 2 (448 crops, all losses) from the stage-1 run
                 (--config.init_from=STAGE1_WORKDIR); retrieval memory / test on VOC 2012.
@@ -31,11 +35,37 @@ computed in the same run (jhseg.tasks.hsg), and the mean number of segments per 
   them (2026-11-30, load average ~15 on the 2 cores, so only the tiny run fitted):
   tiny, 12 steps (408 s): HSG objects 0.38 / 0.15 / 0.10, parts 0.17 / 0.06 / 0.03,
       segments 9 / 3.0 / 1.0; baseline objects 0.61 / 0.61 / 0.55; boundary ODS F HSG
-      0.16, baseline 0.60. The default 500-step run is still to be re-measured.
+      0.16, baseline 0.60. The default 500-step run is still to be re-measured: tried
+      again on 2026-11-30 at load average ~15, it reached step 25 of 500 in 14 min
+      (compilation included) and was stopped.
 HSG's learned G0 stays below k-means on raw colour on these flat-coloured scenes (the
 colour baseline is close to ideal there); what the run shows is that every level is
 used and nested, G1 keeps most of G0's object covering with half the segments, and
 the retrieval improves with training.
+
+bsds500, measured (2026-11-30, 2 shared CPU cores at load average 13-18; 250 steps on
+the 200 BSDS500 train images: wall 15.5 min of training including ~6 min of
+compilation, then 52 min to score the 200 test images); BSDS500 test, 200 images:
+                     boundary ODS / OIS / AP   covering ODS / OIS / best   PRI    VOI
+  HSG                0.251 / 0.251 / 0.066     0.292 / 0.333 / 0.394       0.727  2.46
+  colour k-means     0.497 / 0.511 / 0.052     0.384 / 0.407 / 0.464       0.726  2.77
+  per level G0 / G1 / G2: HSG boundary F 0.251 / 0.051 / 0.001, covering 0.228 / 0.292 /
+  0.292, segments per image 24 / 1.8 / 1.0; colour k-means F 0.465 / 0.476 / 0.497,
+  covering 0.191 / 0.342 / 0.384, segments 36 / 8 / 4.
+HSG does not beat colour k-means here. Measured causes: (1) the transformer levels
+collapse: distinct clusters per image in training fall from 6.9 (of 8) at step 10 to
+2.4-3.2 after step 100 for level 1 and stay at 1.2-1.6 (of 4) for level 2, and in the
+evaluation G1 / G2 keep 1.8 / 1.0 segments, so HSG's hierarchy is one level (G0) plus
+near-whole-image segments; (2) even G0 is weaker than colour k-means' G0 (F 0.25 vs
+0.47; best points: HSG's G0 recall / precision 0.20 / 0.34, colour k-means' G2 0.73 /
+0.38 -- its coarse levels are colour quantisations whose labels (the "segments" counted)
+span many disconnected regions, so their boundaries follow image edges): 250 steps of
+a width-16 ResNet-18 on 96-px views, 1,000 images seen, do not give embeddings whose
+k-means boundaries follow image edges as raw colour does; G0 also uses only 24 of its
+36 k-means cells (empty clusters). AP of a three-point PR curve is not comparable
+(both near 0.06). The
+paper trains for 20k-350k steps on 50-100x more images; this run checks that the
+pipeline trains and is scored on real data, not the paper's numbers.
 
 Boundary ODS of HSG vs colour k-means on the synthetic scenes (0.11 vs 0.68 in the
 500-step run before the issue-10 fixes): resolution, not a defect found. The BSDS
@@ -121,8 +151,8 @@ from experiments.configs import _engine
 # torchvision's ImageNet ResNet-50 (`pretrained=True`), read by jhseg.models.torchvision_import.
 TORCHVISION_RESNET50 = os.path.join("~", ".cache", "torch", "hub", "checkpoints",
                                     "resnet50-19c8e357.pth")
-VARIANTS = (None, "tiny", "coco_stage1", "coco", "cityscapes", "kitti_step", "cocostuff",
-            "potsdam", "voc_imagenet")
+VARIANTS = (None, "tiny", "bsds500", "coco_stage1", "coco", "cityscapes", "kitti_step",
+            "cocostuff", "potsdam", "voc_imagenet")
 SYNTHETIC_CLASSES = ("background", "figure", "vehicle", "tree", "house")
 
 
@@ -198,6 +228,10 @@ def _base() -> ml_collections.ConfigDict:
   config.eval.void_label = 255                   # ignored by NFCovering (VOC's void band)
   config.eval.baseline_iterations = 10
   config.eval.num_pictures = 4
+  # The "bsds" evaluation (several human segmentations per image, BSDS500): the (K, H, W)
+  # field and the largest K.
+  config.eval.human_segmentations = placeholder(str)
+  config.eval.max_annotators = 9
 
   config.optim.name = "momentum"
   config.optim.momentum = 0.9
@@ -245,6 +279,41 @@ def _tiny(config: ml_collections.ConfigDict) -> None:
   config.eval.knn = 3
   config.eval.baseline_iterations = 5
   config.eval.num_pictures = 2
+
+
+def _bsds500(config: ml_collections.ConfigDict) -> None:
+  """Unsupervised on BSDS500 train (+ val), the BSDS benchmarks on its 200 test images,
+  at a size a shared 2-core CPU trains in about 40 minutes (see the module docstring)."""
+  config.data.name = "bsds500"
+  # The paper has no BSDS setting; the issue asks for the 300 train + val images. The
+  # measured run (module docstring) used the 200 train images: split unions ("train+val")
+  # are not read by jhseg.data.sources on this branch.
+  config.data.train_split = "train"
+  # Coherent regions from the builtin colour-gradient edges: the paper's SE detector is
+  # trained on BSDS itself (and not part of jhseg).
+  config.data.batch_size = 4
+  config.num_train_steps = 250
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 50
+  # 250 steps: a short warm-up and one decay late (the paper's 32 / 56 / 75 % steps
+  # after 100 warm-up steps would leave most of so short a run at lr / 10 or less).
+  config.optim.warmup_steps = 25
+  config.optim.decay_fractions = (0.75,)
+  # Texture-sensitive builtin edges give specks; 100 px spends the 48 regions on larger
+  # ones (jhseg.data.coherent_regions docstring).
+  config.data.augment.coherent_regions.min_region_area = 100.0
+  config.data.augment.multiview.crop_size = 96
+  config.model.width = 16                        # ResNet-18 at a quarter of its channels
+  config.model.embedding_dim = 64
+  config.model.max_segments = 64
+  config.evals = ml_collections.ConfigDict()
+  config.evals.test = _engine.evaluator("test", method="bsds", batch_size=2)  # last step
+  config.checkpoint.best_metric = "eval/test/boundary_hsg_ods_f"
+  config.eval.grid = (6, 6)                      # n0 = 36 test segments (VOC's 6 x 6)
+  config.eval.image_size = (481, 481)            # both orientations of 321 x 481
+  config.eval.human_segmentations = "segmentations"
+  config.eval.max_annotators = 9                 # BSDS500 has 4 to 9 per image
+  config.eval.num_pictures = 4
 
 
 def _paper_common(config: ml_collections.ConfigDict) -> None:
@@ -392,6 +461,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = _base()
   if arg == "tiny":
     _tiny(config)
+  elif arg == "bsds500":
+    _bsds500(config)
   elif arg in ("coco_stage1", "coco"):
     _coco(config, 1 if arg == "coco_stage1" else 2)
   elif arg in ("cityscapes", "kitti_step"):
