@@ -84,7 +84,6 @@ def test_prediction_without_part_level_recovers_no_part(records, synthetic_data_
   predictions = _write_predictions(tmp_path / "pred", [np.where(r["ucm"] == 0.5, 0, r["ucm"])
                                                        for r in records])
   levels = _run(predictions, tmp_path / "out", synthetic_data_dir)["level_recovery"]
-  t = np.asarray(levels["thresholds"])
   np.testing.assert_array_equal(levels["lrf"]["0.5"], 0.0)
   np.testing.assert_array_equal(levels["lrf"]["1"], 1.0)
   np.testing.assert_array_equal(levels["fdf"], 0.0)  # every predicted contour is an object contour

@@ -15,7 +15,6 @@ from flax import nnx
 from jhseg.data.sources import load_source
 from jhseg.data.transforms import apply_transforms
 from jhseg.label_tree import synthetic_scenes_tree
-from jhseg.losses import hiposeg as losses
 from jhseg.models import deeplab, hiposeg_head
 from jhseg.tasks import hiposeg
 from jhseg.train import checkpointing, loop, optim, train_and_evaluate

@@ -7,7 +7,6 @@ scipy.io.savemat, the same layout `loadmat` returns for the real files).
 from __future__ import annotations
 
 import collections
-import pathlib
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Ultrametric U-Net task: end to end through the engine, padding, augmentations, evaluation."""
 import json
-import pathlib
 
 import jax
 import jax.numpy as jnp

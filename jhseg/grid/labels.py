@@ -1,8 +1,6 @@
 """Label maps -> boundary edges, and nested label maps -> ultrametric edge weights."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 import jax
 import jax.numpy as jnp
