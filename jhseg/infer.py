@@ -124,7 +124,7 @@ def restore_model(workdir: str, *, step: int | None = None, best: bool = False):
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from jhseg.tasks import get_task  # pylint: disable=g-import-not-at-top
-  from jhseg.train import checkpointing, loop  # pylint: disable=g-import-not-at-top
+  from jhseg.train import checkpointing  # pylint: disable=g-import-not-at-top
 
   workdir = os.path.abspath(workdir)
   config = load_config(workdir)
@@ -135,8 +135,7 @@ def restore_model(workdir: str, *, step: int | None = None, best: bool = False):
     task = get_task(config.task)(config)
   except ValueError as err:
     raise RunError(f"{os.path.join(workdir, CONFIG_FILE)}: {err}") from None
-  model = nnx.merge(*loop.compiled_once(
-      lambda: nnx.split(task.make_model(nnx.Rngs(config.get("seed", 0))))))
+  model = task.make_model(nnx.Rngs(config.get("seed", 0)))
   weights = nnx.state(model, (nnx.Param, nnx.BatchStat))
   try:
     loaded, missing = checkpointing.load_params_from(state_dir, weights)

@@ -67,39 +67,16 @@ def trainable_filter(task: Task, optim_config: ml_collections.ConfigDict) -> Any
   return nnx.All(wanted, not_frozen)
 
 
-# Model construction runs once: XLA:CPU's LLVM optimisations would cost more than they
-# save (the threefry hash of a random initialiser: 12 s to compile at the default level,
-# 0.8 s at level 0, on the shared 2-core machine).
-_INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-def compiled_once(build: Callable[[], Any]) -> Any:
-  """`build()` traced and run as one XLA program compiled without backend optimisation.
-
-  `build` returns arrays and nnx graph definitions (e.g. `nnx.split(model)`). Eager
-  flax.nnx initialisation compiles one program per initialiser and parameter shape;
-  one program for the whole model halves the start-up of the paper U-Net (ResNet-50:
-  22 s of CPU instead of 42 s). Files read by `build` (pretrained weights) become
-  constants of that program: still correct, but they add to its compile time.
-  """
-  options = _INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-  return jax.jit(build, compiler_options=options)()
-
-
 def build_state(task: Task, config: ml_collections.ConfigDict,
                 total_steps: int) -> tuple[nnx.GraphDef, nnx.State, Any]:
   """(graphdef, state, trainable filter) of the run's (model, optimizer), on the host."""
+  model = task.make_model(nnx.Rngs(config.seed))
   wrt = trainable_filter(task, config.optim)
-  tx = optim.make_optimizer(config.optim, total_steps)
-
-  def build():
-    model = task.make_model(nnx.Rngs(config.seed))
-    if not jax.tree.leaves(nnx.state(model, wrt)):
-      raise ValueError(f"task {config.task!r}: nothing to train (Task.trainable() and "
-                       f"config.optim.frozen leave no variable of the model)")
-    return nnx.split((model, nnx.Optimizer(model, tx, wrt=wrt)))
-
-  graphdef, state = compiled_once(build)
+  if not jax.tree.leaves(nnx.state(model, wrt)):
+    raise ValueError(f"task {config.task!r}: nothing to train (Task.trainable() and "
+                     f"config.optim.frozen leave no variable of the model)")
+  optimizer = nnx.Optimizer(model, optim.make_optimizer(config.optim, total_steps), wrt=wrt)
+  graphdef, state = nnx.split((model, optimizer))
   return graphdef, state, wrt
 
 
