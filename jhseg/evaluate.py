@@ -64,7 +64,7 @@ import multiprocessing
 import os
 import pathlib
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 import warnings
 
 import numpy as np
@@ -418,10 +418,15 @@ def evaluate_tasks(tasks: Sequence[ImageTask], *, workers: int = 1, progress: bo
 # ----------------------------------------------------------------------------- outputs
 
 
-def _write_rows(path: pathlib.Path, fmt: str, rows) -> None:
-  with open(path, "w") as f:
-    for row in np.atleast_2d(np.asarray(rows, np.float64)):
-      f.write(fmt % tuple(row) + "\n")
+def _write_tables(output: pathlib.Path, tables: dict[str, tuple[str, Any]]) -> list[pathlib.Path]:
+  """Writes each {file name: (printf format of a row, rows)} into `output`; returns the paths."""
+  paths = []
+  for name, (fmt, rows) in tables.items():
+    with open(output / name, "w") as f:
+      for row in np.atleast_2d(np.asarray(rows, np.float64)):
+        f.write(fmt % tuple(row) + "\n")
+    paths.append(output / name)
+  return paths
 
 
 def write_official_files(output: pathlib.Path, bdry: boundary.BoundaryResult,
@@ -442,11 +447,7 @@ def write_official_files(output: pathlib.Path, bdry: boundary.BoundaryResult,
         "eval_RI_VOI.txt": ("%10g %10g %10g %10g %10g %10g", [s[4:]]),
         "eval_RI_VOI_thr.txt": ("%10g %10g %10g", np.c_[reg.thresholds, reg.pri, reg.voi]),
     })
-  paths = []
-  for name, (fmt, rows) in files.items():
-    _write_rows(output / name, fmt, rows)
-    paths.append(output / name)
-  return paths
+  return _write_tables(output, files)
 
 
 def summary_dict(counts: Sequence[ImageCounts], bdry: boundary.BoundaryResult,
@@ -620,9 +621,7 @@ def write_fop_files(output: pathlib.Path, summary: dict) -> list[pathlib.Path]:
                            np.c_[summary["thresholds"], summary["recall"], summary["precision"], summary["f"]]),
       "eval_fop_img.txt": ("%10d %10g %10g %10g %10g", per_image),
   }
-  for name, (fmt, rows) in files.items():
-    _write_rows(output / name, fmt, rows)
-  return [output / name for name in files]
+  return _write_tables(output, files)
 
 
 def evaluate_folder(predictions: str | os.PathLike, ground_truth: str, *, workers: int = 1, progress: bool = False,

@@ -13,7 +13,9 @@ import os
 import sys
 
 os.environ["JAX_PLATFORMS"] = "cpu"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+# The compile flags of tests/conftest.py (TEST_XLA_FLAGS), which this script cannot import.
+os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
+                           "--xla_backend_optimization_level=0")
 
 import jax  # noqa: E402
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging as py_logging
+from logging import handlers as py_log_handlers
 import os
 import sys
 import time
@@ -68,22 +69,30 @@ def route_logs(workdir: str, *, verbose: bool = False) -> str:
   progress bars unless `verbose` (they bypass Python logging).
   """
   os.makedirs(workdir, exist_ok=True)
-  index = jax.process_index()
-  path = os.path.join(os.path.abspath(workdir), f"run.{index}.log" if index else "run.log")
   root = py_logging.getLogger()
   root.removeHandler(logging.get_absl_handler())
-  to_file = py_logging.FileHandler(path)
-  to_file.setFormatter(logging.PythonFormatter())
   console = py_logging.StreamHandler(sys.stderr)
   console.setFormatter(_ConsoleFormatter())
   if not verbose:
     console.addFilter(_OwnMessagesAndWarnings())
-    import tensorflow_datasets as tfds  # Deferred: heavy, and only the CLI quiets it.
-    tfds.disable_progress_bar()
-  for handler in (to_file, console):
+  # The log file is named by the process index, which starts JAX's backend, which logs
+  # (e.g. its TPU probe): those records wait in memory for the file, not on the console.
+  early = py_log_handlers.MemoryHandler(capacity=1 << 20, flushLevel=py_logging.CRITICAL + 1)
+  for handler in (early, console):
     root.addHandler(handler)
   logging.set_verbosity(logging.INFO)
   root.setLevel(py_logging.INFO)
+  if not verbose:
+    import tensorflow_datasets as tfds  # Deferred: heavy, and only the CLI quiets it.
+    tfds.disable_progress_bar()
+  index = jax.process_index()
+  path = os.path.join(os.path.abspath(workdir), f"run.{index}.log" if index else "run.log")
+  to_file = py_logging.FileHandler(path)
+  to_file.setFormatter(logging.PythonFormatter())
+  early.setTarget(to_file)
+  early.close()  # flushes the early records into the file
+  root.removeHandler(early)
+  root.addHandler(to_file)
   logging.info("full log in %s", path)
   return path
 
