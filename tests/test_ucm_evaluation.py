@@ -231,3 +231,30 @@ def test_failure_modes():
     ue.image_counts(np.zeros((3, 5)), np.zeros((2, 6)), h, v, thresholds=[0.5])
   with pytest.raises(ValueError, match="neighbourhood has shape"):
     ue.image_counts(h, v, h, v, thresholds=[0.5], neighbourhood=np.ones((3, 3)))
+
+
+def test_bsds_scores_of_the_ground_truth_ucm_are_perfect_and_empty_is_an_error():
+  labels = np.zeros((8, 10), np.int32)
+  labels[:, 6:] = 1
+  labels[5:, :6] = 2
+  h = (labels[:, :-1] != labels[:, 1:]).astype(np.float64)
+  v = (labels[:-1, :] != labels[1:, :]).astype(np.float64)
+  ucm2 = ue.ucm2_from_edges(h, v)
+  assert ucm2.shape == (17, 21)
+  scores = ue.BsdsUcmScores(num_thresholds=5)
+  with pytest.raises(ValueError, match="no image"):
+    scores.result()
+  truth_boundaries = [boundary.boundaries_from_segmentation(labels)]
+  scores.add(ucm2, [labels + 1], truth_boundaries, max_distance=0.0075)
+  b, r = scores.result()
+  # The benchmark thins the machine contours (bwmorph 'thin'): the T-junction pixel goes,
+  # so 12 of the 13 human boundary pixels are matched and all 12 machine pixels are:
+  # F = 2 (12/13) / (1 + 12/13) = 24/25. The regions are recovered exactly.
+  assert b.ods_f == pytest.approx(24 / 25) and r.covering_ods == pytest.approx(1.0)
+  # A UCM without any contour is one region: recall 0, covering of the largest segment.
+  scores = ue.BsdsUcmScores(num_thresholds=5)
+  scores.add(np.zeros_like(ucm2), [labels + 1], truth_boundaries, max_distance=0.0075)
+  b, r = scores.result()
+  sizes = np.bincount(labels.ravel())
+  assert b.ods_f == 0.0
+  assert r.covering_ods == pytest.approx(np.sum(sizes * sizes / (80 + 0.0) / 80))

@@ -75,9 +75,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from jhseg import grid
 from jhseg.hierarchy import matching
 from jhseg.metrics import boundary
 from jhseg.metrics import level_recovery as lr
+from jhseg.metrics import region
 
 LEVEL_MATCHINGS = ("bsds", "exact")
 
@@ -340,3 +342,39 @@ class UcmEvaluation:
                        "boundary": boundary.collect_boundary_counts(totals.crops)}
             for class_id, totals in sorted(self.per_class.items())},
     }
+
+
+class BsdsUcmScores:
+  """The BSDS boundary and region benchmarks of one method's UCMs over a dataset.
+
+  Per image (`add`), the official benchmark's per-image statistics of a ucm2 map at
+  `num_thresholds` thresholds (`boundary.counts_from_ucm2`, as `evaluation_bdry_image.m`;
+  `region.region_counts_from_ucm2`, as `evaluation_reg_image.m`) against every annotator;
+  `result()` reduces them as `collect_eval_bdry.m` / `collect_eval_reg.m`. Shared by the
+  evaluations that score a learned hierarchy next to a colour baseline on BSDS500 (DEL,
+  CAST), so both are scored by one code path.
+  """
+
+  def __init__(self, num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS):
+    self.num_thresholds = int(num_thresholds)
+    self._boundary: list[boundary.BoundaryCounts] = []
+    self._region: list[region.RegionCounts] = []
+
+  def add(self, ucm2: np.ndarray, truths: Sequence[np.ndarray],
+          truth_boundaries: Sequence[np.ndarray], *, max_distance: float) -> None:
+    """One image: its (2H+1, 2W+1) ucm2, the annotators' label maps and boundary maps."""
+    self._boundary.append(boundary.counts_from_ucm2(
+        ucm2, truth_boundaries, max_distance=max_distance, num_thresholds=self.num_thresholds))
+    self._region.append(region.region_counts_from_ucm2(
+        ucm2, truths, num_thresholds=self.num_thresholds))
+
+  def result(self) -> tuple[boundary.BoundaryResult, region.RegionResult]:
+    if not self._boundary:
+      raise ValueError("BsdsUcmScores.result: no image was added")
+    return (boundary.collect_boundary_counts(self._boundary),
+            region.collect_region_counts(self._region))
+
+
+def ucm2_from_edges(h: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """(H, W-1) horizontal and (H-1, W) vertical edge weights -> the (2H+1, 2W+1) ucm2."""
+  return np.asarray(grid.interpixel_to_ucm2(grid.edges_to_interpixel(h, v)))

@@ -78,7 +78,7 @@ from jhseg.data.transforms import random_transform
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import knn
-from jhseg.metrics import region
+from jhseg.metrics import ucm_evaluation
 from jhseg.models import cast as cast_lib
 from jhseg.models import cast_hierarchy
 from jhseg.models import cast_moco
@@ -326,33 +326,6 @@ def adjacent_pairs(labels: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- scoring
 
 
-class _Scores:
-  """Boundary and region benchmark accumulation of one method's ucm2 maps."""
-
-  def __init__(self, num_thresholds: int = boundary.DEFAULT_NUM_THRESHOLDS):
-    self.num_thresholds = num_thresholds
-    self.boundary: list[boundary.BoundaryCounts] = []
-    self.region: list[region.RegionCounts] = []
-
-  def add(self, ucm2: np.ndarray, truths: Sequence[np.ndarray],
-          truth_boundaries: Sequence[np.ndarray], max_distance: float) -> None:
-    self.boundary.append(boundary.counts_from_ucm2(
-        ucm2, truth_boundaries, max_distance=max_distance, num_thresholds=self.num_thresholds))
-    self.region.append(region.region_counts_from_ucm2(ucm2, truths,
-                                                      num_thresholds=self.num_thresholds))
-
-  def result(self) -> tuple[boundary.BoundaryResult, dict[str, float]]:
-    b = boundary.collect_boundary_counts(self.boundary)
-    r = region.collect_region_counts(self.region)
-    return b, {"boundary_ods": b.ods_f, "boundary_ois": b.ois_f, "boundary_ap": b.ap,
-               "covering_ods": r.covering_ods, "covering_ois": r.covering_ois,
-               "pri_ods": r.pri_ods, "voi_ods": r.voi_ods}
-
-
-def _ucm2_from_edges(h: np.ndarray, v: np.ndarray) -> np.ndarray:
-  return np.asarray(grid.interpixel_to_ucm2(grid.edges_to_interpixel(h, v)))
-
-
 # ----------------------------------------------------------------------------- the task
 
 
@@ -462,7 +435,8 @@ class CASTMoCo(Task):
   def evaluate_hierarchy(self, model, ctx: "EvalContext") -> dict[str, Any]:
     e = self.config.eval
     thresholds = int(e.get("num_thresholds") or boundary.DEFAULT_NUM_THRESHOLDS)
-    scores = {"cast": _Scores(thresholds), "colour": _Scores(thresholds)}
+    scores = {"cast": ucm_evaluation.BsdsUcmScores(thresholds),
+              "colour": ucm_evaluation.BsdsUcmScores(thresholds)}
     seconds = {"network": [], "cast_scoring": [], "colour_ucm": []}
     regions_per_level = []
     pictures = []
@@ -485,7 +459,8 @@ class CASTMoCo(Task):
         start = time.perf_counter()
         ucm = cast_hierarchy.hierarchy_ucm(levels, check_nested=False)  # nested: tested
         ucm2 = np.asarray(grid.interpixel_to_ucm2(ucm))
-        scores["cast"].add(ucm2, truths, truth_boundaries, float(e.boundary_max_distance))
+        scores["cast"].add(ucm2, truths, truth_boundaries,
+                           max_distance=float(e.boundary_max_distance))
         seconds["cast_scoring"].append(time.perf_counter() - start)
         regions_per_level.append([len(np.unique(level)) for level in levels])
         start = time.perf_counter()
@@ -498,8 +473,8 @@ class CASTMoCo(Task):
         h, v = superpixel_graph.ucm_from_superpixel_graph(
             superpixels, pairs, colour, linkage=str(e.linkage), num_superpixels=num)
         seconds["colour_ucm"].append(time.perf_counter() - start)
-        scores["colour"].add(_ucm2_from_edges(h, v), truths, truth_boundaries,
-                             float(e.boundary_max_distance))
+        scores["colour"].add(ucm_evaluation.ucm2_from_edges(h, v), truths, truth_boundaries,
+                             max_distance=float(e.boundary_max_distance))
         if len(pictures) < int(e.num_pictures):
           pictures.append((image, levels))
     if not regions_per_level:
@@ -507,8 +482,11 @@ class CASTMoCo(Task):
     scalars: dict[str, float] = {}
     curves = {}
     for name, method in scores.items():
-      curve, metrics = method.result()
-      curves[name] = curve
+      b, r = method.result()
+      curves[name] = b
+      metrics = {"boundary_ods": b.ods_f, "boundary_ois": b.ois_f, "boundary_ap": b.ap,
+                 "covering_ods": r.covering_ods, "covering_ois": r.covering_ois,
+                 "pri_ods": r.pri_ods, "voi_ods": r.voi_ods}
       scalars.update({f"{name}_{k}": float(v) for k, v in metrics.items()})
     for level, count in enumerate(np.mean(regions_per_level, axis=0)):
       scalars[f"regions_level{level}"] = float(count)

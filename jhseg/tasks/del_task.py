@@ -85,7 +85,7 @@ from jhseg.data.transforms import random_transform
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import fop
-from jhseg.metrics import region
+from jhseg.metrics import ucm_evaluation
 from jhseg.models import vgg_del
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, StepContext, Task
@@ -268,39 +268,28 @@ def superpixel_graph_of(embedding: jax.Array, superpixels: jax.Array, num_superp
   return means, pairs, pair_mask, losses.pair_similarities(means, pairs)
 
 
-def _ucm2(h: np.ndarray, v: np.ndarray) -> np.ndarray:
-  return np.asarray(grid.interpixel_to_ucm2(grid.edges_to_interpixel(h, v)))
-
-
-# ----------------------------------------------------------------------------- the task
-
-
 class _Method:
-  """Boundary + Fop accumulation of one method's UCMs."""
+  """The BSDS boundary and region benchmarks plus Fop of one method's UCMs."""
 
   def __init__(self, thresholds, boundary_thresholds: int):
-    self.boundary: list[boundary.BoundaryCounts] = []
-    self.regions: list[region.RegionCounts] = []
+    # Segmentation covering (BSDS region benchmark) at the same thresholds as Fb.
+    self.bsds = ucm_evaluation.BsdsUcmScores(boundary_thresholds)
     self.fop = fop.FopAccumulator(thresholds=thresholds)
-    self.boundary_thresholds = boundary_thresholds
 
   def add(self, h, v, truths, truth_boundaries, max_distance):
-    ucm2 = _ucm2(h, v)
-    self.boundary.append(boundary.counts_from_ucm2(
-        ucm2, truth_boundaries, max_distance=max_distance,
-        num_thresholds=self.boundary_thresholds))
-    # Segmentation covering (BSDS region benchmark) at the same thresholds as Fb.
-    self.regions.append(region.region_counts_from_ucm2(
-        ucm2, truths, num_thresholds=self.boundary_thresholds))
+    self.bsds.add(ucm_evaluation.ucm2_from_edges(h, v), truths, truth_boundaries,
+                  max_distance=max_distance)
     self.fop.add_hierarchy(h, v, truths)
 
   def result(self):
-    b = boundary.collect_boundary_counts(self.boundary)
-    r = region.collect_region_counts(self.regions)
+    b, r = self.bsds.result()
     f = self.fop.result()
     return b, {"fb_ods": b.ods_f, "fb_ois": b.ois_f, "fb_ap": b.ap,
                "covering_ods": r.covering_ods, "covering_ois": r.covering_ois,
                "fop_ods": f["ods"]["f"], "fop_ois": f["ois"]["f"]}
+
+
+# ----------------------------------------------------------------------------- the task
 
 
 class DEL(Task):
