@@ -144,7 +144,22 @@ def test_console_filter_keeps_own_messages_and_unexpected_warnings():
   own = os.path.join(os.path.dirname(run_logging.__file__), "loop.py")
   library = "/site-packages/orbax/checkpoint/checkpoint_manager.py"
   assert console.filter(record(own, logging.INFO, "step 10/60"))
+  file_only = record(own, logging.INFO, "Downloading and preparing dataset")
+  file_only.console = False  # what logging.info(..., extra={"console": False}) sets
+  assert not console.filter(file_only)
   assert not console.filter(record(library, logging.INFO, "saving"))
   assert console.filter(record(library, logging.WARNING, "disk almost full"))
   assert not console.filter(record(
       library, logging.WARNING, "Requested `tracked_metric`; did not provide metrics."))
+
+
+def test_printed_build_banners_go_to_the_log_file_only(capsys, monkeypatch):
+  from jhseg.data import sources
+  logged = []
+  monkeypatch.setattr(sources.logging, "info",
+                      lambda msg, *args, **kwargs: logged.append((msg % args, kwargs)))
+  with sources._stdout_to_log():  # pylint: disable=protected-access
+    print("Downloading and preparing dataset x")
+    print("")
+  assert capsys.readouterr().out == ""
+  assert logged == [("Downloading and preparing dataset x", {"extra": {"console": False}})]

@@ -11,11 +11,14 @@ on which DEL and the BSDS methods train): the records of a, then those of b.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 # Builders that live in this repository: dataset name -> module that registers it.
 LOCAL_BUILDERS = {
@@ -122,6 +125,19 @@ def _register(name: str) -> None:
     importlib.import_module(LOCAL_BUILDERS[base])
 
 
+@contextlib.contextmanager
+def _stdout_to_log():
+  """What is printed to stdout inside the block goes to the log file only, line by line."""
+  buffer = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(buffer):
+      yield
+  finally:
+    for line in buffer.getvalue().splitlines():
+      if line.strip():
+        logging.info("%s", line, extra={"console": False})
+
+
 def prepared_builder(name: str, data_dir: str | None, *, auto_build: bool = True):
   """The TFDS builder of `name`, prepared in array_record format.
 
@@ -138,7 +154,10 @@ def prepared_builder(name: str, data_dir: str | None, *, auto_build: bool = True
   base, _, config_name = name.split(":")[0].partition("/")
   if auto_build and base in SELF_BUILDING:
     module = importlib.import_module(LOCAL_BUILDERS[base])
-    return module.ensure_built(config_name or "default", data_dir)
+    logging.info("building %s in %s (first use; generated offline)", name,
+                 data_dir or "~/tensorflow_datasets")
+    with _stdout_to_log():  # TFDS prints its build banners: run.log only
+      return module.ensure_built(config_name or "default", data_dir)
   raise DatasetNotFoundError(
       f"dataset {name!r} is not prepared in {builder.data_dir!r} (config.data.data_dir="
       f"{data_dir!r}); expected TFDS array_record files there. Build it with: "

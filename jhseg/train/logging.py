@@ -40,6 +40,8 @@ class _OwnMessagesAndWarnings(py_logging.Filter):
   """Passes jhseg's messages (by source file) and other libraries' warnings and errors."""
 
   def filter(self, record: py_logging.LogRecord) -> bool:
+    if getattr(record, "console", True) is False:  # logged with extra={"console": False}
+      return False
     if record.pathname.startswith(_JHSEG_ROOT):
       return True
     if record.levelno < py_logging.WARNING:
