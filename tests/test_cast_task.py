@@ -225,6 +225,28 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert len(losses) == 2 and all(np.isfinite(losses))
 
+  # Single images through `python -m jhseg.infer`: one that fits eval.image_size, one larger.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from jhseg import infer  # pylint: disable=g-import-not-at-top
+  from jhseg.models import cast_hierarchy  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  sizes = {"small": (20, 28), "large": (50, 37)}
+  for name, size in sizes.items():
+    Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(
+        tmp_path / f"{name}.png")
+  assert infer.main([f"--workdir={tmp_path}", f"--out={tmp_path / 'infer'}",
+                     *(str(tmp_path / f"{n}.png") for n in sizes)]) == 0
+  for name, (height, width) in sizes.items():
+    with np.load(tmp_path / "infer" / f"{name}_levels.npz") as npz:
+      levels = [npz[f"S{l}"] for l in range(len(npz.files))]
+    assert len(levels) == 2 and all(l.shape == (height, width) for l in levels)
+    for fine, coarse in zip(levels, levels[1:]):  # nested
+      for label in np.unique(fine):
+        assert len(np.unique(coarse[fine == label])) == 1
+    ucm = np.load(tmp_path / "infer" / f"{name}_ucm.npy")
+    np.testing.assert_array_equal(ucm, cast_hierarchy.hierarchy_ucm(np.stack(levels)))
+    assert (tmp_path / "infer" / f"{name}_levels.png").read_bytes()[:4] == b"\x89PNG"
+
 
 def test_unchecked_hierarchy_ucm_equals_the_checked_one():
   from jhseg.models import cast_hierarchy  # pylint: disable=g-import-not-at-top

@@ -216,7 +216,7 @@ def test_missing_workdir_or_checkpoint_is_a_clear_error(ultrametric_run, images,
 def test_tasks_without_inference_name_themselves_and_the_ones_that_have_it():
   task = object.__new__(TASKS["pixel_classification"])
   with pytest.raises(NotImplementedError,
-                     match=r"'pixel_classification'.*\['del', 'hiposeg', 'hsg', 'ultrametric'\]"):
+                     match=r"'pixel_classification'.*\['cast', 'del', 'hiposeg', 'hsg', 'ultrametric'\]"):
     task.infer(None, np.zeros((4, 4, 3), np.float32), "", "x")
   assert TASKS["hsg"].infer is not Task.infer
 

@@ -498,10 +498,46 @@ class CASTMoCo(Task):
       self._write(ctx.out_dir, ctx.step, scalars, curves, pictures)
     return scalars
 
+  # --- inference on single images (`python -m jhseg.infer`)
+  def infer(self, model, image: np.ndarray, out_dir: str, name: str) -> dict[str, str]:
+    """The `hierarchy` evaluation's inference on one image of any size, at its size.
+
+    The image is resized by `eval.scale`, over-segmented by SEEDS and padded to
+    `eval.image_size` exactly as in the evaluation (so one compiled program serves every
+    image that fits; a larger image is padded to a multiple of the stem's stride). Writes
+    `<name>_levels.npz` (int32 (H, W) maps S0 = the superpixels,
+    S1, ..., S_L, nested), `<name>_ucm.npy` (float (2H-1, 2W-1) interpixel UCM of the
+    levels, altitudes l / L+1) and `<name>_levels.png` (the image and each level).
+    """
+    import matplotlib.image  # pylint: disable=g-import-not-at-top
+    geometry = self._geometry()
+    image = np.clip(np.asarray(image, np.float32), 0.0, 1.0)
+    height, width = image.shape[:2]
+    sh, sw = geometry.scaled_shape(height, width)
+    # Padded to eval.image_size when it fits (one compiled program for all such images),
+    # else to the next multiple of the stem's stride (one program per size, as HSG).
+    th, tw = (max(size, -(-scaled // cast_lib.STEM_STRIDE) * cast_lib.STEM_STRIDE)
+              for size, scaled in zip(geometry.image_size, (sh, sw)))
+    scaled = resize_image(image, sh, sw)
+    sp, mask = seeds.seeds_superpixels(scaled, self._seeds(geometry.num_superpixels),
+                                       max_segments=geometry.num_superpixels)
+    _, nested = self._encoder_outputs()(
+        model, jnp.asarray(np.pad(normalize(scaled), ((0, th - sh), (0, tw - sw), (0, 0)))[None]),
+        jnp.asarray(np.pad(sp, ((0, th - sh), (0, tw - sw)), constant_values=IGNORE)[None]),
+        jnp.asarray(mask[None]))
+    levels = upsample_nearest(np.asarray(nested)[0][:, :sh, :sw], height, width)
+    stem = os.path.join(out_dir, name)
+    paths = {"levels": f"{stem}_levels.npz", "ucm": f"{stem}_ucm.npy",
+             "pictures": f"{stem}_levels.png"}
+    np.savez_compressed(paths["levels"], **{f"S{l}": np.asarray(level, np.int32)
+                                            for l, level in enumerate(levels)})
+    np.save(paths["ucm"], cast_hierarchy.hierarchy_ucm(levels, check_nested=False))
+    matplotlib.image.imsave(paths["pictures"], _level_panels(image, levels))
+    return paths
+
   def _write(self, out_dir, step, scalars, curves, pictures) -> None:
     import matplotlib.image  # pylint: disable=g-import-not-at-top
     from jhseg.viz import pr_curve  # pylint: disable=g-import-not-at-top
-    from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
 
     os.makedirs(out_dir, exist_ok=True)
     outputs.write_summary(out_dir, {
@@ -515,10 +551,8 @@ class CASTMoCo(Task):
         ods_points={names[k]: (b.ods_recall, b.ods_precision) for k, b in curves.items()},
         title=f"CAST boundary PR, step {step}")
     for k, (image, levels) in enumerate(pictures):
-      panels = [np.clip(image, 0, 1)] + [viz_segments.colour_segments(level, image=image)
-                                         for level in levels]
       matplotlib.image.imsave(os.path.join(out_dir, f"{k}_levels.png"),
-                              np.concatenate(panels, axis=1))
+                              _level_panels(image, levels))
 
   def _features(self, model, batches) -> tuple[np.ndarray, np.ndarray]:
     features, labels = [], []
@@ -551,3 +585,11 @@ class CASTMoCo(Task):
     outputs.write_summary(ctx.out_dir, {"step": ctx.step, "scalars": scalars,
                                         "k": k, "num_classes": num_classes})
     return scalars
+
+
+def _level_panels(image: np.ndarray, levels: Sequence[np.ndarray]) -> np.ndarray:
+  """The image and each level's segments coloured over it, side by side."""
+  from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
+  panels = [np.clip(image, 0, 1)] + [viz_segments.colour_segments(level, image=image)
+                                     for level in levels]
+  return np.concatenate(panels, axis=1)
