@@ -537,18 +537,10 @@ class CASTMoCo(Task):
 
   def _write(self, out_dir, step, scalars, curves, pictures) -> None:
     import matplotlib.image  # pylint: disable=g-import-not-at-top
-    from jhseg.viz import pr_curve  # pylint: disable=g-import-not-at-top
 
-    os.makedirs(out_dir, exist_ok=True)
-    outputs.write_summary(out_dir, {
-        "step": step, "scalars": scalars,
-        "boundary": {name: {**b.summary(), "thresholds": b.thresholds, "recall": b.recall,
-                            "precision": b.precision} for name, b in curves.items()}})
-    names = {"cast": "CAST S_0..S_4", "colour": "SEEDS + LAB colour"}
-    pr_curve.save_pr_curve_png(
-        os.path.join(out_dir, "pr_curve.png"),
-        {names[k]: (b.recall, b.precision) for k, b in curves.items()},
-        ods_points={names[k]: (b.ods_recall, b.ods_precision) for k, b in curves.items()},
+    outputs.write_boundary_report(
+        out_dir, step, scalars, curves,
+        labels={"cast": "CAST S_0..S_4", "colour": "SEEDS + LAB colour"},
         title=f"CAST boundary PR, step {step}")
     for k, (image, levels) in enumerate(pictures):
       matplotlib.image.imsave(os.path.join(out_dir, f"{k}_levels.png"),

@@ -447,24 +447,13 @@ class DEL(Task):
     return scalars
 
   def _write(self, out_dir, step, scalars, curves, pictures) -> None:
-    from jhseg.viz import pr_curve  # pylint: disable=g-import-not-at-top
     from jhseg.viz import segments as viz_segments  # pylint: disable=g-import-not-at-top
     from jhseg.viz import ucm as viz_ucm  # pylint: disable=g-import-not-at-top
     import matplotlib.image  # pylint: disable=g-import-not-at-top
 
-    os.makedirs(out_dir, exist_ok=True)
-    outputs.write_summary(out_dir, {
-        "step": step, "scalars": scalars,
-        "boundary": {name: {**b.summary(), "thresholds": b.thresholds, "recall": b.recall,
-                            "precision": b.precision} for name, b in curves.items()}})
-    pr_curve.save_pr_curve_png(
-        os.path.join(out_dir, "pr_curve.png"),
-        {"DEL": (curves["del"].recall, curves["del"].precision),
-         "SLIC + LAB colour": (curves["colour"].recall, curves["colour"].precision)},
-        ods_points={"DEL": (curves["del"].ods_recall, curves["del"].ods_precision),
-                    "SLIC + LAB colour": (curves["colour"].ods_recall,
-                                          curves["colour"].ods_precision)},
-        title=f"DEL boundary PR, step {step}")
+    outputs.write_boundary_report(out_dir, step, scalars, curves,
+                                  labels={"del": "DEL", "colour": "SLIC + LAB colour"},
+                                  title=f"DEL boundary PR, step {step}")
     for k, (image, (h, v), (ch, cv), regions) in enumerate(pictures):
       viz_ucm.save_ucm_png(os.path.join(out_dir, f"{k}_del_ucm.png"), h, v)
       viz_ucm.save_ucm_png(os.path.join(out_dir, f"{k}_colour_ucm.png"), ch, cv)

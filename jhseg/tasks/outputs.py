@@ -40,3 +40,24 @@ def write_summary(out_dir: str, summary: Mapping[str, Any]) -> str:
     with open(path, "w") as f:
       json.dump(jsonable(summary), f, indent=2)
   return path
+
+
+def write_boundary_report(out_dir: str, step: int, scalars: Mapping[str, float],
+                          curves: Mapping[str, Any], *, labels: Mapping[str, str],
+                          title: str) -> None:
+  """`summary.json` (the scalars and each method's boundary PR curve) and `pr_curve.png`
+  (one curve per method, named by `labels[method]`, with its ODS point).
+
+  `curves` maps a method to its `jhseg.metrics.boundary.BoundaryResult`.
+  """
+  from jhseg.viz import pr_curve  # pylint: disable=g-import-not-at-top  (matplotlib)
+  os.makedirs(out_dir, exist_ok=True)
+  write_summary(out_dir, {
+      "step": step, "scalars": scalars,
+      "boundary": {name: {**b.summary(), "thresholds": b.thresholds, "recall": b.recall,
+                          "precision": b.precision} for name, b in curves.items()}})
+  pr_curve.save_pr_curve_png(
+      os.path.join(out_dir, "pr_curve.png"),
+      {labels[k]: (b.recall, b.precision) for k, b in curves.items()},
+      ods_points={labels[k]: (b.ods_recall, b.ods_precision) for k, b in curves.items()},
+      title=title)
