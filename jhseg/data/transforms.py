@@ -38,3 +38,21 @@ def apply_transforms(example: Example, transforms, *, seed: int, position: int) 
     else:
       example = fn(example)
   return example
+
+
+def segmentation_stack(example: Example, fields, *, who: str, config_field: str,
+                       hint: str = "") -> np.ndarray:
+  """(K, H, W) int32 ground truths: every field of `example`, (H, W) or (K, H, W), stacked.
+
+  A missing field is a ValueError naming `who` (the task), the field, the config field
+  that lists it and the example's fields.
+  """
+  maps = []
+  for field in fields:
+    if field not in example:
+      raise ValueError(f"{who}: dataset example has no field {field!r} ({config_field}; has "
+                       f"{sorted(example)}); expected an (H, W) or (K, H, W) int segmentation"
+                       + (f" ({hint})" if hint else ""))
+    value = np.asarray(example[field]).astype(np.int32)
+    maps.extend(value if value.ndim == 3 else [value])
+  return np.stack(maps)

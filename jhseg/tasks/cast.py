@@ -74,7 +74,7 @@ from scipy import ndimage
 from jhseg import baselines
 from jhseg import grid
 from jhseg.data import multiview
-from jhseg.data.transforms import random_transform
+from jhseg.data.transforms import random_transform, segmentation_stack
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import knn
@@ -246,18 +246,6 @@ def upsample_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
   return labels[..., rows[:, None], cols[None, :]]
 
 
-def _segmentation_stack(example: Mapping[str, Any], fields: Sequence[str]) -> np.ndarray:
-  maps = []
-  for field in fields:
-    if field not in example:
-      raise ValueError(f"cast task: dataset example has no field {field!r} "
-                       f"(config.eval.segment_fields; has {sorted(example)}); expected an "
-                       f"(H, W) or (K, H, W) int segmentation")
-    value = np.asarray(example[field]).astype(np.int32)
-    maps.extend(value if value.ndim == 3 else [value])
-  return np.stack(maps)
-
-
 @dataclasses.dataclass(frozen=True)
 class EvalGeometry:
   """How an evaluation image is resized, over-segmented and padded (module docstring)."""
@@ -301,7 +289,8 @@ def prepare_eval_example(example: Mapping[str, Any], geometry: EvalGeometry,
   if "label" in example:
     out["label"] = np.asarray(example["label"], np.int32)
   if segment_fields:
-    truths = _segmentation_stack(example, segment_fields)
+    truths = segmentation_stack(example, segment_fields, who="cast task",
+                                config_field="config.eval.segment_fields")
     if truths.shape[1:] != (height, width):
       raise ValueError(f"cast task: segmentations {truths.shape} do not match the image "
                        f"{image.shape}")

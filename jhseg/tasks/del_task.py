@@ -81,7 +81,7 @@ from jhseg import grid
 from jhseg import losses
 from jhseg import segments
 from jhseg import superpixels as superpixels_lib
-from jhseg.data.transforms import random_transform
+from jhseg.data.transforms import random_transform, segmentation_stack
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import fop
@@ -99,19 +99,6 @@ IGNORE = -1
 # ----------------------------------------------------------------------------- transforms
 
 
-def _segmentation_stack(example: Mapping[str, Any], fields, *, dataset_hint: str) -> np.ndarray:
-  """(K, H, W) int32 ground truths: every field, (H, W) or (K, H, W), stacked."""
-  maps = []
-  for field in fields:
-    if field not in example:
-      raise ValueError(f"del task: dataset example has no field {field!r} (config.loss / "
-                       f"config.eval segment_fields; has {sorted(example)}); expected an "
-                       f"(H, W) or (K, H, W) int segmentation ({dataset_hint})")
-    value = np.asarray(example[field]).astype(np.int32)
-    maps.extend(value if value.ndim == 3 else [value])
-  return np.stack(maps)
-
-
 def most_regions(truths: np.ndarray) -> np.ndarray:
   """The annotator with the most regions (the authors' `sort_groundTruth` choice)."""
   counts = [np.unique(t).size for t in truths]
@@ -123,8 +110,10 @@ def decode(example: Mapping[str, Any], *, segment_fields) -> Example:
   if "image" not in example:
     raise ValueError(f"del task: dataset example has no field 'image' (has {sorted(example)})")
   image = np.asarray(example["image"])
-  truths = _segmentation_stack(example, segment_fields,
-                               dataset_hint="e.g. 'parts' or 'segmentations'")
+  truths = segmentation_stack(
+      example, segment_fields, who="del task",
+      config_field="config.loss / config.eval segment_fields",
+      hint="e.g. 'parts' or 'segmentations'")
   if truths.shape[1:] != image.shape[:2]:
     raise ValueError(f"del task: segmentations {truths.shape} do not match image {image.shape}")
   return {"image": image.astype(np.float32) / 255.0, "truths": truths,

@@ -154,6 +154,16 @@ def make_network(model: ml_collections.ConfigDict, rngs: nnx.Rngs) -> HSGNetwork
 # ----------------------------------------------------------------------------- transforms
 
 
+def _evaluation_padding(height: int, width: int, size) -> tuple[tuple[int, int], tuple]:
+  """(padded size, np.pad widths) of an evaluation image: `size` (config.eval.image_size)
+  or, with None, the image's own size; an image larger than `size` is an error."""
+  target = (height, width) if size is None else tuple(int(s) for s in size)
+  if height > target[0] or width > target[1]:
+    raise ValueError(f"hsg task: an evaluation image of {height}x{width} does not fit "
+                     f"config.eval.image_size={target}")
+  return target, ((0, target[0] - height), (0, target[1] - width))
+
+
 def decode_eval(example: Mapping[str, Any], *, truth_levels: Sequence[str], label_field: str,
                 size: Sequence[int] | None) -> Example:
   """Float image, ground-truth levels and class map, padded to `size` with a mask.
@@ -178,11 +188,7 @@ def decode_eval(example: Mapping[str, Any], *, truth_levels: Sequence[str], labe
     if value.shape != (height, width) or not np.issubdtype(value.dtype, np.integer):
       raise ValueError(f"hsg task: field {name!r} must be an integer (H, W) = "
                        f"{(height, width)} map like the image; got {value.dtype} {value.shape}")
-  target = (height, width) if size is None else tuple(int(s) for s in size)
-  if height > target[0] or width > target[1]:
-    raise ValueError(f"hsg task: an evaluation image of {height}x{width} does not fit "
-                     f"config.eval.image_size={target}")
-  pad = ((0, target[0] - height), (0, target[1] - width))
+  _, pad = _evaluation_padding(height, width, size)
   return {
       "image": np.pad(image, pad + ((0, 0),)),
       "valid": np.pad(np.ones((height, width), bool), pad),
@@ -216,11 +222,7 @@ def decode_human_segmentations(example: Mapping[str, Any], *, field: str, max_an
   if not 1 <= len(truths) <= max_annotators:
     raise ValueError(f"hsg task: field {field!r} has {len(truths)} segmentations; "
                      f"config.eval.max_annotators={max_annotators} allows 1..{max_annotators}")
-  target = (height, width) if size is None else tuple(int(s) for s in size)
-  if height > target[0] or width > target[1]:
-    raise ValueError(f"hsg task: an evaluation image of {height}x{width} does not fit "
-                     f"config.eval.image_size={target}")
-  pad = ((0, target[0] - height), (0, target[1] - width))
+  target, pad = _evaluation_padding(height, width, size)
   padded = np.zeros((max_annotators,) + target, np.int32)
   padded[:len(truths), :height, :width] = truths
   return {
