@@ -8,14 +8,20 @@ otherwise (`tfds.data_source` and grain read only random-access formats).
 `BUILDERS` is the explicit table of dataset name -> builder class; a new builder package
 adds one line here (tests/test_tfds_builders_cli.py checks that none is missing).
 """
+from tfds_builders.ade20k import Builder as _Ade20k
 from tfds_builders.bsds500 import Builder as _Bsds500
+from tfds_builders.cityscapes_hier import Builder as _CityscapesHier
+from tfds_builders.mapillary_vistas import Builder as _MapillaryVistas
 from tfds_builders.pascal_part_108 import Builder as _PascalPart108
 from tfds_builders.synthetic_scenes import Builder as _SyntheticScenes
 from tfds_builders.ultrametric_pascal_part import Builder as _UltrametricPascalPart
 from tfds_builders.voc2012_sbd import Builder as _Voc2012Sbd
 
 BUILDERS = {
+    "ade20k": _Ade20k,
     "bsds500": _Bsds500,
+    "cityscapes_hier": _CityscapesHier,
+    "mapillary_vistas": _MapillaryVistas,
     "pascal_part_108": _PascalPart108,
     "synthetic_scenes": _SyntheticScenes,
     "ultrametric_pascal_part": _UltrametricPascalPart,
