@@ -110,6 +110,45 @@ def test_paper_config_and_poly_schedule():
                              [1e-2, 1e-2 * 0.5 ** 0.9, 0.0], rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("variant, dataset, crop, batch, steps, levels", [
+    ("cityscapes", "cityscapes_hier", (512, 1024), 8, 80000, (19, 7)),
+    ("mapillary_vistas", "mapillary_vistas", (512, 1024), 8, 80000, (124, 17, 7)),
+])
+def test_scene_parsing_configs_follow_section_4_1(variant, dataset, crop, batch, steps, levels):
+  config = configs.get_config(variant)
+  o = config.optim
+  assert (o.name, o.learning_rate, o.momentum, o.weight_decay, o.schedule) == (
+      "momentum", 1e-2, 0.9, 1e-4, "poly")
+  assert (config.data.name, tuple(config.data.image_size), config.data.batch_size,
+          config.num_train_steps) == (dataset, crop, batch, steps)
+  task = hiposeg.HiPoSeg(config)
+  assert tuple(task.tree.num_classes(l) for l in range(task.tree.num_levels)) == levels
+  # The builders store the finest level only ("label", (H, W) uint8); decode adds the rest.
+  finest = np.array([[0, 1, 255], [3, 2, 1]], np.uint8)
+  out = hiposeg.decode({"image": np.zeros((2, 3, 3), np.uint8), "label": finest},
+                       tree=task.tree, label_fields=tuple(config.model.label_fields))
+  assert out["labels"].shape == (len(levels), 2, 3)
+  for level in range(1, len(levels)):
+    np.testing.assert_array_equal(out["labels"][level], task.tree.map_labels(
+        finest.astype(np.int32), level))
+
+
+def test_ade20k_needs_a_tree_file(tmp_path):
+  config = configs.get_config("ade20k")
+  assert (tuple(config.data.image_size), config.data.batch_size, config.num_train_steps) == (
+      (512, 512), 16, 60000)
+  with pytest.raises(ValueError, match="no 150 -> 14 label tree is shipped"):
+    hiposeg.HiPoSeg(config)
+  tree = TREE.to_metadata()
+  path = tmp_path / "tree.json"
+  path.write_text(json.dumps(tree))
+  config.model.label_tree_file = str(path)
+  assert hiposeg.HiPoSeg(config).tree == TREE
+  path.write_text("{not json")
+  with pytest.raises(ValueError, match=r"tree\.json: config\.model\.label_tree_file is not"):
+    hiposeg.HiPoSeg(config)
+
+
 # ----------------------------------------------------------------------------- stand-in network
 
 

@@ -21,6 +21,20 @@ Variants (`:arg`):
   pascal_part_108_tiny  the same data at CPU size (ResNet-18 width 8, 96x96 crops of images
                         resized to a 128-pixel long side, evaluation at 128): a smoke-level
                         measurement on the 18-image sample `../shared/data/pascal_part_sample`.
+  cityscapes            Cityscapes 19 classes -> 7 categories (builder `cityscapes_hier`),
+                        512x1024 crops of the full 1024x2048 images, batch 8, 80k iterations,
+                        evaluated at full resolution on `validation` (section 4.1).
+  mapillary_vistas      Mapillary Vistas v2.0, 124 classes -> 17 mid -> 7 top groups (builder
+                        `mapillary_vistas`; HiPoSeg uses class -> mid), long side resized to
+                        2048 (HSSN's data config), 512x1024 crops, batch 8, 80k iterations.
+  ade20k                ADE20K 150 classes (builder `ade20k`), 512x512 crops, batch 16, 60k
+                        iterations. The 150 -> 14 tree is not shipped (tfds_builders/ade20k
+                        says why): this variant needs
+                        `--config.model.label_tree_file=TREE.json` (LabelTree.to_metadata
+                        format) and fails naming that field without it.
+  All paper variants: ResNet-101 DeepLabV3+ at output stride 16, SGD lr 1e-2 momentum 0.9
+  weight decay 1e-4, poly decay (section 4.1). Build the data first, e.g.
+    tfds build tfds_builders/cityscapes_hier --manual_dir=CITYSCAPES --data_dir=D
 Ablations (Tables 5-6): set `config.loss.weights.<term>=0` (fh, hh, fl, ll, align);
 joint training (Table 12): `config.loss.staged=False`.
 """
@@ -40,6 +54,7 @@ def _base() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.label_tree = "pascal_part_108"       # jhseg.tasks.hiposeg.LABEL_TREES
+  config.model.label_tree_file = placeholder(str)   # JSON tree; overrides label_tree
   config.model.label_fields = ("part_class", "object_class")  # finest first
   config.model.depth = 101
   config.model.output_stride = 16
@@ -142,7 +157,42 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.name = "adam"
     config.optim.learning_rate = 3e-3
     config.optim.schedule = "constant"
+  elif arg in ("cityscapes", "mapillary_vistas", "ade20k"):
+    _scene_parsing(config, arg)
   else:
-    raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'pascal_part_108', "
-                     "'pascal_part_108_tiny'")
+    raise ValueError(f"unknown config variant {arg!r}; valid: {list(VARIANTS)}")
   return config
+
+
+VARIANTS = (None, "tiny", "pascal_part_108", "pascal_part_108_tiny", "cityscapes",
+            "mapillary_vistas", "ade20k")
+# variant -> (TFDS builder, label tree, crop, batch, iterations, long side before the random
+# scale (None: as released), evaluation long side (None: full resolution), evaluation pad).
+_SCENE_PARSING = {
+    "cityscapes": ("cityscapes_hier", "cityscapes", (512, 1024), 8, 80000, None, None,
+                   (1024, 2048)),
+    "mapillary_vistas": ("mapillary_vistas", "mapillary_vistas", (512, 1024), 8, 80000, 2048,
+                         2048, None),
+    "ade20k": ("ade20k", "ade20k", (512, 512), 16, 60000, None, None, (2048, 2048)),
+}
+
+
+def _scene_parsing(config: ml_collections.ConfigDict, variant: str) -> None:
+  """Cityscapes / Mapillary Vistas / ADE20K at the paper's settings (section 4.1)."""
+  (dataset, tree, crop, batch, steps, base_size, eval_size,
+   eval_pad) = _SCENE_PARSING[variant]
+  config.data.name = dataset
+  config.data.image_size = crop
+  config.data.batch_size = batch
+  config.data.augment.base_size = base_size
+  config.model.label_tree = tree
+  config.model.label_fields = ("label",)  # coarser levels from the tree
+  config.evals.val = _engine.evaluator("validation", every_steps=8000, batch_size=2)
+  config.checkpoint.best_metric = "eval/val/miou_class"
+  config.eval.size = eval_size
+  if eval_pad:
+    config.eval.pad_size = eval_pad
+  config.num_train_steps = steps
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 8000
+  _paper_optim(config)
