@@ -149,6 +149,21 @@ def test_ade20k_needs_a_tree_file(tmp_path):
     hiposeg.HiPoSeg(config)
 
 
+def test_tsne_pixels_are_sampled_per_class_with_a_fixed_seed():
+  labels = np.array([[[0, 0, 1], [2, 255, 0]], [[1, 1, 1], [0, 255, 2]]])  # (2, 2, 3)
+  features = np.arange(2 * 2 * 3 * 2, dtype=np.float32).reshape(2, 2, 3, 2)
+  picked, classes = hiposeg.sample_pixels_per_class([(features, labels)], per_class=2,
+                                                    num_classes=4)
+  # Class 0 has 4 pixels (2 kept), class 1 four (2 kept), class 2 two (both), class 3 none.
+  np.testing.assert_array_equal(classes, [0, 0, 1, 1, 2, 2])
+  flat_labels, flat_features = labels.reshape(-1), features.reshape(-1, 2)
+  for row, c in zip(picked, classes):
+    (index,) = np.flatnonzero((flat_features == row).all(1))
+    assert flat_labels[index] == c
+  again, _ = hiposeg.sample_pixels_per_class([(features, labels)], per_class=2, num_classes=4)
+  np.testing.assert_array_equal(picked, again)
+
+
 # ----------------------------------------------------------------------------- stand-in network
 
 
@@ -308,5 +323,6 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
     assert list(written["levels"][level]["per_class_iou"]) == list(names)
     table = (out / f"per_class_iou_{level}.txt").read_text().splitlines()
     assert len(table) == len(names) + 2 and table[-1].startswith("mIoU")
-  for name in ("per_class_iou.png", "0_prediction.png", "prototypes.png"):
+  for name in ("per_class_iou.png", "0_prediction.png", "prototypes.png",
+               "embedding_tsne.png"):
     assert (out / name).read_bytes()[:4] == b"\x89PNG"

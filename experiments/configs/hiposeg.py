@@ -91,6 +91,8 @@ def _base() -> ml_collections.ConfigDict:
   config.eval.size = placeholder(int)               # long side at evaluation (None: as is)
   config.eval.pad_size = (512, 512)                 # fixed shape when eval.size is None
   config.eval.num_pictures = 4
+  config.eval.tsne_pixels_per_class = 20            # embedding_tsne.png (Fig. 4); 0: none
+  config.eval.tsne_batches = 2                      # sampled from the first batches
 
   config.checkpoint.best_metric = "eval/val/miou_part"
   config.checkpoint.best_mode = "max"

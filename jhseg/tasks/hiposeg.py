@@ -35,8 +35,11 @@ Evaluation ("default"): mIoU^l at every level of the tree (finest predictions ma
 the tree, scored against each level's labels; section 4.1), pixel accuracy, per-class
 IoU (Tables 7-8) as `per_class_iou_<level>.txt`, a bar chart `per_class_iou.png` and in
 `summary.json`, prediction overlays `<k>_prediction.png` (image, then ground truth
-and prediction at every level) and, for HiPoSeg, `prototypes.png` (the memories on their
-first two principal axes) under the evaluator's `out_dir`.
+and prediction at every level), `embedding_tsne.png` (Fig. 4: a t-SNE of up to
+`config.eval.tsne_pixels_per_class` pixels of every finest class, sampled with a fixed
+seed from the first `config.eval.tsne_batches` batches, coloured by class) and, for
+HiPoSeg, `prototypes.png` (the memories on their first two principal axes) under the
+evaluator's `out_dir`.
 
 Logged: the steps where the loss groups switch on (host log at start-up), and per step
 `phase`, every HiPoSeg term and its current weight.
@@ -56,8 +59,10 @@ Faithfulness (deviations and their reasons):
     not list its augmentation.
   * CPU configurations evaluate at a reduced size (`config.eval.size`, labels resized by
     nearest neighbour); the paper evaluates at full resolution (`eval.size = None`).
-  * `prototypes.png` is a PCA projection of the memory entries, not the t-SNE of the
-    pixel embeddings of Fig. 4 (deterministic, and it needs no head forward pass).
+  * `embedding_tsne.png` embeds the decoder features (the classifier's input), for the
+    baseline and HiPoSeg alike: the paper does not say which features Fig. 4 shows, the
+    baseline has no g_phi, and the decoder features are what inference uses. Pixels are
+    taken on a grid of at most ~4096 per image (features at stride 4).
   * Trees: synthetic scenes, PASCAL-Part-108, Cityscapes (19 -> 7, the official label
     table's categories) and Mapillary Vistas v2.0 (LogicSeg's published table: 124 -> 17
     -> 7, where the paper counts 16 mid-level and 4 top-level classes; HiPoSeg's high
@@ -255,6 +260,7 @@ class HiPoSeg(Task):
     self.parent = self.tree.fine_to_level(1)
     self.hiposeg = bool(config.loss.hiposeg)
     self._eval_fn = None
+    self._embedding_fn = None
     if self.hiposeg:
       self._check_loss_options()
 
@@ -388,12 +394,33 @@ class HiPoSeg(Task):
       self._eval_fn = fn
     return self._eval_fn
 
+  def _embeddings(self):
+    """jit: (decoder features, finest labels) on a grid of at most ~4096 pixels per image
+    (labels ignore where the example is padding)."""
+    if self._embedding_fn is None:
+      ignore = self.tree.ignore_label
+
+      @nnx.jit
+      def fn(model, images, labels, example_mask):
+        features = model.segmenter(images, return_features=True).decoder
+        _, height, width, _ = features.shape
+        stride = max(1, int(np.ceil(np.sqrt(height * width / 4096))))
+        small = segments.resize_labels_nearest(labels, height, width)
+        small = jnp.where(example_mask[:, None, None], small, ignore)
+        return features[:, ::stride, ::stride], small[:, ::stride, ::stride]
+
+      self._embedding_fn = fn
+    return self._embedding_fn
+
   def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
     """mIoU per level, per-class IoU tables and prediction overlays (module docstring)."""
     num_pictures = int(self.config.eval.num_pictures)
     scores = [semantic.ConfusionMatrix(self.tree.num_classes(l), ignore_index=None)
               for l in range(self.tree.num_levels)]
     pictures = []
+    per_class = int(self.config.eval.get("tsne_pixels_per_class") or 0)
+    tsne_batches = int(self.config.eval.get("tsne_batches") or 0) if per_class else 0
+    pixel_samples = []
     for batch in ctx.batches():
       matrices, predictions = self._confusions()(model, batch["image"], batch["labels"],
                                                  batch["example_mask"])
@@ -404,6 +431,9 @@ class HiPoSeg(Task):
                                 "predictions": predictions, "mask": batch["example_mask"]})
         for i in np.flatnonzero(host["mask"])[:num_pictures - len(pictures)]:
           pictures.append((host["image"][i], host["labels"][i], host["predictions"][i]))
+      if len(pixel_samples) < tsne_batches:
+        pixel_samples.append(outputs.to_host(self._embeddings()(
+            model, batch["image"], batch["labels"][:, 0], batch["example_mask"])))
     results = [accumulator.result() for accumulator in scores]
     scalars: dict[str, float] = {}
     levels = {}
@@ -418,6 +448,13 @@ class HiPoSeg(Task):
         save_prototypes_png(os.path.join(ctx.out_dir, "prototypes.png"),
                             outputs.to_host(nnx.state(model.prototypes)), tree=self.tree,
                             title=f"HiPoSeg memories, step {ctx.step} (PCA)")
+      if pixel_samples:
+        features, labels = sample_pixels_per_class(
+            pixel_samples, per_class=per_class, num_classes=self.tree.num_classes(0))
+        save_embedding_tsne_png(
+            os.path.join(ctx.out_dir, "embedding_tsne.png"), features, labels, tree=self.tree,
+            title=f"{'HiPoSeg' if self.hiposeg else 'baseline'}, step {ctx.step}: decoder "
+                  f"features, t-SNE")
     return scalars
 
   def _write(self, out_dir, step, scalars, levels, pictures) -> None:
@@ -518,6 +555,48 @@ def save_prototypes_png(path: str, bank: Any, *, tree: label_tree_lib.LabelTree,
              edgecolors="black")
   for (x, y), i in zip(xy[:len(high)], high_ids):
     ax.annotate(tree.class_names[1][i], (x, y), fontsize=7)
+  ax.set_title(title, fontsize=9)
+  figure.tight_layout()
+  return _canvas.save_png(figure, path)
+
+
+def sample_pixels_per_class(samples: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                            per_class: int, num_classes: int, seed: int = 0
+                            ) -> tuple[np.ndarray, np.ndarray]:
+  """Up to `per_class` pixels of every finest class (fixed seed) from (features (B, h, w, C),
+  labels (B, h, w)) batches: (features (n, C), labels (n,)), classes in order."""
+  features = np.concatenate([f.reshape(-1, f.shape[-1]) for f, _ in samples])
+  labels = np.concatenate([l.reshape(-1) for _, l in samples])
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for c in range(num_classes):
+    where = np.flatnonzero(labels == c)
+    chosen.append(np.sort(rng.choice(where, min(per_class, len(where)), replace=False)))
+  chosen = np.concatenate(chosen).astype(np.int64)
+  return features[chosen], labels[chosen]
+
+
+def save_embedding_tsne_png(path: str, features: np.ndarray, labels: np.ndarray, *,
+                            tree: label_tree_lib.LabelTree, title: str) -> str | None:
+  """t-SNE (`jhseg.viz.tsne`) of sampled pixel features coloured by finest class, the
+  legend naming each class and its parent (Fig. 4). Nothing is written for < 4 pixels."""
+  from jhseg.viz import _canvas  # pylint: disable=import-outside-toplevel
+  from jhseg.viz import segments as viz_segments  # pylint: disable=import-outside-toplevel
+  from jhseg.viz import tsne  # pylint: disable=import-outside-toplevel
+  if len(labels) < 4:
+    return None
+  xy = tsne.tsne(features, perplexity=30.0, num_iterations=1000, seed=0)
+  palette = viz_segments.label_palette(tree.num_classes(0))
+  parent = tree.fine_to_level(1)
+  figure = _canvas.new_figure(width=7.5, height=5.5)
+  ax = figure.add_subplot(1, 1, 1)
+  for c in np.unique(labels):
+    keep = labels == c
+    ax.scatter(xy[keep, 0], xy[keep, 1], s=8, color=palette[c],
+               label=f"{tree.class_names[0][c]} ({tree.class_names[1][parent[c]]})")
+  ax.set_xticks([])
+  ax.set_yticks([])
+  ax.legend(fontsize=5, markerscale=1.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
   ax.set_title(title, fontsize=9)
   figure.tight_layout()
   return _canvas.save_png(figure, path)
