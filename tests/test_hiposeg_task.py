@@ -3,7 +3,9 @@ accumulation) through the engine's train step, the phase schedule and a bit-exac
 (on a stand-in segmenter, so nothing big compiles), zero inference cost, and one tiny
 end-to-end run of the real DeepLabV3+ with per-level mIoU, tables and pictures."""
 import importlib
+import importlib.util
 import json
+import pathlib
 import shutil
 
 import jax
@@ -162,6 +164,39 @@ def test_tsne_pixels_are_sampled_per_class_with_a_fixed_seed():
     assert flat_labels[index] == c
   again, _ = hiposeg.sample_pixels_per_class([(features, labels)], per_class=2, num_classes=4)
   np.testing.assert_array_equal(picked, again)
+
+
+def _ablation_script():
+  path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "hiposeg_ablation.py"
+  spec = importlib.util.spec_from_file_location("hiposeg_ablation", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_ablation_rows_switch_the_tables_terms_and_tabulate():
+  # Table 5's rows: which of L_ce, L_fh, L_hh, L_fl, L_ll, L_align each trains with.
+  expected = {"ce": "100000", "high": "111000", "low": "100110", "high_low": "111110",
+              "full": "111111"}
+  script = _ablation_script()
+  for name, marks in expected.items():
+    config = configs.get_config(f"tiny_{name}")
+    on = script.terms_on(name)
+    assert "".join("1" if on[t] else "0" for t in script.TERMS) == marks, name
+    assert config.loss.hiposeg == (name != "ce")
+    if config.loss.hiposeg:  # a term is off exactly when its weight is 0
+      assert all((config.loss.weights[t] > 0) == on[t] for t in script.TERMS), name
+  with pytest.raises(ValueError, match=r"unknown HiPoSeg ablation 'x'; valid: \['ce'"):
+    configs.with_ablation(configs.get_config("tiny"), "x")
+  rows = [{"name": "ce", "terms": script.terms_on("ce"),
+           "miou": {"val": {"part": 0.5, "object": 0.75}}},
+          {"name": "full", "terms": script.terms_on("full"),
+           "miou": {"val": {"part": 0.125, "object": 1.0}}}]
+  table = script.markdown(rows).splitlines()
+  assert table[0] == ("| row | L_ce | L_fh | L_hh | L_fl | L_ll | L_align | val part mIoU (%) "
+                      "| val object mIoU (%) |")
+  assert table[2] == "| ce | ✓ |  |  |  |  |  | 50.00 | 75.00 |"
+  assert table[3] == "| full | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | 12.50 | 100.00 |"
 
 
 # ----------------------------------------------------------------------------- stand-in network

@@ -35,8 +35,10 @@ Variants (`:arg`):
   All paper variants: ResNet-101 DeepLabV3+ at output stride 16, SGD lr 1e-2 momentum 0.9
   weight decay 1e-4, poly decay (section 4.1). Build the data first, e.g.
     tfds build tfds_builders/cityscapes_hier --manual_dir=CITYSCAPES --data_dir=D
-Ablations (Tables 5-6): set `config.loss.weights.<term>=0` (fh, hh, fl, ll, align);
-joint training (Table 12): `config.loss.staged=False`.
+Ablations (Tables 5-6): `ABLATIONS` names the loss switches of each row and
+`with_ablation(config, name)` applies one to any variant; the variants `tiny_<name>`
+(e.g. `tiny_high`) are the tiny run with one applied. `bench/hiposeg_ablation.py` runs them
+all and writes the per-level mIoU table. Joint training (Table 12): `config.loss.staged=False`.
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -117,6 +119,8 @@ def _cpu_model(config: ml_collections.ConfigDict) -> None:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg and arg.startswith("tiny_") and arg[len("tiny_"):] in ABLATIONS:
+    return with_ablation(get_config("tiny"), arg[len("tiny_"):])
   config = _base()
   if arg in (None, "tiny"):
     config.data.name = "synthetic_scenes/tiny"
@@ -166,8 +170,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
+# Tables 5-6 (section 4.3): name -> (HiPoSeg head on, the loss terms switched off).
+# Table 6's "high-level only" / "low-level only" / "both" are Table 5's rows 2, 3 and 5.
+ABLATIONS = {
+    "ce": (False, ()),                     # L_ce alone: the DeepLabV3+ baseline
+    "high": (True, ("fl", "ll", "align")),  # + L_fh + L_hh (parent prototypes only)
+    "low": (True, ("fh", "hh", "align")),   # + L_fl + L_ll (child prototypes only)
+    "high_low": (True, ("align",)),         # + L_fh + L_hh + L_fl + L_ll, no alignment
+    "full": (True, ()),                     # every term (eq. 14)
+}
+
+
+def with_ablation(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """`config` with the loss switches of the ablation row `name` (ABLATIONS)."""
+  if name not in ABLATIONS:
+    raise ValueError(f"unknown HiPoSeg ablation {name!r}; valid: {list(ABLATIONS)}")
+  hiposeg, off = ABLATIONS[name]
+  config.loss.hiposeg = hiposeg
+  for term in off:
+    config.loss.weights[term] = 0.0
+  return config
+
+
 VARIANTS = (None, "tiny", "pascal_part_108", "pascal_part_108_tiny", "cityscapes",
-            "mapillary_vistas", "ade20k")
+            "mapillary_vistas", "ade20k", *(f"tiny_{name}" for name in ABLATIONS))
 # variant -> (TFDS builder, label tree, crop, batch, iterations, long side before the random
 # scale (None: as released), evaluation long side (None: full resolution), evaluation pad).
 _SCENE_PARSING = {
