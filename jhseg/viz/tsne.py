@@ -49,7 +49,7 @@ def _row_probabilities(d: jax.Array, log_beta: jax.Array) -> tuple[jax.Array, ja
   return p, entropy
 
 
-@functools.partial(jax.jit, static_argnames=())
+@jax.jit
 def conditional_probabilities(d: jax.Array, perplexity: float
                               ) -> tuple[jax.Array, jax.Array]:
   """(p_{j|i} (n, n) with a zero diagonal, beta_i (n,)) with H(P_i) = log(perplexity).
