@@ -166,6 +166,19 @@ def test_tsne_pixels_are_sampled_per_class_with_a_fixed_seed():
   np.testing.assert_array_equal(picked, again)
 
 
+def test_tsne_colours_share_the_parent_hue():
+  import colorsys
+  colours = hiposeg.sibling_shades(TREE)
+  parent = TREE.fine_to_level(1)
+  hue = lambda rgb: colorsys.rgb_to_hsv(*rgb)[0]
+  for coarse in range(TREE.num_classes(1)):
+    children = np.flatnonzero(parent == coarse)
+    assert np.ptp([hue(colours[c]) for c in children]) < 1e-6
+    assert len({tuple(colours[c]) for c in children}) == len(children)  # siblings differ
+  assert len({tuple(c) for c in colours}) == TREE.num_classes(0)
+  assert ((colours >= 0) & (colours <= 1)).all()
+
+
 def _ablation_script():
   path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "hiposeg_ablation.py"
   spec = importlib.util.spec_from_file_location("hiposeg_ablation", path)

@@ -576,17 +576,33 @@ def sample_pixels_per_class(samples: Sequence[tuple[np.ndarray, np.ndarray]], *,
   return features[chosen], labels[chosen]
 
 
+def sibling_shades(tree: label_tree_lib.LabelTree) -> np.ndarray:
+  """(num finest classes, 3) RGB in [0, 1]: one hue per level-1 class, its children in
+  shades of it from dark to light (Fig. 4: "similar color tones denote classes belonging to
+  the same higher-level concept")."""
+  from jhseg.viz import segments as viz_segments  # pylint: disable=import-outside-toplevel
+  hues = viz_segments.label_palette(tree.num_classes(1))
+  colours = np.zeros((tree.num_classes(0), 3))
+  for coarse in range(tree.num_classes(1)):
+    children = tree.children(coarse, 1)
+    for k, child in enumerate(children):
+      t = k / max(len(children) - 1, 1)  # 0: darkest, 1: lightest
+      dark, light = 0.55 * hues[coarse], hues[coarse] + 0.45 * (1.0 - hues[coarse])
+      colours[child] = (1.0 - t) * dark + t * light if len(children) > 1 else hues[coarse]
+  return colours
+
+
 def save_embedding_tsne_png(path: str, features: np.ndarray, labels: np.ndarray, *,
                             tree: label_tree_lib.LabelTree, title: str) -> str | None:
-  """t-SNE (`jhseg.viz.tsne`) of sampled pixel features coloured by finest class, the
-  legend naming each class and its parent (Fig. 4). Nothing is written for < 4 pixels."""
+  """t-SNE (`jhseg.viz.tsne`) of sampled pixel features coloured by finest class in shades
+  of its parent's hue (`sibling_shades`), the legend naming each class and its parent
+  (Fig. 4). Nothing is written for < 4 pixels."""
   from jhseg.viz import _canvas  # pylint: disable=import-outside-toplevel
-  from jhseg.viz import segments as viz_segments  # pylint: disable=import-outside-toplevel
   from jhseg.viz import tsne  # pylint: disable=import-outside-toplevel
   if len(labels) < 4:
     return None
   xy = tsne.tsne(features, perplexity=30.0, num_iterations=1000, seed=0)
-  palette = viz_segments.label_palette(tree.num_classes(0))
+  palette = sibling_shades(tree)
   parent = tree.fine_to_level(1)
   figure = _canvas.new_figure(width=7.5, height=5.5)
   ax = figure.add_subplot(1, 1, 1)
