@@ -59,6 +59,8 @@ def _base() -> ml_collections.ConfigDict:
   config.eval.num_superpixels = 196
   config.eval.max_truths = 1
   config.eval.segment_fields = ("segmentations",)
+  # Per-pixel classes for figure_ground / tta / retrieval (foreground = class > 0, 255 void).
+  config.eval.label_field = placeholder(str)
   config.eval.linkage = "single"                  # colour baseline (as DEL's)
   config.eval.colour_scale = 20.0                 # LAB units per unit of L1 distance
   config.eval.boundary_max_distance = 0.0075
@@ -100,6 +102,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Same batch size as `hierarchy`: the jitted encoder compiles once for both.
     config.evals.knn = _engine.evaluator("validation", method="knn", batch_size=4,
                                          options={"train_split": "train"})
+    # jhseg.tasks.cast_evals: the paper's probe recipe (90 epochs, lr 0.8 x batch / 256)
+    # on the 64 training scenes' cached embeddings, batch 16.
+    config.evals.linear_probe = _engine.evaluator(
+        "validation", method="linear_probe", batch_size=4,
+        options={"train_split": "train", "batch_size": 16})
+    config.eval.label_field = "object_class"        # the scenes' object classes, 0 = ground
+    config.evals.figure_ground = _engine.evaluator("validation", method="figure_ground",
+                                                   batch_size=4, num_examples=8)
+    config.evals.tta = _engine.evaluator(
+        "validation", method="tta", batch_size=4, num_examples=8,
+        options={"train_split": "train", "num_train_examples": 32})
+    config.evals.retrieval = _engine.evaluator(
+        "validation", method="retrieval", batch_size=4,
+        options={"memory_split": "train", "num_memory_examples": 32, "num_classes": 5})
     config.num_train_steps = 40
     config.log_every_steps = 10
     config.checkpoint_every_steps = 40
