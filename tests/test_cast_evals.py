@@ -148,8 +148,8 @@ def test_tta_moves_only_normalisation_parameters_and_lowers_the_entropy(encoder_
   assert any(p[0] == "patch_embed" for p in norm_paths)  # the stem's BatchNorm
   assert not any("kernel" in p or p[-1] == "cls_token" for p in norm_paths)
   rng = np.random.default_rng(0)
-  prototypes = jnp.asarray(cast_evals.class_prototypes(rng.normal(size=(6, 16)),
-                                                       np.arange(6) % 3, 3))
+  prototypes = jnp.asarray(cast_evals.class_prototypes(rng.normal(size=(10, 16)),
+                                                       np.arange(10) % 5, 5))
   adapt = cast_evals.make_tta(encoder, learning_rate=0.05)
   result = adapt(batch["image"], batch["superpixels"], batch["segment_mask"], prototypes)
   assert bool(jnp.all(result["entropy_after"] < result["entropy_before"]))
@@ -182,3 +182,38 @@ def test_hypercolumns_unpool_every_level(encoder_batch):
   region = cast_hierarchy.superpixel_region_ids(out.levels)[0]
   np.testing.assert_allclose(columns[0, :, d:], unit(out.levels[1].tokens[0])[region[0]],
                              rtol=1e-5, atol=1e-6)
+
+
+class _FakeContext:
+  """An EvalContext whose every split is the fixture's batch (what evaluate_tta reads)."""
+
+  def __init__(self, batch, out_dir, **options):
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    self.batch, self.out_dir, self.name, self.step = batch, str(out_dir), "tta", 1
+    self.options = ml_collections.ConfigDict(options)
+    self.evaluator = type("Evaluator", (), {"dataset": "synthetic_scenes/tiny"})()
+
+  def batches(self, *args, **kwargs):
+    del args, kwargs
+    yield self.batch
+
+
+def test_tta_evaluator_reports_before_and_after(encoder_batch, tmp_path):
+  """The evaluator's host side on the fixture (the adaptation program is the one of the
+  test above: same step size, classes and shapes, read from the compilation cache)."""
+  encoder, batch, _, _ = encoder_batch
+  task = type("Task", (), {})()
+  task.config = type("Config", (), {"data": type("Data", (), {"train_split": "train"})()})()
+  task.encoder_of = lambda model: model
+  task.knn_transforms = lambda: None
+  embeddings = np.random.default_rng(1).normal(size=(10, 16))
+  task.features = lambda model, batches: (embeddings, np.arange(10) % 5)
+  full = {**batch, "label": jnp.array([1, 2]), "example_mask": jnp.array([True, False]),
+          "scaled_size": jnp.array([[32, 32], [32, 32]]), "size": jnp.array([[32, 32]] * 2)}
+  scalars = cast_evals.evaluate_tta(task, encoder, _FakeContext(
+      full, tmp_path, learning_rate=0.05, num_classes=5, level=1))
+  assert scalars["num_images"] == 1  # the masked example is skipped
+  assert scalars["entropy_after"] < scalars["entropy_before"]
+  for name in ("accuracy_before", "accuracy_after", "fg_miou_before", "fg_miou_after"):
+    assert 0 <= scalars[name] <= 1
+  assert (tmp_path / "summary.json").exists()

@@ -299,8 +299,9 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
   forward = nnx.jit(lambda m, i, s, k: class_token_attention(m, i, s, k, stage=stage))
   scores = {"best_head": [], "mean_attention": [], "all_foreground": []}
   pictures = []
+  num_images = 0
   for batch in ctx.batches():
-    attention, token_mask, token_of = forward(encoder, batch["image"], batch["superpixels"],
+    attention, _, token_of = forward(encoder, batch["image"], batch["superpixels"],
                                               batch["segment_mask"])
     heads = keep_attention_mass(attention, mass)
     mean = jnp.mean(attention, axis=1)
@@ -310,6 +311,7 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
         "scaled": batch["scaled_size"], "size": batch["size"], "original": batch["original"],
         **({"label_map": batch["label_map"]} if "label_map" in batch else {})})
     for i in np.flatnonzero(values["mask"]):
+      num_images += 1
       height, width = (int(s) for s in values["size"][i])
       tokens = _levels_at_original(task, values["sp"][i][None], values["scaled"][i],
                                    values["size"][i])[0]
@@ -329,8 +331,7 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
       if len(pictures) < int(_option(options, "num_pictures", 4)):
         pictures.append(picture)
   scalars = {f"jaccard_{k}": float(np.mean(v)) for k, v in scores.items() if v}
-  scalars["num_images"] = float(len(pictures) if not scores["best_head"]
-                                else len(scores["best_head"]))
+  scalars["num_images"] = float(num_images)
   if jax.process_index() == 0:
     _write_panels(ctx.out_dir, "figure_ground", pictures)
     outputs.write_summary(ctx.out_dir, {"step": ctx.step, "scalars": scalars, "stage": stage,
