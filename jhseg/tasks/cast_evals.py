@@ -262,8 +262,9 @@ def _label_map(values: Mapping[str, np.ndarray], i: int, height: int, width: int
   return values["label_map"][i][:height, :width]
 
 
-def _levels_at_original(task: "CASTMoCo", nested: np.ndarray, scaled, size) -> np.ndarray:
-  from jhseg.tasks.cast import upsample_nearest  # pylint: disable=g-import-not-at-top
+def _levels_at_original(nested: np.ndarray, scaled, size) -> np.ndarray:
+  """(K, h, w) maps of the padded resized image -> (K, H, W) at the original size."""
+  from jhseg.tasks.cast import upsample_nearest  # pylint: disable=g-import-not-at-top  (cycle)
   sh, sw = (int(s) for s in scaled)
   return upsample_nearest(nested[:, :sh, :sw], *(int(s) for s in size))
 
@@ -313,7 +314,7 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
     for i in np.flatnonzero(values["mask"]):
       num_images += 1
       height, width = (int(s) for s in values["size"][i])
-      tokens = _levels_at_original(task, values["sp"][i][None], values["scaled"][i],
+      tokens = _levels_at_original(values["sp"][i][None], values["scaled"][i],
                                    values["size"][i])[0]
       inside = tokens >= 0
       token = np.where(inside, values["token_of"][i][np.maximum(tokens, 0)], 0)
@@ -368,7 +369,7 @@ def evaluate_tta(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[str, Any]:
           rows[f"correct_{when}"].append(
               float(np.argmax(values[f"logits_{when}"][i]) == values["label"][i]))
         if "label_map" in values:
-          levels = _levels_at_original(task, values[f"nested_{when}"][i], values["scaled"][i],
+          levels = _levels_at_original(values[f"nested_{when}"][i], values["scaled"][i],
                                        values["size"][i])
           labels = _label_map(values, i, height, width, ctx.name)
           valid = (labels >= 0) & (labels != VOID)
@@ -421,7 +422,7 @@ def evaluate_retrieval(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[str,
                                 "label_map": batch["label_map"]})
       for i in np.flatnonzero(values["mask"]):
         height, width = (int(s) for s in values["size"][i])
-        levels = _levels_at_original(task, values["nested"][i], values["scaled"][i],
+        levels = _levels_at_original(values["nested"][i], values["scaled"][i],
                                      values["size"][i])
         count = int(levels[level].max()) + 1 if level else values["f"].shape[1]
         prototypes, valid = retrieval.segment_prototypes(values["f"][i], levels[0],
