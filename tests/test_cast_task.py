@@ -1,6 +1,6 @@
 """CAST's MoCo-v3 task: loss against a NumPy reference, the momentum schedule and update,
 the trainable set, k-NN against a brute-force reference, the view transforms, and one
-tiny end-to-end run through the engine (hierarchy + k-NN evaluators)."""
+tiny end-to-end run through the engine (hierarchy, k-NN and the cast_evals evaluators)."""
 import importlib
 import json
 
@@ -208,6 +208,13 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   config.evals.knn.options.num_train_examples = 8
   config.eval.num_pictures = 1
   config.eval.num_thresholds = 9
+  # jhseg.tasks.cast_evals' evaluators on few examples (their pieces, and the tta
+  # evaluator, in test_cast_evals.py)
+  config.evals.linear_probe.num_examples = 4
+  config.evals.linear_probe.options.update(num_train_examples=8, epochs=3, batch_size=4)
+  config.evals.figure_ground.num_examples = 2
+  config.evals.retrieval.num_examples = 2
+  config.evals.retrieval.options.num_memory_examples = 4
   train_and_evaluate(config, str(tmp_path))
   out = tmp_path / "eval" / "hierarchy" / "2"
   scalars = json.loads((out / "summary.json").read_text())["scalars"]
@@ -221,6 +228,19 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   knn_scalars = json.loads((tmp_path / "eval" / "knn" / "2" / "summary.json").read_text())
   assert knn_scalars["scalars"]["num_train"] == 8 and knn_scalars["scalars"]["num_test"] == 4
   assert 0 <= knn_scalars["scalars"]["knn_top1"] <= 1
+  read = lambda name: json.loads((tmp_path / "eval" / name / "2" / "summary.json").read_text())
+  probe = read("linear_probe")["scalars"]
+  assert (probe["num_train"], probe["num_test"]) == (8, 4)
+  assert 0 <= probe["linear_probe_top1"] <= 1
+  figure = read("figure_ground")["scalars"]
+  assert figure["num_images"] == 2 and 0 <= figure["jaccard_best_head"] <= 1
+  assert 0 <= figure["jaccard_mean_attention"] <= 1
+  assert 0 < figure["jaccard_all_foreground"] < 1  # the scenes have figure and ground
+  assert (tmp_path / "eval" / "figure_ground" / "2" / "0_figure_ground.png").read_bytes()[
+      :4] == b"\x89PNG"
+  found = read("retrieval")["scalars"]
+  assert found["num_images"] == 2 and found["memory_segments"] >= 4  # >= 1 per image
+  assert 0 <= found["retrieval_miou"] <= 1
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   losses = [r["train/loss"] for r in records if "train/loss" in r]
   assert len(losses) == 2 and all(np.isfinite(losses))

@@ -11,7 +11,10 @@ Usage:
 Variants (`:arg`):
   tiny     (default) synthetic scenes (built offline on first use), a CAST of width 32 on
            64^2 views of the 32^2 scenes; hierarchy (boundary / covering vs the colour
-           baseline, level PNGs) and k-NN on the scenes' `label`. A CPU-minutes run.
+           baseline, level PNGs), k-NN and the linear probe on the scenes' `label`,
+           figure-ground from the class token's attention and segment retrieval against
+           the scenes' `object_class` (jhseg.tasks.cast_evals). A CPU-minutes run.
+  tiny_tta `tiny` plus the test-time adaptation evaluator (appendix B).
   bsds500  a CPU-sized CAST (width 96, 4 heads, one block per level, clusters 64/32/16/8)
            with the paper's MoCo-v3 recipe (Table 11: AdamW, weight decay 0.1, warm-up then
            cosine, temperature 0.2, momentum 0.99 -> 1, 224^2 views with 196 SEEDS
@@ -59,6 +62,8 @@ def _base() -> ml_collections.ConfigDict:
   config.eval.num_superpixels = 196
   config.eval.max_truths = 1
   config.eval.segment_fields = ("segmentations",)
+  # Per-pixel classes for figure_ground / tta / retrieval (foreground = class > 0, 255 void).
+  config.eval.label_field = placeholder(str)
   config.eval.linkage = "single"                  # colour baseline (as DEL's)
   config.eval.colour_scale = 20.0                 # LAB units per unit of L1 distance
   config.eval.boundary_max_distance = 0.0075
@@ -78,7 +83,19 @@ def _moco_learning_rate(batch_size: int) -> float:
   return 1.5e-4 * batch_size / 256  # the authors' linear scaling rule
 
 
+def tta_evaluator() -> ml_collections.ConfigDict:
+  """Test-time adaptation on 8 validation scenes with prototypes of 32 training scenes
+  (`tiny_tta`; its compilation, a per-image gradient through the encoder, takes minutes
+  on the loaded CPU, so the default `tiny` run leaves it out)."""
+  return _engine.evaluator("validation", method="tta", batch_size=4, num_examples=8,
+                           options={"train_split": "train", "num_train_examples": 32})
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg == "tiny_tta":
+    config = get_config("tiny")
+    config.evals.tta = tta_evaluator()
+    return config
   config = _base()
   if arg in (None, "tiny"):
     config.data.name = "synthetic_scenes/tiny"
@@ -100,6 +117,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Same batch size as `hierarchy`: the jitted encoder compiles once for both.
     config.evals.knn = _engine.evaluator("validation", method="knn", batch_size=4,
                                          options={"train_split": "train"})
+    # jhseg.tasks.cast_evals: the paper's probe recipe (90 epochs, lr 0.8 x batch / 256)
+    # on the 64 training scenes' cached embeddings, batch 16.
+    config.evals.linear_probe = _engine.evaluator(
+        "validation", method="linear_probe", batch_size=4,
+        options={"train_split": "train", "batch_size": 16})
+    config.eval.label_field = "object_class"        # the scenes' object classes, 0 = ground
+    config.evals.figure_ground = _engine.evaluator("validation", method="figure_ground",
+                                                   batch_size=4, num_examples=8)
+    config.evals.retrieval = _engine.evaluator(
+        "validation", method="retrieval", batch_size=4,
+        options={"memory_split": "train", "num_memory_examples": 32, "num_classes": 5})
     config.num_train_steps = 40
     config.log_every_steps = 10
     config.checkpoint_every_steps = 40
@@ -141,6 +169,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.warmup_steps = 20 * steps_per_epoch
     config.checkpoint_every_steps = 50
   else:
-    raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'bsds500', "
-                     f"'paper'")
+    raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'tiny_tta', "
+                     f"'bsds500', 'paper'")
   return config

@@ -14,6 +14,12 @@ inference of the authors' code (twke18/HSG `pyscripts/inference/prototype.py`,
    the smaller class id (`knn_vote`); its pixels get that label.
 3. mIoU over the test pixels whose label is not void (`jhseg.metrics.semantic`).
 
+CAST (Ke, Mo, Yu, ICLR 2024, appendix E.5) is scored by the same retrieval with its own
+segments instead of k-means ones: `segment_prototypes` pools per-superpixel features
+over a level's segments, weighting every superpixel by its pixels (the authors' mean of
+unit pixel embeddings, each pixel carrying its superpixel's embedding), as
+`jhseg.tasks.cast_evals` does.
+
 Faithfulness: the same procedure and values (k = 20, unweighted majority, void-majority
 memory segments dropped). The authors' majority ties go to the smaller label id as
 here (torch.argmax); the memory is the whole labelled split in their runs, a
@@ -68,6 +74,37 @@ def memory_from_segments(prototypes: np.ndarray, valid: np.ndarray,
   """
   keep = np.asarray(valid, bool) & (np.asarray(majority) >= 0)
   return np.asarray(prototypes)[keep], np.asarray(majority)[keep]
+
+
+def segment_prototypes(superpixel_features: np.ndarray, superpixels: np.ndarray,
+                       segments: np.ndarray, num_segments: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+  """Unit-length pixel-weighted mean feature of every segment id.
+
+    p_k = sum_{pixels x in segment k} u(f_{s(x)}) / |...|,   u(f) = f / |f|
+
+  Args:
+    superpixel_features: (S, D) feature of every superpixel id.
+    superpixels: (H, W) superpixel id of each pixel (negative = padding, skipped).
+    segments: (H, W) segment id in [0, num_segments) of each pixel (same pixels).
+    num_segments: number of segment ids.
+
+  Returns:
+    prototypes (num_segments, D) (zero rows for empty segments) and (num_segments,)
+    bool non-empty.
+  """
+  features = np.asarray(superpixel_features, np.float64)
+  superpixels, segments = np.asarray(superpixels).ravel(), np.asarray(segments).ravel()
+  if superpixels.shape != segments.shape:
+    raise ValueError(f"segment_prototypes: superpixels {superpixels.shape} and segments "
+                     f"{segments.shape} must have one entry per pixel")
+  keep = superpixels >= 0
+  unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+  sums = np.zeros((num_segments, features.shape[1]))
+  np.add.at(sums, segments[keep], unit[superpixels[keep]])
+  norms = np.linalg.norm(sums, axis=1, keepdims=True)
+  valid = np.bincount(segments[keep], minlength=num_segments)[:num_segments] > 0
+  return np.where(norms > 0, sums / np.maximum(norms, 1e-12), 0.0), valid
 
 
 def knn_vote(queries: np.ndarray, memory: np.ndarray, memory_labels: np.ndarray, *,

@@ -28,6 +28,11 @@ Evaluations (`config.evals.<name>.method`):
   knn        weighted k-NN top-1 accuracy (`jhseg.metrics.knn`, k 20, T 0.07) of the
              encoder's embedding: train features from `options.train_split` (default the
              training split), queries from the evaluator's split; needs a `label` field.
+  linear_probe, figure_ground, tta, retrieval
+             the linear probe, the class token's figure-ground attention, test-time
+             adaptation and segment retrieval of `jhseg.tasks.cast_evals` (options and
+             their deviations from the paper there). Per-pixel classes (foreground = class
+             > 0, VOC's void 255 ignored) come from `config.eval.label_field`.
 
 Evaluation geometry: the image is resized by `config.eval.scale` (the model is trained
 on 224^2 views; BSDS500's 481x321 images at 0.5 hold objects at about the training
@@ -51,6 +56,22 @@ Faithfulness (deviations and their reasons):
     distribution; with the paper's batch of 256 the difference is noise).
   * MoCo-v3's `stop_grad_conv1` does nothing for CAST's convolutional stem, as in the
     authors' code (see `jhseg.models.cast`): no stem layer is frozen.
+  * the evaluators of `jhseg.tasks.cast_evals` (details in its Faithfulness section):
+    - linear probe: trained on cached features of the evaluation view, without the
+      authors' per-epoch random-resized-crop and flip (CPU-sized);
+    - figure-ground: the kept tokens' masks are painted on their superpixels / coarse
+      regions (no patch grid); the stage is the third of four, which is the paper's 9th
+      block only for depths [3, 3, 3, 2]; the authors' scoring code is not public, so
+      the best head per image follows DINO's description;
+    - segment retrieval: the classification model's tokens of every level unpooled to
+      the superpixels and concatenated, instead of the authors' segmentation variant
+      (`cast_seg`: learned hypercolumn fusion, 3-layer head, an extra graph pooling);
+      the memory may be limited to `num_memory_examples` images; no VOC config here
+      (VOC would need `eval.label_field = "segmentation"` and the paper's 512^2 / 784
+      superpixels);
+    - test-time adaptation: BatchNorm keeps its running statistics (eval mode); the
+      evaluator's dataset and classes replace PartImageNet's dog vs rest; the default
+      `tiny` run leaves it out (variant `tiny_tta`) for its compile time.
   * the BSDS500 hierarchy evaluation is ours: the paper shows BSDS-style hierarchies
     but reports no BSDS500 numbers. The UCM gives each level one altitude
     ((k + 1) / 5 for the boundaries first separating at level k), so the boundary PR
@@ -83,6 +104,7 @@ from jhseg.models import cast as cast_lib
 from jhseg.models import cast_hierarchy
 from jhseg.models import cast_moco
 from jhseg.superpixels import seeds
+from jhseg.tasks import cast_evals
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Evaluation, Example, StepContext, Task
 
@@ -261,8 +283,13 @@ class EvalGeometry:
 
 def prepare_eval_example(example: Mapping[str, Any], geometry: EvalGeometry,
                          seeds_options: seeds.SeedsOptions, *,
-                         segment_fields: Sequence[str] | None) -> Example:
-  """Resized, over-segmented, padded example with the original image and truths."""
+                         segment_fields: Sequence[str] | None,
+                         label_field: str | None = None) -> Example:
+  """Resized, over-segmented, padded example with the original image and truths.
+
+  `label_field` (optional): a per-pixel class map of the original size, kept as
+  `label_map` padded with -1 (IGNORE).
+  """
   image = decode_image(example)["image"]
   height, width = image.shape[:2]
   sh, sw = geometry.scaled_shape(height, width)
@@ -300,6 +327,16 @@ def prepare_eval_example(example: Mapping[str, Any], geometry: EvalGeometry,
     out["truths"] = np.pad(truths, ((0, geometry.max_truths - truths.shape[0]),
                                     (0, oh - height), (0, ow - width)), constant_values=IGNORE)
     out["truth_mask"] = np.arange(geometry.max_truths) < truths.shape[0]
+  if label_field:
+    if label_field not in example:
+      raise ValueError(f"cast task: config.eval.label_field={label_field!r} is not a field of "
+                       f"the dataset (it has {sorted(example)})")
+    labels = np.asarray(example[label_field]).astype(np.int32)
+    if labels.shape != (height, width):
+      raise ValueError(f"cast task: field {label_field!r} (config.eval.label_field) has shape "
+                       f"{labels.shape}; expected the image's {(height, width)}")
+    out["label_map"] = np.pad(labels, ((0, oh - height), (0, ow - width)),
+                              constant_values=IGNORE)
   return out
 
 
@@ -383,6 +420,22 @@ class CASTMoCo(Task):
 
     return [with_label]
 
+  def label_map_transforms(self, *, required: bool):
+    """Evaluation examples with `label_map` from `config.eval.label_field`: `required`
+    fails without the field; otherwise it is kept when the dataset has it."""
+    field = self.config.eval.get("label_field")
+    if required and not field:
+      raise ValueError("cast task: this evaluation needs config.eval.label_field (the "
+                       "dataset's per-pixel class map)")
+    geometry, options = self._geometry(), self._seeds(self.config.eval.num_superpixels)
+
+    def with_label_map(example):
+      present = field if field and (required or field in example) else None
+      return prepare_eval_example(example, geometry, options, segment_fields=None,
+                                  label_field=present)
+
+    return [with_label_map]
+
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):
     del ctx
@@ -407,15 +460,29 @@ class CASTMoCo(Task):
 
   # --- evaluation
   def evaluations(self) -> Mapping[str, Evaluation]:
-    return {"hierarchy": Evaluation(self.evaluate_hierarchy, self.hierarchy_transforms),
-            "knn": Evaluation(self.evaluate_knn, self.knn_transforms)}
+    optional_labels = lambda: self.label_map_transforms(required=False)
+    return {
+        "hierarchy": Evaluation(self.evaluate_hierarchy, self.hierarchy_transforms),
+        "knn": Evaluation(self.evaluate_knn, self.knn_transforms),
+        "linear_probe": Evaluation(lambda m, c: cast_evals.evaluate_linear_probe(self, m, c),
+                                   self.knn_transforms),
+        "figure_ground": Evaluation(lambda m, c: cast_evals.evaluate_figure_ground(self, m, c),
+                                    optional_labels),
+        "tta": Evaluation(lambda m, c: cast_evals.evaluate_tta(self, m, c), optional_labels),
+        "retrieval": Evaluation(lambda m, c: cast_evals.evaluate_retrieval(self, m, c),
+                                lambda: self.label_map_transforms(required=True)),
+    }
+
+  def encoder_of(self, model) -> cast_lib.CAST:
+    """The CAST encoder the evaluations read (MoCo: the online encoder)."""
+    return model.encoder
 
   def _encoder_outputs(self):
     if self._forward is None:
 
       @nnx.jit
       def forward(model, images, superpixels, mask):
-        out = model.encoder(images, superpixels, mask)
+        out = self.encoder_of(model)(images, superpixels, mask)
         return out.embedding, cast_hierarchy.nested_label_maps(superpixels, out.levels)
 
       self._forward = forward
@@ -535,7 +602,8 @@ class CASTMoCo(Task):
       matplotlib.image.imsave(os.path.join(out_dir, f"{k}_levels.png"),
                               _level_panels(image, levels))
 
-  def _features(self, model, batches) -> tuple[np.ndarray, np.ndarray]:
+  def features(self, model, batches) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) embeddings (normalised class tokens) and (N,) `label`s of the batches."""
     features, labels = [], []
     for batch in batches:
       embedding, _ = self._encoder_outputs()(model, batch["image"], batch["superpixels"],
@@ -552,10 +620,10 @@ class CASTMoCo(Task):
   def evaluate_knn(self, model, ctx: "EvalContext") -> dict[str, Any]:
     options = ctx.options
     train_split = options.get("train_split") or self.config.data.train_split
-    train_f, train_y = self._features(model, ctx.batches(
+    train_f, train_y = self.features(model, ctx.batches(
         train_split, dataset=ctx.evaluator.dataset,
         num_examples=options.get("num_train_examples")))
-    test_f, test_y = self._features(model, ctx.batches())
+    test_f, test_y = self.features(model, ctx.batches())
     num_classes = int(options.get("num_classes") or max(train_y.max(), test_y.max()) + 1)
     k = int(options.get("k") or knn.KNN_K)
     accuracy = knn.knn_accuracy(train_f, train_y, test_f, test_y, num_classes=num_classes,
