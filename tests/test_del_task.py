@@ -211,3 +211,33 @@ def test_bsds500_cpu_trains_on_half_size_crops_and_evaluates_half_size_images():
   np.testing.assert_array_equal(evaluation["size"], [160, 240])
   np.testing.assert_array_equal(evaluation["truths"][0, :160, :240],
                                 segmentation[1::2][:160, 1::2][:, :240])
+
+
+def test_evaluation_ucm_of_a_padded_image_is_the_ucm_of_the_image():
+  """The evaluation pads every image to config.data.image_size: its similarities and UCM
+  must be those of the image alone (session 4's run had contours along the padding)."""
+  from jhseg import superpixels  # pylint: disable=g-import-not-at-top
+  from jhseg.hierarchy import superpixel_graph  # pylint: disable=g-import-not-at-top
+  config = configs.get_config("tiny")
+  task = del_task.DEL(config)
+  model = _numpy_init(task, None)
+  rng = np.random.default_rng(3)
+  image = np.repeat(np.repeat(rng.random((5, 6, 3)), 5, axis=0), 4, axis=1)[:23, :21]
+  image = (image + 0.03 * rng.random(image.shape)).astype(np.float32)
+  sp = superpixels.slic_superpixels(image, pixels_per_superpixel=16.0, compactness=10.0)
+  num = int(sp.max()) + 1
+  fn = task._similarities()  # pylint: disable=protected-access
+  ucms = []
+  for size in ((23, 21), (32, 32)):
+    padded = del_task.pad_example(
+        {"image": image, "superpixels": sp, "segments": sp, "truths": sp[None],
+         "superpixel_mask": np.arange(task.num_superpixels) < num}, size,
+        max_superpixels=task.num_superpixels, purity=0.7)
+    pairs, pair_mask, d = (np.asarray(a)[0] for a in fn(
+        model, jnp.asarray(padded["image"][None]), jnp.asarray(padded["superpixels"][None]),
+        jnp.asarray(padded["size"][None])))
+    ucms.append(superpixel_graph.ucm_from_superpixel_graph(
+        sp, pairs, 1.0 - d, mask=pair_mask, linkage="single", num_superpixels=num))
+  for unpadded, padded in zip(*ucms):
+    assert np.ptp(unpadded) > 0.01  # a UCM with contours of different strengths
+    np.testing.assert_allclose(padded, unpadded, atol=1e-5)

@@ -52,8 +52,11 @@ Faithfulness (deviations and their reasons):
 - Algorithm 1's min-size pass visits the pairs sorted by (i, j), i < j
   (`jhseg.segments.segment_adjacency`); the authors visit them by larger id, then in
   pixel-scan discovery order. Only the min-size pass depends on the order.
-- Padding: the network sees the padded image (zeros beyond the valid rectangle), which
-  changes features within the receptive field of the border; pooling ignores padding.
+- Padding (fixed shapes) is invisible: the network takes each example's valid size and
+  zeroes every feature map outside it (`vgg_del.VggDel.__call__`), so the embedding of a
+  padded image equals that of the image alone (until session 5 the network saw the
+  zero padding, a black band that put contours along the padded border of every
+  evaluation image); pooling ignores padding.
 - Fb thresholds: config.eval.boundary_thresholds (99, the BSDS benchmark's, by default).
 - The CPU-sized BSDS500 run (config `bsds500_cpu`, experiments/configs/del.py) departs
   further, for CPU time only: half resolution (model.input_scale 0.5; scored against
@@ -339,7 +342,7 @@ class DEL(Task):
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):
     del ctx
-    embedding = model(batch["image"])
+    embedding = model(batch["image"], batch["size"])  # padding does not reach the valid part
     means, pairs, pair_mask, similarity = superpixel_graph_of(
         embedding, batch["superpixels"], self.num_superpixels)
     per_image = losses.similarity_loss(
@@ -360,9 +363,9 @@ class DEL(Task):
     if self._eval_fn is None:
 
       @nnx.jit
-      def fn(model, images, superpixels):
+      def fn(model, images, superpixels, sizes):
         _, pairs, pair_mask, similarity = superpixel_graph_of(
-            model(images), superpixels, self.num_superpixels)
+            model(images, sizes), superpixels, self.num_superpixels)
         return pairs, pair_mask, similarity
 
       self._eval_fn = fn
@@ -380,8 +383,8 @@ class DEL(Task):
     out_dir = ctx.out_dir
     for batch in ctx.batches():
       start = time.perf_counter()
-      result = jax.block_until_ready(self._similarities()(model, batch["image"],
-                                                          batch["superpixels"]))
+      result = jax.block_until_ready(self._similarities()(
+          model, batch["image"], batch["superpixels"], batch["size"]))
       network_per_image.append((time.perf_counter() - start) / len(batch["example_mask"]))
       values = outputs.to_host({"pairs": result[0], "pair_mask": result[1], "d": result[2],
                                 "mask": batch["example_mask"], "image": batch["image"],
@@ -468,7 +471,8 @@ class DEL(Task):
                                           compactness=s.compactness)
     superpixels_lib.pad_superpixels(sp, self.num_superpixels, what=f"del infer {name}")
     pairs, pair_mask, d = jax.device_get(self._similarities()(
-        model, jnp.asarray(image[None]), jnp.asarray(sp[None])))
+        model, jnp.asarray(image[None]), jnp.asarray(sp[None]),
+        jnp.asarray([image.shape[:2]], jnp.int32)))
     e = self.config.eval
     num = int(sp.max()) + 1
     h, v = superpixel_graph.ucm_from_superpixel_graph(
