@@ -3,6 +3,7 @@ one tiny end-to-end run through the engine with Fb / Fop / timings in summary.js
 import importlib
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -76,8 +77,12 @@ def _numpy_init(self, rngs):
   takes tens of seconds on the shared CPU; the values are not under test here."""
   del rngs
   m = self.config.model
-  model = nnx.eval_shape(lambda: vgg_del.VggDel(width=m.width, embedding_dim=m.embedding_dim,
-                                                rngs=nnx.Rngs(0)))
+  if isinstance(self, del_task.DELSemanticPretrain):
+    model = nnx.eval_shape(lambda: vgg_del.VggDelSemantic(
+        width=m.width, num_classes=m.num_classes, rngs=nnx.Rngs(0)))
+  else:
+    model = nnx.eval_shape(lambda: vgg_del.VggDel(
+        width=m.width, embedding_dim=m.embedding_dim, rngs=nnx.Rngs(0)))
   rng = np.random.default_rng(0)
   for path, variable in nnx.iter_graph(model):
     if isinstance(variable, nnx.Param):
@@ -241,3 +246,61 @@ def test_evaluation_ucm_of_a_padded_image_is_the_ucm_of_the_image():
   for unpadded, padded in zip(*ucms):
     assert np.ptp(unpadded) > 0.01  # a UCM with contours of different strengths
     np.testing.assert_allclose(padded, unpadded, atol=1e-5)
+
+
+def test_sbd_pretraining_trunk_ends_up_in_the_del_model(synthetic_data_dir, tmp_path,
+                                                        monkeypatch):
+  """Stage 1 (semantic classes, task del_sbd_pretrain) -> stage 2 (DEL) through the
+  engine's init_from: every trunk variable is copied by name; DEL's embedding is not
+  found there and the classifier is unused (both reported)."""
+  from jhseg.train import checkpointing, loop  # pylint: disable=g-import-not-at-top
+  for task_class in (del_task.DEL, del_task.DELSemanticPretrain):
+    monkeypatch.setattr(task_class, "make_model", _numpy_init)
+  pretrain = configs.get_config("sbd_pretrain_tiny")
+  pretrain.data.data_dir = synthetic_data_dir
+  pretrain.num_train_steps = 1
+  del pretrain.evals["val"]  # its mIoU evaluation: see the README's smoke command
+  pretrain.checkpoint.best_metric = ""
+  source = str(tmp_path / "pretrain")
+  summary = train_and_evaluate(pretrain, source)
+  assert np.isfinite(summary["train/loss"])
+  trained = checkpointing.read_state_arrays(str(tmp_path / "pretrain" / "checkpoints" / "1"
+                                                / "state"))["0"]
+
+  config = configs.get_config("tiny")
+  assert config.model.width == pretrain.model.width
+  task = del_task.DEL(config)
+  _, state, _ = loop.build_state(task, config, 1)
+  params, missing, unused = checkpointing.load_params_from(source, state[0], with_unused=True)
+  assert missing == ["embed/bias/value", "embed/kernel/value"]
+  assert unused == ["classifier/bias/value", "classifier/kernel/value"]
+  got, want = _flat(params), _flat(trained)
+  trunk = sorted(n for n in want if n.split("/")[0] in ("stages", "sides", "fuse"))
+  assert len(trunk) == len(got) - 2 and sorted(set(got) - {*missing}) == trunk
+  for name in trunk:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def _flat(tree) -> dict:
+  from jhseg.train.optim import parameter_name  # pylint: disable=g-import-not-at-top
+  out = {}
+  jax.tree_util.tree_map_with_path(
+      lambda p, x: out.__setitem__(parameter_name(p), np.asarray(x)), tree)
+  return out
+
+
+def test_semantic_decoding_marks_void_and_rejects_unknown_classes():
+  image = np.zeros((2, 3, 3), np.uint8)
+  labels = np.array([[0, 255, 3], [20, 1, 255]])
+  out = del_task.decode_semantic({"image": image, "segmentation": labels},
+                                 label_field="segmentation", num_classes=21, void_label=255)
+  np.testing.assert_array_equal(out["segments"], [[0, -1, 3], [20, 1, -1]])
+  padded = del_task.pad_semantic(out, (3, 5))
+  assert padded["labels"].shape == (3, 5) and (padded["labels"][2] == -1).all()
+  np.testing.assert_array_equal(padded["size"], [2, 3])
+  with pytest.raises(ValueError, match=r"outside \[0, config.model.num_classes=21\)"):
+    del_task.decode_semantic({"image": image, "segmentation": labels + 30},
+                             label_field="segmentation", num_classes=21, void_label=255)
+  with pytest.raises(ValueError, match="no field 'object_class'"):
+    del_task.decode_semantic({"image": image}, label_field="object_class", num_classes=5,
+                             void_label=255)

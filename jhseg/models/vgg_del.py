@@ -17,14 +17,16 @@ CPU-sized runs); the embedding keeps `embedding_dim` (64).
 Input: RGB images in [0, 1], normalised inside with torchvision's ImageNet mean/std.
 
 Faithfulness:
-- Upsampling is bilinear (`jax.image.resize`, half-pixel centres) to the exact input
-  size; the authors use fixed bilinear deconvolutions (x2, x4, x8, x8) followed by Crop
-  layers, which place the samples up to a few pixels differently.
+- Upsampling is bilinear (`jax.image.resize`'s half-pixel centres) from each image's
+  valid part to its valid size (`resize_valid`); the authors use fixed bilinear
+  deconvolutions (x2, x4, x8, x8) followed by Crop layers, which place the samples up
+  to a few pixels differently.
 - Max pools 1-3 round the output size down (torchvision), Caffe rounds up: on odd sizes
   (321) the coarse maps differ by one row before upsampling.
 - The authors' Caffe model is initialised from their SBD semantic-segmentation
   pre-training of Caffe's VGG16 (BGR, mean subtraction only); we take torchvision's
-  VGG16 (RGB, mean/std normalisation) and the SBD stage is not part of this module.
+  VGG16 (RGB, mean/std normalisation). The SBD stage trains `VggDelSemantic` (task
+  `del_sbd_pretrain`), whose trunk a DEL run loads through `config.init_from`.
 """
 from __future__ import annotations
 
@@ -96,6 +98,11 @@ class VggDel(nnx.Module):
 
   def __init__(self, *, width: int = PAPER_WIDTH, embedding_dim: int = 64, dtype=None,
                rngs: nnx.Rngs):
+    self._build_trunk(width, dtype, rngs)
+    self.embed = _conv(_scaled(FUSE_CHANNELS, width), embedding_dim, 1, dtype=dtype, rngs=rngs)
+
+  def _build_trunk(self, width, dtype, rngs) -> None:
+    """The VGG stages, side branches and fusion conv (everything but the last 1x1 conv)."""
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
       raise ValueError(f"VggDel: width must be a positive integer (64 = the paper's "
                        f"VGG16); got {width!r}")
@@ -116,7 +123,6 @@ class VggDel(nnx.Module):
         for stage, mid, out in zip(STAGES, SIDE_CONV3, SIDE_CONV1)])
     concatenated = sum(_scaled(c, width) for c in SIDE_CONV1)
     self.fuse = _conv(concatenated, _scaled(FUSE_CHANNELS, width), 3, dtype=dtype, rngs=rngs)
-    self.embed = _conv(_scaled(FUSE_CHANNELS, width), embedding_dim, 1, dtype=dtype, rngs=rngs)
 
   def backbone(self, images: jax.Array, sizes: jax.Array | None = None) -> list[jax.Array]:
     """The post-ReLU outputs of conv1_2, conv2_2, conv3_3, conv4_3, conv5_3.
@@ -152,12 +158,34 @@ class VggDel(nnx.Module):
       sides.append(s)
     return _masked(jnp.concatenate(sides, axis=-1), _mask(images.shape, level_sizes[0]))
 
+  def fused(self, images: jax.Array, sizes: jax.Array | None = None) -> jax.Array:
+    """The fusion conv's ReLU output, the input of the last 1x1 conv."""
+    return nnx.relu(self.fuse(self.side_features(images, sizes)))
+
   def __call__(self, images: jax.Array, sizes: jax.Array | None = None) -> jax.Array:
     """Embedding (B, H, W, embedding_dim). `sizes` (B, 2): valid (height, width) of each
     image padded at the bottom and right; the valid part of the result is then the
     embedding of the unpadded image, whatever the padding holds."""
-    features = self.side_features(images, sizes)
-    return self.embed(nnx.relu(self.fuse(features)))
+    return self.embed(self.fused(images, sizes))
+
+
+class VggDelSemantic(VggDel):
+  """DEL's pre-training network (Sec. 2.5): the same trunk with a per-pixel classification
+  layer (`classifier`, 1x1 conv to `num_classes` logits) in place of the embedding.
+
+  Its trunk variables have the names of `VggDel`'s (stages/, sides/, fuse/), so a DEL run
+  started from a pre-training run (`config.init_from`) takes them all; `classifier` is
+  reported unused there and DEL's `embed` keeps its initialisation."""
+
+  def __init__(self, *, width: int = PAPER_WIDTH, num_classes: int, dtype=None,
+               rngs: nnx.Rngs):  # pylint: disable=super-init-not-called
+    self._build_trunk(width, dtype, rngs)
+    self.classifier = _conv(_scaled(FUSE_CHANNELS, width), num_classes, 1, dtype=dtype,
+                            rngs=rngs)
+
+  def __call__(self, images: jax.Array, sizes: jax.Array | None = None) -> jax.Array:
+    """Logits (B, H, W, num_classes)."""
+    return self.classifier(self.fused(images, sizes))
 
 
 def valid_sizes(shape, sizes: jax.Array | None) -> list[jax.Array | None]:

@@ -43,7 +43,9 @@ Faithfulness (deviations and their reasons):
   crop to at most config.data.augment.crop (fixed shapes: smaller crops are padded).
   num_angles = 4 (the tiny default) uses exact 90-degree rotations only.
 - Initialisation: torchvision's ImageNet VGG16 (config.model.pretrained) when given,
-  else random; the paper's SBD semantic-segmentation pre-training stage is not wired.
+  else random; the paper's SBD semantic-segmentation stage is the task
+  `del_sbd_pretrain` (`DELSemanticPretrain` below, configs `del.py:sbd_pretrain*`),
+  whose run a DEL run starts from with config.init_from (trunk variables by name).
 - Learning rates: the embedding layer gets 10x (its bias 20x) and biases 2x as in the
   authors' prototxt, through `config.optim.groups`.
 - The UCM is the hierarchy of Algorithm 1's first pass (min_size = 0); the min-size
@@ -76,6 +78,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from scipy import ndimage
 
@@ -88,6 +91,7 @@ from jhseg.data.transforms import random_transform, segmentation_stack
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import fop
+from jhseg.metrics import semantic
 from jhseg.metrics import ucm_evaluation
 from jhseg.models import vgg_del
 from jhseg.tasks import outputs
@@ -487,3 +491,124 @@ class DEL(Task):
     matplotlib.image.imsave(paths["segments"],
                             viz_segments.colour_segments(regions[sp], image=image))
     return {k: str(p) for k, p in paths.items()}
+
+
+# ----------------------------------------------------------------------------- SBD pre-training
+
+
+def decode_semantic(example: Mapping[str, Any], *, label_field: str, num_classes: int,
+                    void_label: int) -> Example:
+  """image float [0, 1] and the class map (`label_field`) as `segments` / `truths`, with
+  `void_label` (VOC's 255) as IGNORE; any other value outside [0, num_classes) fails."""
+  for field in ("image", label_field):
+    if field not in example:
+      raise ValueError(f"del_sbd_pretrain task: dataset example has no field {field!r} (has "
+                       f"{sorted(example)}); config.model.label_field names the class map")
+  image = np.asarray(example["image"])
+  labels = np.asarray(example[label_field]).astype(np.int32)
+  if labels.shape != image.shape[:2]:
+    raise ValueError(f"del_sbd_pretrain task: {label_field} {labels.shape} does not match "
+                     f"image {image.shape}")
+  labels = np.where(labels == void_label, IGNORE, labels)
+  bad = (labels != IGNORE) & ((labels < 0) | (labels >= num_classes))
+  if bad.any():
+    raise ValueError(f"del_sbd_pretrain task: {label_field} holds {np.unique(labels[bad])[:5]}"
+                     f", outside [0, config.model.num_classes={num_classes}) and not the "
+                     f"void label {void_label}")
+  return {"image": image.astype(np.float32) / 255.0, "segments": labels, "truths": labels[None]}
+
+
+@random_transform
+def flip_crop(example: Example, rng: np.random.Generator, *, size) -> Example:
+  """Random horizontal flip, then a random crop to at most `size`."""
+  image, seg = example["image"], example["segments"]
+  if rng.random() < 0.5:
+    image, seg = image[:, ::-1], seg[:, ::-1]
+  return _random_crop(image, seg, size, rng)
+
+
+def pad_semantic(example: Example, size) -> Example:
+  """Pads image (zeros) and labels (IGNORE) to `size`; adds the valid `size`."""
+  height, width = example["segments"].shape
+  if height > size[0] or width > size[1]:
+    raise ValueError(f"del_sbd_pretrain task: an image of {height}x{width} does not fit "
+                     f"config.data.image_size={tuple(size)}; raise it")
+  ph, pw = size[0] - height, size[1] - width
+  return {"image": np.pad(example["image"], ((0, ph), (0, pw), (0, 0))),
+          "labels": np.pad(example["segments"], ((0, ph), (0, pw)), constant_values=IGNORE),
+          "size": np.array([height, width], np.int32)}
+
+
+class DELSemanticPretrain(Task):
+  """DEL's first stage (Sec. 2.5): the DEL network with a classification layer in place of
+  the embedding (`vgg_del.VggDelSemantic`), trained for semantic segmentation (SBD).
+
+  Loss: per-pixel softmax cross-entropy averaged over labelled pixels (void and padding
+  ignored). Evaluation: pixel accuracy and mIoU over config.model.num_classes.
+  Data: config.model.label_field (voc2012_sbd: 'segmentation', void 255), resized by
+  config.model.input_scale as DEL's; training: random flip + crop to
+  config.data.augment.crop, padded; evaluation: whole images padded to image_size.
+  Faithfulness: the paper gives no settings of this stage (augmentation, schedule); the
+  configs use flips and crops and the fine-tuning's SGD settings with a 10x base rate.
+  """
+
+  def make_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    m = self.config.model
+    model = vgg_del.VggDelSemantic(width=int(m.width), num_classes=int(m.num_classes),
+                                   rngs=rngs)
+    if m.get("pretrained"):
+      vgg_del.load_torchvision_vgg16(model, m.pretrained)
+    return model
+
+  def _decode(self, example):
+    m = self.config.model
+    return decode_semantic(example, label_field=str(m.label_field),
+                           num_classes=int(m.num_classes), void_label=int(m.void_label))
+
+  def _rescale(self, example: Example) -> Example:
+    return rescale(example, float(self.config.model.get("input_scale") or 1.0))
+
+  def train_transforms(self):
+    crop = tuple(self.config.data.augment.get("crop") or self.config.data.image_size)
+
+    @random_transform
+    def augment(example, rng):
+      return flip_crop(example, rng, size=crop)
+
+    return [self._decode, self._rescale, augment, lambda e: pad_semantic(e, crop)]
+
+  def eval_transforms(self):
+    size = tuple(self.config.data.image_size)
+    return [self._decode, self._rescale, lambda e: pad_semantic(e, size)]
+
+  def loss(self, model, batch: Batch, ctx: StepContext):
+    del ctx
+    logits = model(batch["image"], batch["size"])
+    labels = batch["labels"]
+    known = labels >= 0
+    per_pixel = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.where(known, labels, 0))
+    count = jnp.maximum(known.sum(), 1)
+    loss = jnp.sum(jnp.where(known, per_pixel, 0.0)) / count
+    accuracy = jnp.sum(known & (jnp.argmax(logits, -1) == labels)) / count
+    return loss, {"pixel_accuracy": accuracy}
+
+  def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
+    """Pixel accuracy and mIoU over the labelled pixels; writes summary.json."""
+    num_classes = int(self.config.model.num_classes)
+
+    @nnx.jit
+    def batch_confusion(model, batch):
+      predictions = jnp.argmax(model(batch["image"], batch["size"]), -1)
+      mask = batch["example_mask"][:, None, None] & (batch["labels"] >= 0)
+      return semantic.confusion_matrix(batch["labels"], predictions, num_classes=num_classes,
+                                       mask=mask)
+
+    scores = semantic.ConfusionMatrix(num_classes, ignore_index=None)
+    for batch in ctx.batches():
+      scores.add_matrix(jax.device_get(batch_confusion(model, batch)))
+    result = scores.result()
+    scalars = {"pixel_accuracy": float(result["pixel_accuracy"]),
+               "miou": float(result["miou"])}
+    outputs.write_summary(ctx.out_dir, {"step": ctx.step, "scalars": scalars})
+    return scalars
