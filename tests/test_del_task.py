@@ -218,6 +218,33 @@ def test_bsds500_cpu_trains_on_half_size_crops_and_evaluates_half_size_images():
                                 segmentation[1::2][:160, 1::2][:, :240])
 
 
+def test_pascal_context_trains_on_flips_only_and_unlabelled_pixels_are_no_segment():
+  config = configs.get_config("pascal_context")
+  assert (config.data.name, config.data.train_split, config.evals.test.split) == (
+      "pascal_context", "train", "val")
+  config.data.augment.crop = (48, 64)  # the whole image below: only a flip can change it
+  rng = np.random.default_rng(2)
+  regions = np.ones((40, 60), np.int32)
+  regions[:, 30:] = 2
+  regions[:20, :30] = 0                  # unlabelled: no region
+  image = np.zeros((40, 60, 3), np.uint8)
+  image[regions == 1] = (200, 30, 30)
+  image[regions == 2] = (30, 200, 30)
+  image += rng.integers(0, 20, image.shape).astype(np.uint8)
+  example = {"image": image, "segmentations": regions[None]}
+  task = del_task.DEL(config)
+  flipped = 0
+  for position in range(6):
+    out = apply_transforms(dict(example), task.train_transforms(), seed=0, position=position)
+    np.testing.assert_array_equal(out["size"], [40, 60])  # never rotated, never cut
+    view = out["image"][:40, :60]
+    assert np.allclose(view, image / 255.0) or np.allclose(view, image[:, ::-1] / 255.0)
+    flipped += np.allclose(view, image[:, ::-1] / 255.0)
+    labels = out["superpixel_labels"]
+    assert 0 not in labels and {1, 2} <= set(labels.tolist())
+  assert 0 < flipped < 6
+
+
 def test_evaluation_ucm_of_a_padded_image_is_the_ucm_of_the_image():
   """The evaluation pads every image to config.data.image_size: its similarities and UCM
   must be those of the image alone (session 4's run had contours along the padding)."""

@@ -112,8 +112,12 @@ def most_regions(truths: np.ndarray) -> np.ndarray:
   return truths[int(np.argmax(counts))]
 
 
-def decode(example: Mapping[str, Any], *, segment_fields) -> Example:
-  """image float [0, 1], `truths` (K, H, W) int32, `segments` (H, W) (training target)."""
+def decode(example: Mapping[str, Any], *, segment_fields,
+           no_region: int | None = None) -> Example:
+  """image float [0, 1], `truths` (K, H, W) int32, `segments` (H, W) (training target).
+
+  `no_region`: a label that is no segment (PASCAL-Context's unlabelled 0); it becomes
+  IGNORE in the training target (its pixels vote for no superpixel label)."""
   if "image" not in example:
     raise ValueError(f"del task: dataset example has no field 'image' (has {sorted(example)})")
   image = np.asarray(example["image"])
@@ -123,8 +127,10 @@ def decode(example: Mapping[str, Any], *, segment_fields) -> Example:
       hint="e.g. 'parts' or 'segmentations'")
   if truths.shape[1:] != image.shape[:2]:
     raise ValueError(f"del task: segmentations {truths.shape} do not match image {image.shape}")
-  return {"image": image.astype(np.float32) / 255.0, "truths": truths,
-          "segments": most_regions(truths)}
+  segments = most_regions(truths)
+  if no_region is not None:
+    segments = np.where(segments == no_region, IGNORE, segments)
+  return {"image": image.astype(np.float32) / 255.0, "truths": truths, "segments": segments}
 
 
 def rescale(example: Example, scale: float) -> Example:
@@ -318,7 +324,7 @@ class DEL(Task):
     augment_config = self.config.data.augment
     crop = self._crop()
 
-    angles = int(augment_config.get("num_angles") or 4)
+    angles = int(augment_config.get("num_angles") or 4)  # 1: flips only (PASCAL Context)
 
     @random_transform
     def augment(example, rng):
@@ -326,7 +332,8 @@ class DEL(Task):
         return flip_rotate_crop(example, rng, size=crop)
       return rotate_flip_inscribed(example, rng, size=crop, num_angles=angles)
 
-    steps = [lambda e: decode(e, segment_fields=fields), self._rescale]
+    no_region = self.config.loss.get("no_region")
+    steps = [lambda e: decode(e, segment_fields=fields, no_region=no_region), self._rescale]
     if augment_config.get("enabled", True):
       steps.append(augment)
     # Augmented views are new every time: no cache (it would only fill).
