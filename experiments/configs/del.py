@@ -40,6 +40,7 @@ def _base() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.superpixels = ml_collections.ConfigDict()
+  config.model.superpixels.method = "slic"   # or "slic_opencv" (jhseg.superpixels.slic)
   config.model.superpixels.pixels_per_superpixel = 64.0  # Sec. 2.1
   config.model.superpixels.compactness = 10.0            # scikit-image's default
   config.model.superpixels.purity = 0.7                  # authors' SuperpixelPooling layer

@@ -33,7 +33,8 @@ images <k>_del_ucm.png, <k>_colour_ucm.png, <k>_segments.png (Algorithm 1 at
 config.eval.threshold / min_size next to the image).
 
 Faithfulness (deviations and their reasons):
-- Superpixels: scikit-image SLIC instead of gSLIC (see `jhseg.superpixels.slic`),
+- Superpixels: scikit-image SLIC instead of gSLIC (see `jhseg.superpixels.slic`;
+  config.model.superpixels.method = "slic_opencv" selects OpenCV-contrib's SLIC),
   computed in a per-example transform; evaluation images are memoised by the engine's
   per-example cache (config.model.superpixels.cache_entries / cache_dir); augmented
   training views are new every time and are not cached.
@@ -256,7 +257,8 @@ def slic_transform(config: ml_collections.ConfigDict, *, cached: bool):
   return superpixels_lib.make_slic_transform(
       max_superpixels=int(s.max_superpixels), pixels_per_superpixel=s.pixels_per_superpixel,
       compactness=s.compactness, cache_entries=int(s.get("cache_entries", 0)) if cached else 0,
-      cache_dir=str(s.get("cache_dir") or "") if cached else "")
+      cache_dir=str(s.get("cache_dir") or "") if cached else "",
+      method=str(s.get("method") or "slic"))
 
 
 # ----------------------------------------------------------------------------- jitted pieces
@@ -478,8 +480,8 @@ class DEL(Task):
 
     image = np.asarray(image, np.float32)
     s = self.config.model.superpixels
-    sp = superpixels_lib.slic_superpixels(image, pixels_per_superpixel=s.pixels_per_superpixel,
-                                          compactness=s.compactness)
+    slic = superpixels_lib.slic.get_slic_method(str(s.get("method") or "slic"))
+    sp = slic(image, pixels_per_superpixel=s.pixels_per_superpixel, compactness=s.compactness)
     superpixels_lib.pad_superpixels(sp, self.num_superpixels, what=f"del infer {name}")
     pairs, pair_mask, d = jax.device_get(self._similarities()(
         model, jnp.asarray(image[None]), jnp.asarray(sp[None]),
