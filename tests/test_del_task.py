@@ -111,19 +111,30 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   assert losses and all(np.isfinite(losses))
 
 
-def test_infer_writes_an_ultrametric(tmp_path):
+def test_infer_writes_an_ultrametric_at_the_image_size_from_the_model_scale(tmp_path,
+                                                                           monkeypatch):
+  """jhseg.infer on a model trained at config.model.input_scale = 0.5: SLIC and the network
+  see the half-size image (as in training), the UCM has the image's size."""
   from jhseg import grid, hierarchy  # pylint: disable=g-import-not-at-top
+  from jhseg.superpixels import slic  # pylint: disable=g-import-not-at-top
   config = configs.get_config("tiny")
+  config.model.input_scale = 0.5
   task = del_task.DEL(config)
   model = _numpy_init(task, None)
-  image = np.zeros((30, 40, 3), np.float32)
-  image[:, 20:] = (0.9, 0.2, 0.1)
-  image[12:, :] += 0.05 * np.random.default_rng(0).random((18, 40, 3))
+  seen = []
+  real = slic.SLIC_METHODS["slic"]
+  monkeypatch.setitem(slic.SLIC_METHODS, "slic",
+                      lambda image, **o: seen.append(image.shape) or real(image, **o))
+  image = np.zeros((60, 80, 3), np.float32)
+  image[:, 40:] = (0.9, 0.2, 0.1)
+  image[24:, :] += 0.05 * np.random.default_rng(0).random((36, 80, 3))
   paths = task.infer(model, image, str(tmp_path), "x")
+  assert seen == [(30, 40, 3)]
   ucm = np.load(paths["ucm_array"])
-  assert ucm.shape == (59, 79)
+  assert ucm.shape == (119, 159)
   h, v = grid.interpixel_to_edges(ucm)
   assert hierarchy.is_ultrametric(np.asarray(h), np.asarray(v))
+  assert np.all(h[:, 39] > 0)  # the colour edge (columns 39 | 40) is a contour, at full size
   assert (tmp_path / "x_segments.png").read_bytes()[:4] == b"\x89PNG"
 
 

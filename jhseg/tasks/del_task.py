@@ -65,8 +65,8 @@ Faithfulness (deviations and their reasons):
   further, for CPU time only: half resolution (model.input_scale 0.5; scored against
   the ground truths resized the same way, nearest), network width 8, Adam 1e-3 from
   random initialisation for 100 steps on 128 x 128 crops, 25 Fb / 24 Fop thresholds.
-- `infer` runs at the given image's resolution, without model.input_scale: give a model
-  trained at a reduced scale images resized by the same factor.
+- `infer` resizes the image by model.input_scale as training did, and draws the UCM
+  at the image's own size from the superpixels sampled back by nearest.
 """
 from __future__ import annotations
 
@@ -134,22 +134,38 @@ def decode(example: Mapping[str, Any], *, segment_fields,
   return {"image": image.astype(np.float32) / 255.0, "truths": truths, "segments": segments}
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+  """(round(height * scale), round(width * scale)), at least 1 x 1."""
+  return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def nearest_indices(source: int, target: int) -> np.ndarray:
+  """Source index of each of `target` samples by nearest sampling, floor((i + 1/2) *
+  source / target): a resize of labels that invents none (either direction)."""
+  return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+  """`image` resized by `scale` by area-averaging (anti-aliased bilinear)."""
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  out = scaled_size(*image.shape[:2], scale)
+  return transform.resize(image, out, order=1, anti_aliasing=True,
+                          preserve_range=True).astype(np.float32)
+
+
 def rescale(example: Example, scale: float) -> Example:
   """Image and ground truths resized by `scale` (a CPU-sized run's reduced resolution):
-  the image by area-averaging (anti-aliased bilinear), the label maps by nearest sampling
-  (source index floor((i + 1/2) / scale), so no label is invented). 1.0 returns `example`."""
+  the image by `rescale_image`, the label maps by `nearest_indices`. 1.0 returns
+  `example`."""
   if scale == 1.0:
     return example
   if not 0.0 < scale < 1.0:
     raise ValueError(f"del task: config.model.input_scale must be in (0, 1]; got {scale}")
-  from skimage import transform  # pylint: disable=g-import-not-at-top
   height, width = example["segments"].shape
-  out_h, out_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-  rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64), height - 1)
-  cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64), width - 1)
-  image = transform.resize(example["image"], (out_h, out_w), order=1, anti_aliasing=True,
-                           preserve_range=True).astype(np.float32)
-  return {**example, "image": image, "truths": example["truths"][:, rows][:, :, cols],
+  out_h, out_w = scaled_size(height, width, scale)
+  rows, cols = nearest_indices(height, out_h), nearest_indices(width, out_w)
+  return {**example, "image": rescale_image(example["image"], scale),
+          "truths": example["truths"][:, rows][:, :, cols],
           "segments": example["segments"][rows][:, cols]}
 
 
@@ -470,6 +486,10 @@ class DEL(Task):
   def infer(self, model, image: np.ndarray, out_dir: str, name: str) -> dict[str, str]:
     """SLIC -> embedding -> single-linkage UCM of one image of any size, at its size.
 
+    Superpixels and network run on the image resized by config.model.input_scale, as in
+    training and evaluation; the superpixels are then sampled back (nearest) to the
+    image's size, where the UCM and segmentation are drawn.
+
     Writes `<name>_ucm.npy` (float32 interpixel map (2H-1, 2W-1), the format of
     `jhseg.grid.edges_to_interpixel`), `<name>_ucm.png` and `<name>_segments.png`
     (Algorithm 1 at config.eval.threshold / min_size, regions in their mean colour).
@@ -479,13 +499,20 @@ class DEL(Task):
     import matplotlib.image  # pylint: disable=g-import-not-at-top
 
     image = np.asarray(image, np.float32)
+    scale = float(self.config.model.get("input_scale") or 1.0)
+    if not 0.0 < scale <= 1.0:
+      raise ValueError(f"del task: config.model.input_scale must be in (0, 1]; got {scale}")
+    small = image if scale == 1.0 else rescale_image(image, scale)  # what the model saw
     s = self.config.model.superpixels
     slic = superpixels_lib.slic.get_slic_method(str(s.get("method") or "slic"))
-    sp = slic(image, pixels_per_superpixel=s.pixels_per_superpixel, compactness=s.compactness)
+    sp = slic(small, pixels_per_superpixel=s.pixels_per_superpixel, compactness=s.compactness)
     superpixels_lib.pad_superpixels(sp, self.num_superpixels, what=f"del infer {name}")
     pairs, pair_mask, d = jax.device_get(self._similarities()(
-        model, jnp.asarray(image[None]), jnp.asarray(sp[None]),
-        jnp.asarray([image.shape[:2]], jnp.int32)))
+        model, jnp.asarray(small[None]), jnp.asarray(sp[None]),
+        jnp.asarray([small.shape[:2]], jnp.int32)))
+    # Back to the image's size by nearest sampling: superpixel adjacency is unchanged.
+    sp = sp[nearest_indices(sp.shape[0], image.shape[0])][:, nearest_indices(sp.shape[1],
+                                                                            image.shape[1])]
     e = self.config.eval
     num = int(sp.max()) + 1
     h, v = superpixel_graph.ucm_from_superpixel_graph(
