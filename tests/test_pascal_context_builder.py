@@ -102,7 +102,8 @@ def test_builds_train_and_val_with_semantic_and_region_truths(release, tmp_path)
 
 def test_bad_release_files_are_named(release, tmp_path):
   from tfds_builders.pascal_context import release_files  # pylint: disable=g-import-not-at-top
-  from tfds_builders.pascal_context import pascal_context_dataset_builder as b  # pylint: disable=g-import-not-at-top
+  from tfds_builders.pascal_context import (  # pylint: disable=g-import-not-at-top
+      pascal_context_dataset_builder as b)
 
   manual, _ = release
   with pytest.raises(FileNotFoundError, match=r"trainval.*trainval.tar.gz"):

@@ -266,5 +266,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     _paper_optim(config)
   else:
     raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'bsds500', "
-                     f"'bsds500_cpu', 'pascal_context', " + ", ".join(repr(v) for v in SBD_PRETRAIN_VARIANTS))
+                     f"'bsds500_cpu', 'pascal_context', "
+                     + ", ".join(repr(v) for v in SBD_PRETRAIN_VARIANTS))
   return config

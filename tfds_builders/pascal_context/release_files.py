@@ -36,7 +36,8 @@ def find_releases(manual_dir) -> Releases:
   manual_dir = pathlib.Path(manual_dir)
   voc = manual_dir / "VOCdevkit" / "VOC2010"
   needed = [(manual_dir / "trainval", CONTEXT_ARCHIVE),
-            (manual_dir / "labels.txt", CONTEXT_ARCHIVE), (voc / "JPEGImages", VOC_ARCHIVE), (voc / "ImageSets" / "Main", VOC_ARCHIVE)]
+            (manual_dir / "labels.txt", CONTEXT_ARCHIVE), (voc / "JPEGImages", VOC_ARCHIVE),
+            (voc / "ImageSets" / "Main", VOC_ARCHIVE)]
   for path, archive in needed:
     if not path.exists():
       raise FileNotFoundError(f"manual_dir {manual_dir}: missing {path}; unpack {archive} into "
