@@ -133,6 +133,9 @@ def _pascal_context(config: ml_collections.ConfigDict) -> None:
   connected regions of the class map (`tfds_builders/pascal_context`; unlabelled pixels
   are no region and no training label). Deviation: the paper's 7605 / 2498 trainval /
   test list is not public; VOC2010's train (4998) trains and its val (5105) is scored.
+  Not checked against the authors' scoring: the boundary benchmark draws contours between
+  labelled regions and unlabelled pixels, and Fop (`jhseg.metrics.fop`) counts the
+  unlabelled area as one more region (covering ignores label 0).
   """
   config.data.name = "pascal_context"
   config.data.train_split = "train"
