@@ -3,6 +3,7 @@ one tiny end-to-end run through the engine with Fb / Fop / timings in summary.js
 import importlib
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -76,8 +77,12 @@ def _numpy_init(self, rngs):
   takes tens of seconds on the shared CPU; the values are not under test here."""
   del rngs
   m = self.config.model
-  model = nnx.eval_shape(lambda: vgg_del.VggDel(width=m.width, embedding_dim=m.embedding_dim,
-                                                rngs=nnx.Rngs(0)))
+  if isinstance(self, del_task.DELSemanticPretrain):
+    model = nnx.eval_shape(lambda: vgg_del.VggDelSemantic(
+        width=m.width, num_classes=m.num_classes, rngs=nnx.Rngs(0)))
+  else:
+    model = nnx.eval_shape(lambda: vgg_del.VggDel(
+        width=m.width, embedding_dim=m.embedding_dim, rngs=nnx.Rngs(0)))
   rng = np.random.default_rng(0)
   for path, variable in nnx.iter_graph(model):
     if isinstance(variable, nnx.Param):
@@ -106,19 +111,30 @@ def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   assert losses and all(np.isfinite(losses))
 
 
-def test_infer_writes_an_ultrametric(tmp_path):
+def test_infer_writes_an_ultrametric_at_the_image_size_from_the_model_scale(tmp_path,
+                                                                           monkeypatch):
+  """jhseg.infer on a model trained at config.model.input_scale = 0.5: SLIC and the network
+  see the half-size image (as in training), the UCM has the image's size."""
   from jhseg import grid, hierarchy  # pylint: disable=g-import-not-at-top
+  from jhseg.superpixels import slic  # pylint: disable=g-import-not-at-top
   config = configs.get_config("tiny")
+  config.model.input_scale = 0.5
   task = del_task.DEL(config)
   model = _numpy_init(task, None)
-  image = np.zeros((30, 40, 3), np.float32)
-  image[:, 20:] = (0.9, 0.2, 0.1)
-  image[12:, :] += 0.05 * np.random.default_rng(0).random((18, 40, 3))
+  seen = []
+  real = slic.SLIC_METHODS["slic"]
+  monkeypatch.setitem(slic.SLIC_METHODS, "slic",
+                      lambda image, **o: seen.append(image.shape) or real(image, **o))
+  image = np.zeros((60, 80, 3), np.float32)
+  image[:, 40:] = (0.9, 0.2, 0.1)
+  image[24:, :] += 0.05 * np.random.default_rng(0).random((36, 80, 3))
   paths = task.infer(model, image, str(tmp_path), "x")
+  assert seen == [(30, 40, 3)]
   ucm = np.load(paths["ucm_array"])
-  assert ucm.shape == (59, 79)
+  assert ucm.shape == (119, 159)
   h, v = grid.interpixel_to_edges(ucm)
   assert hierarchy.is_ultrametric(np.asarray(h), np.asarray(v))
+  assert np.all(h[:, 39] > 0)  # the colour edge (columns 39 | 40) is a contour, at full size
   assert (tmp_path / "x_segments.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -211,3 +227,118 @@ def test_bsds500_cpu_trains_on_half_size_crops_and_evaluates_half_size_images():
   np.testing.assert_array_equal(evaluation["size"], [160, 240])
   np.testing.assert_array_equal(evaluation["truths"][0, :160, :240],
                                 segmentation[1::2][:160, 1::2][:, :240])
+
+
+def test_pascal_context_trains_on_flips_only_and_unlabelled_pixels_are_no_segment():
+  config = configs.get_config("pascal_context")
+  assert (config.data.name, config.data.train_split, config.evals.test.split) == (
+      "pascal_context", "train", "val")
+  config.data.augment.crop = (48, 64)  # the whole image below: only a flip can change it
+  rng = np.random.default_rng(2)
+  regions = np.ones((40, 60), np.int32)
+  regions[:, 30:] = 2
+  regions[:20, :30] = 0                  # unlabelled: no region
+  image = np.zeros((40, 60, 3), np.uint8)
+  image[regions == 1] = (200, 30, 30)
+  image[regions == 2] = (30, 200, 30)
+  image += rng.integers(0, 20, image.shape).astype(np.uint8)
+  example = {"image": image, "segmentations": regions[None]}
+  task = del_task.DEL(config)
+  flipped = 0
+  for position in range(6):
+    out = apply_transforms(dict(example), task.train_transforms(), seed=0, position=position)
+    np.testing.assert_array_equal(out["size"], [40, 60])  # never rotated, never cut
+    view = out["image"][:40, :60]
+    assert np.allclose(view, image / 255.0) or np.allclose(view, image[:, ::-1] / 255.0)
+    flipped += np.allclose(view, image[:, ::-1] / 255.0)
+    labels = out["superpixel_labels"]
+    assert 0 not in labels and {1, 2} <= set(labels.tolist())
+  assert 0 < flipped < 6
+
+
+def test_evaluation_ucm_of_a_padded_image_is_the_ucm_of_the_image():
+  """The evaluation pads every image to config.data.image_size: its similarities and UCM
+  must be those of the image alone (session 4's run had contours along the padding)."""
+  from jhseg import superpixels  # pylint: disable=g-import-not-at-top
+  from jhseg.hierarchy import superpixel_graph  # pylint: disable=g-import-not-at-top
+  config = configs.get_config("tiny")
+  task = del_task.DEL(config)
+  model = _numpy_init(task, None)
+  rng = np.random.default_rng(3)
+  image = np.repeat(np.repeat(rng.random((5, 6, 3)), 5, axis=0), 4, axis=1)[:23, :21]
+  image = (image + 0.03 * rng.random(image.shape)).astype(np.float32)
+  sp = superpixels.slic_superpixels(image, pixels_per_superpixel=16.0, compactness=10.0)
+  num = int(sp.max()) + 1
+  fn = task._similarities()  # pylint: disable=protected-access
+  ucms = []
+  for size in ((23, 21), (32, 32)):
+    padded = del_task.pad_example(
+        {"image": image, "superpixels": sp, "segments": sp, "truths": sp[None],
+         "superpixel_mask": np.arange(task.num_superpixels) < num}, size,
+        max_superpixels=task.num_superpixels, purity=0.7)
+    pairs, pair_mask, d = (np.asarray(a)[0] for a in fn(
+        model, jnp.asarray(padded["image"][None]), jnp.asarray(padded["superpixels"][None]),
+        jnp.asarray(padded["size"][None])))
+    ucms.append(superpixel_graph.ucm_from_superpixel_graph(
+        sp, pairs, 1.0 - d, mask=pair_mask, linkage="single", num_superpixels=num))
+  for unpadded, padded in zip(*ucms):
+    assert np.ptp(unpadded) > 0.01  # a UCM with contours of different strengths
+    np.testing.assert_allclose(padded, unpadded, atol=1e-5)
+
+
+def test_sbd_pretraining_trunk_ends_up_in_the_del_model(synthetic_data_dir, tmp_path,
+                                                        monkeypatch):
+  """Stage 1 (semantic classes, task del_sbd_pretrain) -> stage 2 (DEL) through the
+  engine's init_from: every trunk variable is copied by name; DEL's embedding is not
+  found there and the classifier is unused (both reported)."""
+  from jhseg.train import checkpointing, loop  # pylint: disable=g-import-not-at-top
+  for task_class in (del_task.DEL, del_task.DELSemanticPretrain):
+    monkeypatch.setattr(task_class, "make_model", _numpy_init)
+  pretrain = configs.get_config("sbd_pretrain_tiny")
+  pretrain.data.data_dir = synthetic_data_dir
+  pretrain.num_train_steps = 1
+  del pretrain.evals["val"]  # its mIoU evaluation: see the README's smoke command
+  pretrain.checkpoint.best_metric = ""
+  source = str(tmp_path / "pretrain")
+  summary = train_and_evaluate(pretrain, source)
+  assert np.isfinite(summary["train/loss"])
+  trained = checkpointing.read_state_arrays(str(tmp_path / "pretrain" / "checkpoints" / "1"
+                                                / "state"))["0"]
+
+  config = configs.get_config("tiny")
+  assert config.model.width == pretrain.model.width
+  task = del_task.DEL(config)
+  _, state, _ = loop.build_state(task, config, 1)
+  params, missing, unused = checkpointing.load_params_from(source, state[0], with_unused=True)
+  assert missing == ["embed/bias/value", "embed/kernel/value"]
+  assert unused == ["classifier/bias/value", "classifier/kernel/value"]
+  got, want = _flat(params), _flat(trained)
+  trunk = sorted(n for n in want if n.split("/")[0] in ("stages", "sides", "fuse"))
+  assert len(trunk) == len(got) - 2 and sorted(set(got) - {*missing}) == trunk
+  for name in trunk:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def _flat(tree) -> dict:
+  from jhseg.train.optim import parameter_name  # pylint: disable=g-import-not-at-top
+  out = {}
+  jax.tree_util.tree_map_with_path(
+      lambda p, x: out.__setitem__(parameter_name(p), np.asarray(x)), tree)
+  return out
+
+
+def test_semantic_decoding_marks_void_and_rejects_unknown_classes():
+  image = np.zeros((2, 3, 3), np.uint8)
+  labels = np.array([[0, 255, 3], [20, 1, 255]])
+  out = del_task.decode_semantic({"image": image, "segmentation": labels},
+                                 label_field="segmentation", num_classes=21, void_label=255)
+  np.testing.assert_array_equal(out["segments"], [[0, -1, 3], [20, 1, -1]])
+  padded = del_task.pad_semantic(out, (3, 5))
+  assert padded["labels"].shape == (3, 5) and (padded["labels"][2] == -1).all()
+  np.testing.assert_array_equal(padded["size"], [2, 3])
+  with pytest.raises(ValueError, match=r"outside \[0, config.model.num_classes=21\)"):
+    del_task.decode_semantic({"image": image, "segmentation": labels + 30},
+                             label_field="segmentation", num_classes=21, void_label=255)
+  with pytest.raises(ValueError, match="no field 'object_class'"):
+    del_task.decode_semantic({"image": image}, label_field="object_class", num_classes=5,
+                             void_label=255)

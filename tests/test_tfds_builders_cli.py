@@ -25,6 +25,10 @@ def test_every_builder_package_is_in_the_table_and_registered():
   assert sorted(tfds_builders.BUILDERS) == packages
   for name, cls in tfds_builders.BUILDERS.items():
     assert tfds.builder_cls(name) is cls, name
+  # jhseg.data imports a builder's module lazily by name: every builder must be reachable.
+  from jhseg.data import sources
+  assert {name: f"tfds_builders.{name}" for name in tfds_builders.BUILDERS} == \
+      sources.LOCAL_BUILDERS
 
 
 def test_every_builder_defaults_to_array_record_and_honours_file_format(tmp_path):

@@ -48,6 +48,42 @@ def test_shapes_and_width():
     vgg_del.VggDel(width=0, rngs=nnx.Rngs(0))
 
 
+def test_padding_does_not_reach_the_valid_part():
+  """Fixed-shape batches: an image padded at the bottom/right (with anything) embeds as
+  the image alone; before the valid sizes were passed the black padding changed the
+  embedding near the padded border by as much as its own magnitude."""
+  model = _numpy_initialised(4)
+  rng = np.random.default_rng(0)
+  first, second = rng.random((13, 19, 3)), rng.random((10, 16, 3))  # odd sizes: pools
+  batch = np.full((2, 17, 24, 3), 0.7, np.float32)  # round down before the padding
+  batch[0, :13, :19], batch[1, :10, :16] = first, second
+  sizes = jnp.asarray([[13, 19], [10, 16]], jnp.int32)
+  fn = nnx.jit(lambda m, x, s: m(x, s))
+  padded = np.asarray(fn(model, jnp.asarray(batch), sizes))
+  alone = [np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(x[None], jnp.float32)))[0]
+           for x in (first, second)]
+  scale = np.abs(alone[0]).max()
+  np.testing.assert_allclose(padded[0, :13, :19], alone[0], atol=1e-5 * scale, rtol=0)
+  np.testing.assert_allclose(padded[1, :10, :16], alone[1], atol=1e-5 * scale, rtol=0)
+  # Without the sizes the padding leaks in (the defect the sizes fix).
+  leaked = np.asarray(fn(model, jnp.asarray(batch), jnp.asarray([[17, 24]] * 2)))
+  assert np.abs(leaked[0, :13, :19] - alone[0]).max() > 0.05 * scale
+
+
+def test_resize_valid_matches_jax_image_resize_per_image():
+  rng = np.random.default_rng(1)
+  coarse = jnp.asarray(rng.normal(size=(2, 6, 7, 3)), jnp.float32)
+  whole = vgg_del.resize_valid(coarse, None, None, (23, 29))
+  np.testing.assert_allclose(whole, jax.image.resize(coarse, (2, 23, 29, 3), "bilinear"),
+                             atol=1e-5)
+  # Image 1: only its top-left 4 x 5 is valid, resized to 17 x 21 of the 23 x 29 output.
+  sizes, out_sizes = jnp.asarray([[6, 7], [4, 5]]), jnp.asarray([[23, 29], [17, 21]])
+  got = vgg_del.resize_valid(coarse, sizes, out_sizes, (23, 29))
+  np.testing.assert_allclose(got[0], whole[0], atol=1e-6)
+  np.testing.assert_allclose(got[1, :17, :21], jax.image.resize(
+      coarse[1, :4, :5], (17, 21, 3), "bilinear"), atol=1e-5)
+
+
 def _abstract_full_model():
   return nnx.eval_shape(lambda: vgg_del.VggDel(width=64, rngs=nnx.Rngs(0)))
 

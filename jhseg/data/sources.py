@@ -27,6 +27,10 @@ LOCAL_BUILDERS = {
     "ultrametric_pascal_part": "tfds_builders.ultrametric_pascal_part",
     "voc2012_sbd": "tfds_builders.voc2012_sbd",
     "pascal_part_108": "tfds_builders.pascal_part_108",
+    "pascal_context": "tfds_builders.pascal_context",
+    "cityscapes_hier": "tfds_builders.cityscapes_hier",
+    "mapillary_vistas": "tfds_builders.mapillary_vistas",
+    "ade20k": "tfds_builders.ade20k",
 }
 # Local builders that generate their data: each module's `ensure_built(config, data_dir)`
 # builds it on first use.

@@ -12,11 +12,13 @@ from jhseg.superpixels.labels import relabel_consecutive
 from jhseg.superpixels.labels import superpixel_segment_labels
 from jhseg.superpixels.seeds import seeds_label_map
 from jhseg.superpixels.slic import make_slic_transform
+from jhseg.superpixels.slic import slic_opencv_superpixels
 from jhseg.superpixels.slic import slic_superpixels
 
 # name -> f(image (H, W, 3), **options) -> (H, W) int32 labels 0..n-1
 METHODS: dict[str, Callable] = {
     "slic": slic_superpixels,
+    "slic_opencv": slic_opencv_superpixels,
     "seeds": seeds_label_map,
 }
 
@@ -34,6 +36,7 @@ __all__ = [
     "make_slic_transform",
     "pad_superpixels",
     "relabel_consecutive",
+    "slic_opencv_superpixels",
     "slic_superpixels",
     "superpixel_segment_labels",
 ]

@@ -50,19 +50,71 @@ def slic_superpixels(image: np.ndarray, *, pixels_per_superpixel: float = PIXELS
   return labels_lib.relabel_consecutive(raw)
 
 
+def slic_opencv_superpixels(image: np.ndarray, *,
+                            pixels_per_superpixel: float = PIXELS_PER_SUPERPIXEL,
+                            compactness: float = 10.0, max_num_iter: int = 10) -> np.ndarray:
+  """(H, W) int32 labels 0..n-1 of OpenCV-contrib's SLIC (`cv2.ximgproc`), 4-connected.
+
+  The same algorithm as `slic_superpixels` on the image's 8-bit CIELAB (OpenCV's
+  conversion): grid step round(sqrt(pixels_per_superpixel)) (8 for DEL's 64 px),
+  `compactness` as OpenCV's `ruler`, `max_num_iter` iterations, then OpenCV's
+  connectivity enforcement (segments under 1/4 of the mean size merged into a
+  neighbour). A segment that is still in several 4-connected pieces is split, so every
+  label is one region as the merging needs. bench/del.py measured it as accurate as
+  scikit-image's on BSDS500 (boundary recall 0.980 vs 0.974) and ~25% cheaper, with
+  ~10% more superpixels.
+  """
+  import cv2  # pylint: disable=g-import-not-at-top
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+
+  image = _float_image(image, "slic_opencv_superpixels")
+  rgb = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+  lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+  step = max(1, int(round(float(pixels_per_superpixel) ** 0.5)))
+  slic = cv2.ximgproc.createSuperpixelSLIC(lab, algorithm=cv2.ximgproc.SLIC,
+                                           region_size=step, ruler=float(compactness))
+  slic.iterate(int(max_num_iter))
+  slic.enforceLabelConnectivity(25)
+  raw = np.asarray(slic.getLabels(), np.int64)
+  pieces = np.zeros(raw.shape, np.int64)
+  count = 0
+  for label in np.unique(raw):
+    components, n = ndimage.label(raw == label)
+    pieces[components > 0] = components[components > 0] + count
+    count += n
+  return labels_lib.relabel_consecutive(pieces)
+
+
+# name -> superpixel function taking (image, pixels_per_superpixel=, compactness=): the
+# choices of config.model.superpixels.method for DEL.
+# (Looked up when called, so a wrapped module function -- e.g. a counting one -- is seen.)
+SLIC_METHODS: dict[str, Callable] = {
+    "slic": lambda image, **options: slic_superpixels(image, **options),
+    "slic_opencv": lambda image, **options: slic_opencv_superpixels(image, **options),
+}
+
+
+def get_slic_method(name: str) -> Callable:
+  """The SLIC implementation called `name`; the error lists the valid names."""
+  if name not in SLIC_METHODS:
+    raise ValueError(f"unknown SLIC method {name!r} (config.model.superpixels.method); "
+                     f"valid names: {sorted(SLIC_METHODS)}")
+  return SLIC_METHODS[name]
+
+
 SLIC_CACHE_VERSION = 1  # bump when slic_superpixels' output changes for the same options
 
 
 def make_slic_transform(*, max_superpixels: int, valid_field: str | None = None,
                         pixels_per_superpixel: float = PIXELS_PER_SUPERPIXEL,
                         compactness: float = 10.0, cache_entries: int = 0,
-                        cache_dir: str = "") -> Callable:
+                        cache_dir: str = "", method: str = "slic") -> Callable:
   """Per-example transform adding `superpixels` (H, W) int32, `superpixel_mask` (max,) and
   `superpixel_seconds` (the time SLIC took on this image).
 
   Reads `image` (float [0, 1] or uint8). With `valid_field` (an (H, W) bool mask whose
   True pixels form the top-left (h, w) rectangle, as after padding), SLIC runs on that
-  rectangle only and the other pixels get -1.
+  rectangle only and the other pixels get -1. `method`: a name of `SLIC_METHODS`.
 
   With `cache_entries` > 0 (in memory) or a `cache_dir` (one file per image), the labels
   are memoised per image content and SLIC options by `jhseg.data.cache.ExampleCache`; the
@@ -72,17 +124,18 @@ def make_slic_transform(*, max_superpixels: int, valid_field: str | None = None,
   """
   options = {"pixels_per_superpixel": float(pixels_per_superpixel),
              "compactness": float(compactness)}
+  superpixel_fn = get_slic_method(method)
   cache = None
   if cache_entries > 0 or cache_dir:
     from jhseg.data import cache as cache_lib  # pylint: disable=g-import-not-at-top
     cache = cache_lib.ExampleCache(
-        settings={"name": "slic", "version": SLIC_CACHE_VERSION, **options},
+        settings={"name": method, "version": SLIC_CACHE_VERSION, **options},
         fields=("image",), names=("superpixels", "seconds"), cache_dir=cache_dir,
         cache_entries=cache_entries, owner="SLIC superpixels")
 
   def compute(example):
     start = time.perf_counter()
-    labels = slic_superpixels(example["image"], **options)
+    labels = superpixel_fn(example["image"], **options)
     return {"superpixels": labels, "seconds": np.float64(time.perf_counter() - start)}
 
   def add_superpixels(example):

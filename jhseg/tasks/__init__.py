@@ -1,7 +1,7 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
 from jhseg.tasks.cast import CASTMoCo
-from jhseg.tasks.del_task import DEL
+from jhseg.tasks.del_task import DEL, DELSemanticPretrain
 from jhseg.tasks.hiposeg import HiPoSeg
 from jhseg.tasks.hsg import HSG
 from jhseg.tasks.pixel_classification import PixelClassification
@@ -12,6 +12,7 @@ TASKS: dict[str, type[Task]] = {
     "ultrametric": UltrametricUNet,
     "hsg": HSG,
     "del": DEL,
+    "del_sbd_pretrain": DELSemanticPretrain,
     "hiposeg": HiPoSeg,
     "cast": CASTMoCo,
 }

@@ -33,7 +33,8 @@ images <k>_del_ucm.png, <k>_colour_ucm.png, <k>_segments.png (Algorithm 1 at
 config.eval.threshold / min_size next to the image).
 
 Faithfulness (deviations and their reasons):
-- Superpixels: scikit-image SLIC instead of gSLIC (see `jhseg.superpixels.slic`),
+- Superpixels: scikit-image SLIC instead of gSLIC (see `jhseg.superpixels.slic`;
+  config.model.superpixels.method = "slic_opencv" selects OpenCV-contrib's SLIC),
   computed in a per-example transform; evaluation images are memoised by the engine's
   per-example cache (config.model.superpixels.cache_entries / cache_dir); augmented
   training views are new every time and are not cached.
@@ -43,7 +44,9 @@ Faithfulness (deviations and their reasons):
   crop to at most config.data.augment.crop (fixed shapes: smaller crops are padded).
   num_angles = 4 (the tiny default) uses exact 90-degree rotations only.
 - Initialisation: torchvision's ImageNet VGG16 (config.model.pretrained) when given,
-  else random; the paper's SBD semantic-segmentation pre-training stage is not wired.
+  else random; the paper's SBD semantic-segmentation stage is the task
+  `del_sbd_pretrain` (`DELSemanticPretrain` below, configs `del.py:sbd_pretrain*`),
+  whose run a DEL run starts from with config.init_from (trunk variables by name).
 - Learning rates: the embedding layer gets 10x (its bias 20x) and biases 2x as in the
   authors' prototxt, through `config.optim.groups`.
 - The UCM is the hierarchy of Algorithm 1's first pass (min_size = 0); the min-size
@@ -52,15 +55,18 @@ Faithfulness (deviations and their reasons):
 - Algorithm 1's min-size pass visits the pairs sorted by (i, j), i < j
   (`jhseg.segments.segment_adjacency`); the authors visit them by larger id, then in
   pixel-scan discovery order. Only the min-size pass depends on the order.
-- Padding: the network sees the padded image (zeros beyond the valid rectangle), which
-  changes features within the receptive field of the border; pooling ignores padding.
+- Padding (fixed shapes) is invisible: the network takes each example's valid size and
+  zeroes every feature map outside it (`vgg_del.VggDel.__call__`), so the embedding of a
+  padded image equals that of the image alone (until session 5 the network saw the
+  zero padding, a black band that put contours along the padded border of every
+  evaluation image); pooling ignores padding.
 - Fb thresholds: config.eval.boundary_thresholds (99, the BSDS benchmark's, by default).
 - The CPU-sized BSDS500 run (config `bsds500_cpu`, experiments/configs/del.py) departs
   further, for CPU time only: half resolution (model.input_scale 0.5; scored against
   the ground truths resized the same way, nearest), network width 8, Adam 1e-3 from
   random initialisation for 100 steps on 128 x 128 crops, 25 Fb / 24 Fop thresholds.
-- `infer` runs at the given image's resolution, without model.input_scale: give a model
-  trained at a reduced scale images resized by the same factor.
+- `infer` resizes the image by model.input_scale as training did, and draws the UCM
+  at the image's own size from the superpixels sampled back by nearest.
 """
 from __future__ import annotations
 
@@ -73,6 +79,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from scipy import ndimage
 
@@ -85,6 +92,7 @@ from jhseg.data.transforms import random_transform, segmentation_stack
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
 from jhseg.metrics import fop
+from jhseg.metrics import semantic
 from jhseg.metrics import ucm_evaluation
 from jhseg.models import vgg_del
 from jhseg.tasks import outputs
@@ -105,8 +113,12 @@ def most_regions(truths: np.ndarray) -> np.ndarray:
   return truths[int(np.argmax(counts))]
 
 
-def decode(example: Mapping[str, Any], *, segment_fields) -> Example:
-  """image float [0, 1], `truths` (K, H, W) int32, `segments` (H, W) (training target)."""
+def decode(example: Mapping[str, Any], *, segment_fields,
+           no_region: int | None = None) -> Example:
+  """image float [0, 1], `truths` (K, H, W) int32, `segments` (H, W) (training target).
+
+  `no_region`: a label that is no segment (PASCAL-Context's unlabelled 0); it becomes
+  IGNORE in the training target (its pixels vote for no superpixel label)."""
   if "image" not in example:
     raise ValueError(f"del task: dataset example has no field 'image' (has {sorted(example)})")
   image = np.asarray(example["image"])
@@ -116,26 +128,44 @@ def decode(example: Mapping[str, Any], *, segment_fields) -> Example:
       hint="e.g. 'parts' or 'segmentations'")
   if truths.shape[1:] != image.shape[:2]:
     raise ValueError(f"del task: segmentations {truths.shape} do not match image {image.shape}")
-  return {"image": image.astype(np.float32) / 255.0, "truths": truths,
-          "segments": most_regions(truths)}
+  segments = most_regions(truths)
+  if no_region is not None:
+    segments = np.where(segments == no_region, IGNORE, segments)
+  return {"image": image.astype(np.float32) / 255.0, "truths": truths, "segments": segments}
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+  """(round(height * scale), round(width * scale)), at least 1 x 1."""
+  return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def nearest_indices(source: int, target: int) -> np.ndarray:
+  """Source index of each of `target` samples by nearest sampling, floor((i + 1/2) *
+  source / target): a resize of labels that invents none (either direction)."""
+  return np.minimum(((np.arange(target) + 0.5) * source / target).astype(np.int64), source - 1)
+
+
+def rescale_image(image: np.ndarray, scale: float) -> np.ndarray:
+  """`image` resized by `scale` by area-averaging (anti-aliased bilinear)."""
+  from skimage import transform  # pylint: disable=g-import-not-at-top
+  out = scaled_size(*image.shape[:2], scale)
+  return transform.resize(image, out, order=1, anti_aliasing=True,
+                          preserve_range=True).astype(np.float32)
 
 
 def rescale(example: Example, scale: float) -> Example:
   """Image and ground truths resized by `scale` (a CPU-sized run's reduced resolution):
-  the image by area-averaging (anti-aliased bilinear), the label maps by nearest sampling
-  (source index floor((i + 1/2) / scale), so no label is invented). 1.0 returns `example`."""
+  the image by `rescale_image`, the label maps by `nearest_indices`. 1.0 returns
+  `example`."""
   if scale == 1.0:
     return example
   if not 0.0 < scale < 1.0:
     raise ValueError(f"del task: config.model.input_scale must be in (0, 1]; got {scale}")
-  from skimage import transform  # pylint: disable=g-import-not-at-top
   height, width = example["segments"].shape
-  out_h, out_w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-  rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64), height - 1)
-  cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64), width - 1)
-  image = transform.resize(example["image"], (out_h, out_w), order=1, anti_aliasing=True,
-                           preserve_range=True).astype(np.float32)
-  return {**example, "image": image, "truths": example["truths"][:, rows][:, :, cols],
+  out_h, out_w = scaled_size(height, width, scale)
+  rows, cols = nearest_indices(height, out_h), nearest_indices(width, out_w)
+  return {**example, "image": rescale_image(example["image"], scale),
+          "truths": example["truths"][:, rows][:, :, cols],
           "segments": example["segments"][rows][:, cols]}
 
 
@@ -243,7 +273,8 @@ def slic_transform(config: ml_collections.ConfigDict, *, cached: bool):
   return superpixels_lib.make_slic_transform(
       max_superpixels=int(s.max_superpixels), pixels_per_superpixel=s.pixels_per_superpixel,
       compactness=s.compactness, cache_entries=int(s.get("cache_entries", 0)) if cached else 0,
-      cache_dir=str(s.get("cache_dir") or "") if cached else "")
+      cache_dir=str(s.get("cache_dir") or "") if cached else "",
+      method=str(s.get("method") or "slic"))
 
 
 # ----------------------------------------------------------------------------- jitted pieces
@@ -311,7 +342,7 @@ class DEL(Task):
     augment_config = self.config.data.augment
     crop = self._crop()
 
-    angles = int(augment_config.get("num_angles") or 4)
+    angles = int(augment_config.get("num_angles") or 4)  # 1: flips only (PASCAL Context)
 
     @random_transform
     def augment(example, rng):
@@ -319,7 +350,8 @@ class DEL(Task):
         return flip_rotate_crop(example, rng, size=crop)
       return rotate_flip_inscribed(example, rng, size=crop, num_angles=angles)
 
-    steps = [lambda e: decode(e, segment_fields=fields), self._rescale]
+    no_region = self.config.loss.get("no_region")
+    steps = [lambda e: decode(e, segment_fields=fields, no_region=no_region), self._rescale]
     if augment_config.get("enabled", True):
       steps.append(augment)
     # Augmented views are new every time: no cache (it would only fill).
@@ -339,7 +371,7 @@ class DEL(Task):
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):
     del ctx
-    embedding = model(batch["image"])
+    embedding = model(batch["image"], batch["size"])  # padding does not reach the valid part
     means, pairs, pair_mask, similarity = superpixel_graph_of(
         embedding, batch["superpixels"], self.num_superpixels)
     per_image = losses.similarity_loss(
@@ -360,9 +392,9 @@ class DEL(Task):
     if self._eval_fn is None:
 
       @nnx.jit
-      def fn(model, images, superpixels):
+      def fn(model, images, superpixels, sizes):
         _, pairs, pair_mask, similarity = superpixel_graph_of(
-            model(images), superpixels, self.num_superpixels)
+            model(images, sizes), superpixels, self.num_superpixels)
         return pairs, pair_mask, similarity
 
       self._eval_fn = fn
@@ -380,8 +412,8 @@ class DEL(Task):
     out_dir = ctx.out_dir
     for batch in ctx.batches():
       start = time.perf_counter()
-      result = jax.block_until_ready(self._similarities()(model, batch["image"],
-                                                          batch["superpixels"]))
+      result = jax.block_until_ready(self._similarities()(
+          model, batch["image"], batch["superpixels"], batch["size"]))
       network_per_image.append((time.perf_counter() - start) / len(batch["example_mask"]))
       values = outputs.to_host({"pairs": result[0], "pair_mask": result[1], "d": result[2],
                                 "mask": batch["example_mask"], "image": batch["image"],
@@ -454,6 +486,10 @@ class DEL(Task):
   def infer(self, model, image: np.ndarray, out_dir: str, name: str) -> dict[str, str]:
     """SLIC -> embedding -> single-linkage UCM of one image of any size, at its size.
 
+    Superpixels and network run on the image resized by config.model.input_scale, as in
+    training and evaluation; the superpixels are then sampled back (nearest) to the
+    image's size, where the UCM and segmentation are drawn.
+
     Writes `<name>_ucm.npy` (float32 interpixel map (2H-1, 2W-1), the format of
     `jhseg.grid.edges_to_interpixel`), `<name>_ucm.png` and `<name>_segments.png`
     (Algorithm 1 at config.eval.threshold / min_size, regions in their mean colour).
@@ -463,12 +499,20 @@ class DEL(Task):
     import matplotlib.image  # pylint: disable=g-import-not-at-top
 
     image = np.asarray(image, np.float32)
+    scale = float(self.config.model.get("input_scale") or 1.0)
+    if not 0.0 < scale <= 1.0:
+      raise ValueError(f"del task: config.model.input_scale must be in (0, 1]; got {scale}")
+    small = image if scale == 1.0 else rescale_image(image, scale)  # what the model saw
     s = self.config.model.superpixels
-    sp = superpixels_lib.slic_superpixels(image, pixels_per_superpixel=s.pixels_per_superpixel,
-                                          compactness=s.compactness)
+    slic = superpixels_lib.slic.get_slic_method(str(s.get("method") or "slic"))
+    sp = slic(small, pixels_per_superpixel=s.pixels_per_superpixel, compactness=s.compactness)
     superpixels_lib.pad_superpixels(sp, self.num_superpixels, what=f"del infer {name}")
     pairs, pair_mask, d = jax.device_get(self._similarities()(
-        model, jnp.asarray(image[None]), jnp.asarray(sp[None])))
+        model, jnp.asarray(small[None]), jnp.asarray(sp[None]),
+        jnp.asarray([small.shape[:2]], jnp.int32)))
+    # Back to the image's size by nearest sampling: superpixel adjacency is unchanged.
+    sp = sp[nearest_indices(sp.shape[0], image.shape[0])][:, nearest_indices(sp.shape[1],
+                                                                            image.shape[1])]
     e = self.config.eval
     num = int(sp.max()) + 1
     h, v = superpixel_graph.ucm_from_superpixel_graph(
@@ -483,3 +527,124 @@ class DEL(Task):
     matplotlib.image.imsave(paths["segments"],
                             viz_segments.colour_segments(regions[sp], image=image))
     return {k: str(p) for k, p in paths.items()}
+
+
+# ----------------------------------------------------------------------------- SBD pre-training
+
+
+def decode_semantic(example: Mapping[str, Any], *, label_field: str, num_classes: int,
+                    void_label: int) -> Example:
+  """image float [0, 1] and the class map (`label_field`) as `segments` / `truths`, with
+  `void_label` (VOC's 255) as IGNORE; any other value outside [0, num_classes) fails."""
+  for field in ("image", label_field):
+    if field not in example:
+      raise ValueError(f"del_sbd_pretrain task: dataset example has no field {field!r} (has "
+                       f"{sorted(example)}); config.model.label_field names the class map")
+  image = np.asarray(example["image"])
+  labels = np.asarray(example[label_field]).astype(np.int32)
+  if labels.shape != image.shape[:2]:
+    raise ValueError(f"del_sbd_pretrain task: {label_field} {labels.shape} does not match "
+                     f"image {image.shape}")
+  labels = np.where(labels == void_label, IGNORE, labels)
+  bad = (labels != IGNORE) & ((labels < 0) | (labels >= num_classes))
+  if bad.any():
+    raise ValueError(f"del_sbd_pretrain task: {label_field} holds {np.unique(labels[bad])[:5]}"
+                     f", outside [0, config.model.num_classes={num_classes}) and not the "
+                     f"void label {void_label}")
+  return {"image": image.astype(np.float32) / 255.0, "segments": labels, "truths": labels[None]}
+
+
+@random_transform
+def flip_crop(example: Example, rng: np.random.Generator, *, size) -> Example:
+  """Random horizontal flip, then a random crop to at most `size`."""
+  image, seg = example["image"], example["segments"]
+  if rng.random() < 0.5:
+    image, seg = image[:, ::-1], seg[:, ::-1]
+  return _random_crop(image, seg, size, rng)
+
+
+def pad_semantic(example: Example, size) -> Example:
+  """Pads image (zeros) and labels (IGNORE) to `size`; adds the valid `size`."""
+  height, width = example["segments"].shape
+  if height > size[0] or width > size[1]:
+    raise ValueError(f"del_sbd_pretrain task: an image of {height}x{width} does not fit "
+                     f"config.data.image_size={tuple(size)}; raise it")
+  ph, pw = size[0] - height, size[1] - width
+  return {"image": np.pad(example["image"], ((0, ph), (0, pw), (0, 0))),
+          "labels": np.pad(example["segments"], ((0, ph), (0, pw)), constant_values=IGNORE),
+          "size": np.array([height, width], np.int32)}
+
+
+class DELSemanticPretrain(Task):
+  """DEL's first stage (Sec. 2.5): the DEL network with a classification layer in place of
+  the embedding (`vgg_del.VggDelSemantic`), trained for semantic segmentation (SBD).
+
+  Loss: per-pixel softmax cross-entropy averaged over labelled pixels (void and padding
+  ignored). Evaluation: pixel accuracy and mIoU over config.model.num_classes.
+  Data: config.model.label_field (voc2012_sbd: 'segmentation', void 255), resized by
+  config.model.input_scale as DEL's; training: random flip + crop to
+  config.data.augment.crop, padded; evaluation: whole images padded to image_size.
+  Faithfulness: the paper gives no settings of this stage (augmentation, schedule); the
+  configs use flips and crops and the fine-tuning's SGD settings with a 10x base rate.
+  """
+
+  def make_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    m = self.config.model
+    model = vgg_del.VggDelSemantic(width=int(m.width), num_classes=int(m.num_classes),
+                                   rngs=rngs)
+    if m.get("pretrained"):
+      vgg_del.load_torchvision_vgg16(model, m.pretrained)
+    return model
+
+  def _decode(self, example):
+    m = self.config.model
+    return decode_semantic(example, label_field=str(m.label_field),
+                           num_classes=int(m.num_classes), void_label=int(m.void_label))
+
+  def _rescale(self, example: Example) -> Example:
+    return rescale(example, float(self.config.model.get("input_scale") or 1.0))
+
+  def train_transforms(self):
+    crop = tuple(self.config.data.augment.get("crop") or self.config.data.image_size)
+
+    @random_transform
+    def augment(example, rng):
+      return flip_crop(example, rng, size=crop)
+
+    return [self._decode, self._rescale, augment, lambda e: pad_semantic(e, crop)]
+
+  def eval_transforms(self):
+    size = tuple(self.config.data.image_size)
+    return [self._decode, self._rescale, lambda e: pad_semantic(e, size)]
+
+  def loss(self, model, batch: Batch, ctx: StepContext):
+    del ctx
+    logits = model(batch["image"], batch["size"])
+    labels = batch["labels"]
+    known = labels >= 0
+    per_pixel = optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.where(known, labels, 0))
+    count = jnp.maximum(known.sum(), 1)
+    loss = jnp.sum(jnp.where(known, per_pixel, 0.0)) / count
+    accuracy = jnp.sum(known & (jnp.argmax(logits, -1) == labels)) / count
+    return loss, {"pixel_accuracy": accuracy}
+
+  def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
+    """Pixel accuracy and mIoU over the labelled pixels; writes summary.json."""
+    num_classes = int(self.config.model.num_classes)
+
+    @nnx.jit
+    def batch_confusion(model, batch):
+      predictions = jnp.argmax(model(batch["image"], batch["size"]), -1)
+      mask = batch["example_mask"][:, None, None] & (batch["labels"] >= 0)
+      return semantic.confusion_matrix(batch["labels"], predictions, num_classes=num_classes,
+                                       mask=mask)
+
+    scores = semantic.ConfusionMatrix(num_classes, ignore_index=None)
+    for batch in ctx.batches():
+      scores.add_matrix(jax.device_get(batch_confusion(model, batch)))
+    result = scores.result()
+    scalars = {"pixel_accuracy": float(result["pixel_accuracy"]),
+               "miou": float(result["miou"])}
+    outputs.write_summary(ctx.out_dir, {"step": ctx.step, "scalars": scalars})
+    return scalars
