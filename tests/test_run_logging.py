@@ -163,3 +163,17 @@ def test_printed_build_banners_go_to_the_log_file_only(capsys, monkeypatch):
     print("")
   assert capsys.readouterr().out == ""
   assert logged == [("Downloading and preparing dataset x", {"extra": {"console": False}})]
+
+
+def test_pass_progress_logs_at_most_once_per_interval(monkeypatch):
+  lines = []
+  monkeypatch.setattr(run_logging.logging, "info", lambda fmt, *args: lines.append(fmt % args))
+  now = [0.0]
+  progress = run_logging.PassProgress("eval/test step 3: bsds500 test", 200, every_seconds=60,
+                                      clock=lambda: now[0])
+  for t in (10.0, 50.0, 70.0, 100.0, 135.0):  # 4 examples per batch
+    now[0] = t
+    progress.advance(4)
+  # Logged at 70 s (12 done, 12/70 per s, ETA 188/(12/70) = 1096 s) and at 135 s (65 s later).
+  assert lines == ["eval/test step 3: bsds500 test: 12/200 examples  0.17/s  ETA 0:18:16",
+                   "eval/test step 3: bsds500 test: 20/200 examples  0.15/s  ETA 0:20:15"]

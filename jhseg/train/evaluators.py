@@ -32,6 +32,7 @@ from jhseg import data as data_lib
 from jhseg.data.transforms import apply_transforms
 from jhseg.tasks.base import Batch, Evaluation, Task, Transform, get_evaluation
 from jhseg.train import devices
+from jhseg.train import logging as train_logging
 
 EVALUATOR_FIELDS = ("method", "dataset", "data_dir", "split", "num_examples", "batch_size",
                     "every_steps", "options")
@@ -196,8 +197,14 @@ class EvalContext:
         source, self._transforms if transforms is None else transforms,
         local_batch_size=local, process_index=jax.process_index(),
         process_count=jax.process_count(), max_examples=num_examples)
+    total = len(source) if num_examples is None else min(len(source), num_examples)
+    progress = train_logging.PassProgress(
+        f"eval/{self.name} step {self.step}: {dataset or self.evaluator.dataset} "
+        f"{split or self.evaluator.split}", total)
     for batch in batches:
       yield devices.to_global_batch(batch, self.batch_sharding)
+      # Counted when the consumer asks for the next batch: the time includes its work.
+      progress.advance(min(local * jax.process_count(), total - progress.done))
 
 
 def evaluation_of(task: Task, evaluator: Evaluator) -> Evaluation:

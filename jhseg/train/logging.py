@@ -182,6 +182,31 @@ def _record_step(line: str) -> float:
     return float("inf")  # A line cut by a kill: dropped with the steps after the checkpoint.
 
 
+class PassProgress:
+  """Throttled progress of one pass over examples: `<what>: k/n examples, x/s, ETA`.
+
+  Logs at most every `every_seconds` (nothing for passes shorter than that), so a long
+  evaluation shows it is alive without filling the console.
+  """
+
+  def __init__(self, what: str, total: int, *, every_seconds: float = 60.0,
+               clock=time.monotonic):
+    self._what, self._total, self._every, self._clock = what, int(total), every_seconds, clock
+    self._start = self._last = clock()
+    self.done = 0
+
+  def advance(self, count: int) -> None:
+    self.done += int(count)
+    now = self._clock()
+    if now - self._last < self._every:
+      return
+    self._last = now
+    rate = self.done / (now - self._start) if now > self._start else 0.0
+    eta = (self._total - self.done) / rate if rate else float("nan")
+    logging.info("%s: %d/%d examples  %.2f/s  ETA %s", self._what, self.done, self._total,
+                 rate, _format_seconds(eta))
+
+
 def _format_seconds(seconds: float) -> str:
   if not np.isfinite(seconds):
     return "?"
