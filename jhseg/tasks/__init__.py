@@ -1,6 +1,7 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
 from jhseg.tasks.cast import CASTMoCo
+from jhseg.tasks.cast_deit import CASTDeiT
 from jhseg.tasks.del_task import DEL
 from jhseg.tasks.hiposeg import HiPoSeg
 from jhseg.tasks.hsg import HSG
@@ -14,6 +15,7 @@ TASKS: dict[str, type[Task]] = {
     "del": DEL,
     "hiposeg": HiPoSeg,
     "cast": CASTMoCo,
+    "cast_deit": CASTDeiT,
 }
 
 
