@@ -2,6 +2,7 @@
 from jhseg.tasks.base import Task
 from jhseg.tasks.cast import CASTMoCo
 from jhseg.tasks.cast_deit import CASTDeiT
+from jhseg.tasks.cast_seg import CASTSegmentation
 from jhseg.tasks.del_task import DEL
 from jhseg.tasks.hiposeg import HiPoSeg
 from jhseg.tasks.hsg import HSG
@@ -16,6 +17,7 @@ TASKS: dict[str, type[Task]] = {
     "hiposeg": HiPoSeg,
     "cast": CASTMoCo,
     "cast_deit": CASTDeiT,
+    "cast_seg": CASTSegmentation,
 }
 
 
