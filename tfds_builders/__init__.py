@@ -9,6 +9,7 @@ otherwise (`tfds.data_source` and grain read only random-access formats).
 adds one line here (tests/test_tfds_builders_cli.py checks that none is missing).
 """
 from tfds_builders.bsds500 import Builder as _Bsds500
+from tfds_builders.partimagenet import Builder as _PartImageNet
 from tfds_builders.pascal_part_108 import Builder as _PascalPart108
 from tfds_builders.synthetic_scenes import Builder as _SyntheticScenes
 from tfds_builders.ultrametric_pascal_part import Builder as _UltrametricPascalPart
@@ -16,6 +17,7 @@ from tfds_builders.voc2012_sbd import Builder as _Voc2012Sbd
 
 BUILDERS = {
     "bsds500": _Bsds500,
+    "partimagenet": _PartImageNet,
     "pascal_part_108": _PascalPart108,
     "synthetic_scenes": _SyntheticScenes,
     "ultrametric_pascal_part": _UltrametricPascalPart,

@@ -27,6 +27,7 @@ LOCAL_BUILDERS = {
     "ultrametric_pascal_part": "tfds_builders.ultrametric_pascal_part",
     "voc2012_sbd": "tfds_builders.voc2012_sbd",
     "pascal_part_108": "tfds_builders.pascal_part_108",
+    "partimagenet": "tfds_builders.partimagenet",
 }
 # Local builders that generate their data: each module's `ensure_built(config, data_dir)`
 # builds it on first use.
