@@ -199,8 +199,9 @@ class Classifier(nnx.Module):
     return self.encoder(images, superpixels, segment_mask)
 
 
-def mix_options(config: ml_collections.ConfigDict) -> mixing.MixOptions:
-  m = config.get("mixing") or {}
+def mix_options(loss_config: Mapping[str, Any] | None) -> mixing.MixOptions:
+  """`config.loss.mixing` as MixOptions (absent fields: DeiT's values)."""
+  m = (loss_config or {}).get("mixing") or {}
   names = {f.name for f in dataclasses.fields(mixing.MixOptions)}
   unknown = sorted(set(m) - names)
   if unknown:
@@ -217,7 +218,7 @@ class CASTDeiT(cast_task.CASTMoCo):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.num_classes = int(config.model.num_classes)
-    self.mix = mix_options(config.loss)
+    self.mix = mix_options(config.get("loss"))
     self._classify = None
 
   def make_model(self, rngs: nnx.Rngs) -> nnx.Module:
