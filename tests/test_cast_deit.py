@@ -242,7 +242,8 @@ def test_trainable_set_and_weight_decay_groups():
   frozen = sorted(set(every) - set(names))
   assert frozen and all(n.startswith("encoder/pools/0/") and n.split("/")[3] in
                         ("fc1", "fc2", "centroid_fc") for n in frozen)
-  assert "encoder/head/linear/kernel/value" in names or any("head" in n for n in names)
+  assert {"encoder/head/kernel/value", "encoder/head/bias/value", "encoder/cls_token/value"
+          } <= set(names)
   labels = optim.param_labels(nnx.state(model, task.trainable()), task.config.optim)
   by_name = {optim.parameter_name(p): l for p, l in
              jax.tree_util.tree_flatten_with_path(labels)[0]}

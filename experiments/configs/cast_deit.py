@@ -101,9 +101,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.original_size = (32, 32)
     config.eval.num_superpixels = 36
     config.eval.segment_fields = ("parts",)
+    # Same batch size as `hierarchy`: the jitted encoder compiles once for both.
     config.evals.classification = _engine.evaluator(
-        "validation", method="classification", every_steps=40, batch_size=8,
-        num_examples=64)
+        "validation", method="classification", every_steps=40, batch_size=4)
     config.evals.hierarchy = _engine.evaluator("validation", method="hierarchy",
                                                every_steps=40, batch_size=4, num_examples=8)
     config.num_train_steps = 40

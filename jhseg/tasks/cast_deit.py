@@ -274,17 +274,19 @@ class CASTDeiT(cast_task.CASTMoCo):
             "classification": Evaluation(self.evaluate_classification,
                                          self.classification_transforms)}
 
-  def _logits(self):
+  def _logits(self, model, images, superpixels, mask) -> jax.Array:
+    """Class logits through the MoCo task's jitted encoder forward (one compiled program
+    for the classification, hierarchy and k-NN evaluations at one batch size) and the head."""
     if self._classify is None:
-      self._classify = nnx.jit(lambda model, images, sp, mask: model(images, sp, mask).logits)
-    return self._classify
+      self._classify = nnx.jit(lambda model, embedding: model.encoder.head(embedding))
+    embedding, _ = self._encoder_outputs()(model, images, superpixels, mask)
+    return self._classify(model, embedding)
 
   def evaluate_classification(self, model, ctx: "EvalContext") -> dict[str, Any]:
     top1 = top5 = loss = count = 0.0
     k = min(5, self.num_classes)
     for batch in ctx.batches():
-      logits = self._logits()(model, batch["image"], batch["superpixels"],
-                              batch["segment_mask"])
+      logits = self._logits(model, batch["image"], batch["superpixels"], batch["segment_mask"])
       mask = batch["example_mask"]
       targets = jax.nn.one_hot(batch["label"], self.num_classes)
       per_batch = outputs.to_host({
