@@ -87,7 +87,8 @@ class Builder(builder_base.JhsegBuilder):
         citation="""\
 @inproceedings{he2022partimagenet,
   title={PartImageNet: A Large, High-Quality Dataset of Parts},
-  author={He, Ju and Yang, Shuo and Yang, Shaokang and Kortylewski, Adam and Yuan, Xiaoding and Chen, Jie-Neng and Liu, Shuai and Yang, Cheng and Yu, Qihang and Yuille, Alan},
+  author={He, Ju and Yang, Shuo and Yang, Shaokang and Kortylewski, Adam and Yuan, Xiaoding
+    and Chen, Jie-Neng and Liu, Shuai and Yang, Cheng and Yu, Qihang and Yuille, Alan},
   booktitle={ECCV}, year={2022}}""",
     )
 
