@@ -13,6 +13,7 @@ from tfds_builders.bsds500 import Builder as _Bsds500
 from tfds_builders.cityscapes_hier import Builder as _CityscapesHier
 from tfds_builders.mapillary_vistas import Builder as _MapillaryVistas
 from tfds_builders.pascal_context import Builder as _PascalContext
+from tfds_builders.partimagenet import Builder as _PartImageNet
 from tfds_builders.pascal_part_108 import Builder as _PascalPart108
 from tfds_builders.synthetic_scenes import Builder as _SyntheticScenes
 from tfds_builders.ultrametric_pascal_part import Builder as _UltrametricPascalPart
@@ -24,6 +25,7 @@ BUILDERS = {
     "cityscapes_hier": _CityscapesHier,
     "mapillary_vistas": _MapillaryVistas,
     "pascal_context": _PascalContext,
+    "partimagenet": _PartImageNet,
     "pascal_part_108": _PascalPart108,
     "synthetic_scenes": _SyntheticScenes,
     "ultrametric_pascal_part": _UltrametricPascalPart,

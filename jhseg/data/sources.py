@@ -31,6 +31,7 @@ LOCAL_BUILDERS = {
     "cityscapes_hier": "tfds_builders.cityscapes_hier",
     "mapillary_vistas": "tfds_builders.mapillary_vistas",
     "ade20k": "tfds_builders.ade20k",
+    "partimagenet": "tfds_builders.partimagenet",
 }
 # Local builders that generate their data: each module's `ensure_built(config, data_dir)`
 # builds it on first use.

@@ -1,6 +1,8 @@
 """The methods' pluggable pieces, by name: `config.task` selects one."""
 from jhseg.tasks.base import Task
 from jhseg.tasks.cast import CASTMoCo
+from jhseg.tasks.cast_deit import CASTDeiT
+from jhseg.tasks.cast_seg import CASTSegmentation
 from jhseg.tasks.del_task import DEL, DELSemanticPretrain
 from jhseg.tasks.hiposeg import HiPoSeg
 from jhseg.tasks.hsg import HSG
@@ -15,6 +17,8 @@ TASKS: dict[str, type[Task]] = {
     "del_sbd_pretrain": DELSemanticPretrain,
     "hiposeg": HiPoSeg,
     "cast": CASTMoCo,
+    "cast_deit": CASTDeiT,
+    "cast_seg": CASTSegmentation,
 }
 
 

@@ -282,7 +282,8 @@ def load_params_from(directory: str, params: Any, *, prefixes: Any = None,
   variables under a target prefix are loaded, each from the source name with the
   prefix swapped. Without `prefixes` every variable is looked up by its own name.
 
-  Returns the new variables and the names of this model's variables that were
+  RNG keys (`nnx.Rngs` streams, e.g. of dropout) are never loaded: the new run keys its
+  own. Returns the new variables and the names of this model's variables that were
   looked for and not found (they keep their initial values); with `with_unused`,
   also the names of the source's variables (under a source prefix, if any) that
   were not used. An array found with another shape raises ValueError naming it.
@@ -317,6 +318,9 @@ def load_params_from(directory: str, params: Any, *, prefixes: Any = None,
     name = parameter_name(p)
     wanted = source_name(name)
     if wanted is None:  # outside every target prefix: keeps its initial value
+      return x
+    if _is_key(x):  # an RNG stream's key: the new run keeps its own
+      used.add(wanted)
       return x
     if wanted not in flat:
       missing.append(name)
