@@ -31,21 +31,27 @@ from ml_collections.config_dict import placeholder
 from experiments.configs import _engine
 
 
+def encoder_config() -> ml_collections.ConfigDict:
+  """The CAST encoder's fields, shared by the MoCo, DeiT and fine-tuning configs."""
+  model = ml_collections.ConfigDict()
+  model.size = "cast_small"                       # jhseg.models.cast.CAST_CONFIGS
+  # Optional overrides of the named size (None: the size's value).
+  model.dim = placeholder(int)
+  model.depths = placeholder(tuple)
+  model.num_heads = placeholder(int)
+  model.num_clusters = placeholder(tuple)
+  model.mlp_ratio = placeholder(float)
+  model.drop_path_rate = 0.0
+  return model
+
+
 def _base() -> ml_collections.ConfigDict:
   config = _engine.engine_config("cast")
   config.data.augment = ml_collections.ConfigDict()  # jhseg.tasks.cast.ViewOptions fields
   config.data.augment.crop_size = 224
   config.data.augment.min_scale = 0.08              # MoCo-v3's --crop-min
 
-  config.model = ml_collections.ConfigDict()
-  config.model.size = "cast_small"                # jhseg.models.cast.CAST_CONFIGS
-  # Optional overrides of the named size (None: the size's value).
-  config.model.dim = placeholder(int)
-  config.model.depths = placeholder(tuple)
-  config.model.num_heads = placeholder(int)
-  config.model.num_clusters = placeholder(tuple)
-  config.model.mlp_ratio = placeholder(float)
-  config.model.drop_path_rate = 0.0
+  config.model = encoder_config()
   config.model.superpixels = ml_collections.ConfigDict()
   config.model.superpixels.num_superpixels = 196  # SEEDS at 224^2 (paper sec. 4)
   config.model.superpixels.num_iterations = 20    # the authors' datasets_seeds.py

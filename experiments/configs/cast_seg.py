@@ -26,6 +26,7 @@ import ml_collections
 from ml_collections.config_dict import placeholder
 
 from experiments.configs import _engine
+from experiments.configs import cast
 
 
 def encoder_from_run(workdir: str | None = None) -> ml_collections.ConfigDict:
@@ -44,14 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.augment.min_scale = 0.5
   config.data.augment.max_scale = 1.5
 
-  config.model = ml_collections.ConfigDict()
-  config.model.size = "cast_small"                # jhseg.models.cast.CAST_CONFIGS
-  config.model.dim = placeholder(int)
-  config.model.depths = placeholder(tuple)
-  config.model.num_heads = placeholder(int)
-  config.model.num_clusters = placeholder(tuple)
-  config.model.mlp_ratio = placeholder(float)
-  config.model.drop_path_rate = 0.0
+  config.model = cast.encoder_config()
   config.model.fusion_dropout = 0.2
   config.model.num_classes = 21
   config.model.label_field = "segmentation"

@@ -45,7 +45,7 @@ from typing import Sequence
 
 import numpy as np
 
-from jhseg.data.options import checked_options
+from jhseg.data.options import options_from_config
 from scipy import ndimage
 
 from jhseg.data.transforms import random_transform
@@ -121,7 +121,7 @@ class AugmentConfig:
   @classmethod
   def from_config(cls, config, *, where: str = "config.data.augment") -> "AugmentConfig":
     """From a mapping (e.g. `config.data.augment`); unknown keys are an error."""
-    return cls(**checked_options(config, (f.name for f in dataclasses.fields(cls)), where=where))
+    return options_from_config(cls, config, where=where)
 
 
 def sampling_grid(shape: tuple[int, int], *, angle_degrees: float = 0.0,

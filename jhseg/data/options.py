@@ -1,7 +1,10 @@
 """Reading option mappings (config sections) into the data modules' settings."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+import dataclasses
+from typing import Any, Iterable, Mapping, TypeVar
+
+Options = TypeVar("Options")
 
 
 def checked_options(config: Mapping[str, Any] | None, valid: Iterable[str], *,
@@ -17,3 +20,13 @@ def checked_options(config: Mapping[str, Any] | None, valid: Iterable[str], *,
   if unknown:
     raise ValueError(f"unknown field(s) {where}.{sorted(unknown)}; valid fields: {sorted(valid)}")
   return options
+
+
+def field_names(cls) -> tuple[str, ...]:
+  return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def options_from_config(cls: type[Options], config: Mapping[str, Any] | None, *,
+                        where: str) -> Options:
+  """The frozen options dataclass `cls` from a config section (absent fields: defaults)."""
+  return cls(**checked_options(config, field_names(cls), where=where))

@@ -95,6 +95,7 @@ from scipy import ndimage
 from jhseg import baselines
 from jhseg import grid
 from jhseg.data import multiview
+from jhseg.data import options as options_lib
 from jhseg.data.transforms import random_transform, segmentation_stack
 from jhseg.hierarchy import superpixel_graph
 from jhseg.metrics import boundary
@@ -141,11 +142,7 @@ class ViewOptions:
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None,
                   where: str = "config.data.augment") -> "ViewOptions":
-    values = dict(config or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-      raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {sorted(names)}")
+    values = options_lib.checked_options(config, options_lib.field_names(cls), where=where)
     for name in ("blur_probabilities", "blur_sigma", "solarize_probabilities"):
       if name in values:
         values[name] = tuple(values[name])
@@ -617,14 +614,21 @@ class CASTMoCo(Task):
       return np.zeros((0, self.cast_config.dim)), np.zeros((0,), np.int64)
     return np.concatenate(features), np.concatenate(labels)
 
-  def evaluate_knn(self, model, ctx: "EvalContext") -> dict[str, Any]:
+  def train_and_test_features(self, model, ctx: "EvalContext"):
+    """Features and labels of `options.train_split` (default: the training split, at most
+    `options.num_train_examples`) and of the evaluator's split, and the class count
+    (`options.num_classes`, default: the largest label + 1): what k-NN and the probe read."""
     options = ctx.options
     train_split = options.get("train_split") or self.config.data.train_split
-    train_f, train_y = self.features(model, ctx.batches(
-        train_split, dataset=ctx.evaluator.dataset,
-        num_examples=options.get("num_train_examples")))
-    test_f, test_y = self.features(model, ctx.batches())
-    num_classes = int(options.get("num_classes") or max(train_y.max(), test_y.max()) + 1)
+    train = self.features(model, ctx.batches(train_split, dataset=ctx.evaluator.dataset,
+                                             num_examples=options.get("num_train_examples")))
+    test = self.features(model, ctx.batches())
+    num_classes = int(options.get("num_classes") or max(train[1].max(), test[1].max()) + 1)
+    return train, test, num_classes
+
+  def evaluate_knn(self, model, ctx: "EvalContext") -> dict[str, Any]:
+    options = ctx.options
+    (train_f, train_y), (test_f, test_y), num_classes = self.train_and_test_features(model, ctx)
     k = int(options.get("k") or knn.KNN_K)
     accuracy = knn.knn_accuracy(train_f, train_y, test_f, test_y, num_classes=num_classes,
                                 k=k, temperature=float(options.get("temperature")

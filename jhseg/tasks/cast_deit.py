@@ -65,6 +65,7 @@ import numpy as np
 from flax import nnx
 
 from jhseg.data import mixing
+from jhseg.data import options as options_lib
 from jhseg.data import randaugment
 from jhseg.data.transforms import random_transform
 from jhseg.losses import classification
@@ -100,12 +101,7 @@ class DeiTAugmentOptions:
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None,
                   where: str = "config.data.augment") -> "DeiTAugmentOptions":
-    values = dict(config or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-      raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {sorted(names)}")
-    return cls(**values)
+    return options_lib.options_from_config(cls, config, where=where)
 
 
 def resize_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -201,12 +197,8 @@ class Classifier(nnx.Module):
 
 def mix_options(loss_config: Mapping[str, Any] | None) -> mixing.MixOptions:
   """`config.loss.mixing` as MixOptions (absent fields: DeiT's values)."""
-  m = (loss_config or {}).get("mixing") or {}
-  names = {f.name for f in dataclasses.fields(mixing.MixOptions)}
-  unknown = sorted(set(m) - names)
-  if unknown:
-    raise ValueError(f"config.loss.mixing: unknown field(s) {unknown}; valid: {sorted(names)}")
-  return mixing.MixOptions(**dict(m))
+  return options_lib.options_from_config(mixing.MixOptions, (loss_config or {}).get("mixing"),
+                                     where="config.loss.mixing")
 
 
 class CASTDeiT(cast_task.CASTMoCo):

@@ -271,12 +271,7 @@ def _levels_at_original(nested: np.ndarray, scaled, size) -> np.ndarray:
 
 def evaluate_linear_probe(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[str, Any]:
   options = ctx.options
-  train_split = options.get("train_split") or task.config.data.train_split
-  train_f, train_y = task.features(model, ctx.batches(
-      train_split, dataset=ctx.evaluator.dataset,
-      num_examples=options.get("num_train_examples")))
-  test_f, test_y = task.features(model, ctx.batches())
-  num_classes = int(options.get("num_classes") or max(train_y.max(), test_y.max()) + 1)
+  (train_f, train_y), (test_f, test_y), num_classes = task.train_and_test_features(model, ctx)
   probe = linear_probe.ProbeOptions(
       epochs=int(_option(options, "epochs", 90)),
       batch_size=int(_option(options, "batch_size", 256)),

@@ -55,6 +55,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from jhseg.data import options as options_lib
 from jhseg.data.transforms import random_transform
 from jhseg.metrics import semantic
 from jhseg.models import cast as cast_lib
@@ -160,12 +161,7 @@ class CropOptions:
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None,
                   where: str = "config.data.augment") -> "CropOptions":
-    values = dict(config or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-      raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {sorted(names)}")
-    return cls(**values)
+    return options_lib.options_from_config(cls, config, where=where)
 
 
 def decode_segmentation(example: Mapping[str, Any], field: str) -> Example:
