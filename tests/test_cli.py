@@ -94,3 +94,31 @@ def test_engine_table_is_generic_over_nested_sections(monkeypatch):
                      match=r"config\.evals\.voc\.splt; valid fields of config\.evals\.voc: "
                      r"dataset, every, split"):
     config_fields.check_fields(config)
+
+
+# Run inside a fresh Python: the entry point with a wrong field, then which heavy libraries
+# were imported by the time the command stopped.
+_ENTRY_POINT_PROBE = """
+import sys
+from absl import app
+import importlib
+entry = importlib.import_module("experiments." + sys.argv.pop(1))
+try:
+  app.run(entry.main)
+except SystemExit as stop:
+  heavy = [m for m in ("jax", "flax", "optax", "tensorflow", "grain") if m in sys.modules]
+  print("stopped", stop.code, "heavy", heavy)
+"""
+
+
+@pytest.mark.parametrize("method", ["ultrametric", "hsg", "cast", "del", "hiposeg"])
+def test_config_error_stops_before_jax_is_imported(tmp_path, method):
+  result = subprocess.run(
+      [sys.executable, "-c", _ENTRY_POINT_PROBE, method,
+       f"--config=experiments/configs/{method}.py:tiny", f"--workdir={tmp_path}",
+       "--config.no_such_field=1"],
+      capture_output=True, text=True, cwd=ROOT, timeout=120)
+  stdout = result.stdout.strip().splitlines()
+  assert stdout and stdout[-1].startswith("stopped error: unknown field config.no_such_field"), (
+      result.stdout + result.stderr)
+  assert stdout[-1].endswith("heavy []"), stdout[-1]

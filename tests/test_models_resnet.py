@@ -193,3 +193,39 @@ def test_narrow_resnet_runs_and_keeps_its_width_at_another_output_stride():
 def test_invalid_width_is_named(width):
   with pytest.raises(ValueError, match=r"width=.* positive integer"):
     resnet.ResNet(18, width=width, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_conv_matches_the_convolution_and_its_gradients(stride):
+  # ResNet's 1x1 convolutions run as a slice and a dot (XLA:CPU speed): same values and
+  # the same gradients for the input and the kernel as lax's convolution, odd sizes too.
+  x = jax.random.normal(jax.random.key(4), (2, 9, 7, 6))
+  kernel = jax.random.normal(jax.random.key(5), (1, 1, 6, 5))
+  dn = jax.lax.conv_dimension_numbers(x.shape, kernel.shape, ("NHWC", "HWIO", "NHWC"))
+  no_pad = ((0, 0), (0, 0))
+  conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (stride, stride), no_pad,
+                                                   dimension_numbers=dn)
+  dot = lambda x, k: resnet.pointwise_conv(
+      x, k, (stride, stride), no_pad, lhs_dilation=(1, 1), rhs_dilation=(1, 1),
+      dimension_numbers=dn, feature_group_count=1, precision=None)
+  expected, actual = conv(x, kernel), dot(x, kernel)
+  height, width = {1: (9, 7), 2: (5, 4)}[stride]  # ceil(size / stride)
+  assert actual.shape == expected.shape == (2, height, width, 5)
+  np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+  weights = jax.random.normal(jax.random.key(6), expected.shape)
+  loss = lambda f: lambda x, k: jnp.sum(weights * f(x, k))
+  for got, want in zip(jax.grad(loss(dot), (0, 1))(x, kernel),
+                       jax.grad(loss(conv), (0, 1))(x, kernel)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="1x1"):
+    resnet.pointwise_conv(x, jnp.zeros((3, 3, 6, 5)), (1, 1), ((1, 1), (1, 1)),
+                          lhs_dilation=(1, 1), rhs_dilation=(1, 1), dimension_numbers=dn,
+                          feature_group_count=1, precision=None)
+
+
+def test_resnet_uses_the_dot_for_1x1_convolutions_only():
+  model = nnx.eval_shape(lambda: resnet.ResNet(50, rngs=nnx.Rngs(0)))
+  block = model.layer2[0]
+  assert block.conv1.conv_general_dilated is resnet.pointwise_conv
+  assert block.downsample.conv.conv_general_dilated is resnet.pointwise_conv
+  assert block.conv2.conv_general_dilated is jax.lax.conv_general_dilated

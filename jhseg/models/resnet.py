@@ -100,14 +100,34 @@ def imagenet_normalize(images: jax.Array) -> jax.Array:
   return (images - mean) / std
 
 
+def pointwise_conv(lhs, rhs, window_strides, padding, *, lhs_dilation, rhs_dilation,
+                   dimension_numbers, feature_group_count, precision, **kwargs):
+  """A 1x1 convolution (NHWC, HWIO, no padding) as a strided slice and a dot.
+
+  Drop-in `conv_general_dilated` of `nnx.Conv` for the 1x1 kernels of a ResNet: the
+  same products and sums, but XLA's CPU backend runs a dot several times faster
+  than a 1x1 convolution, above all for the weight gradient, which it otherwise
+  computes as a convolution over a whole feature map (bench/train_step.py).
+  """
+  if (rhs.shape[:2] != (1, 1) or tuple(map(tuple, padding)) != ((0, 0), (0, 0))
+      or tuple(lhs_dilation) != (1, 1) or tuple(rhs_dilation) != (1, 1)
+      or feature_group_count != 1 or dimension_numbers.lhs_spec != (0, 3, 1, 2)):
+    raise ValueError("pointwise_conv: only ungrouped 1x1 NHWC convolutions without "
+                     f"padding or dilation; got kernel {rhs.shape}, padding {padding}")
+  stride_h, stride_w = window_strides
+  return jax.lax.dot_general(lhs[:, ::stride_h, ::stride_w], rhs[0, 0],
+                             (((3,), (0,)), ((), ())), precision=precision, **kwargs)
+
+
 def _conv(in_features, out_features, kernel, *, stride=1, dilation=1, dtype, rngs):
   # Explicit symmetric padding as torch (flax "SAME" pads (2, 3) for stride 2 on even
   # sizes, which would shift features by one pixel against torchvision weights).
   pad = dilation * (kernel - 1) // 2
+  conv_fn = {} if kernel != 1 else {"conv_general_dilated": pointwise_conv}
   return nnx.Conv(
       in_features, out_features, (kernel, kernel), strides=(stride, stride),
       padding=((pad, pad), (pad, pad)), kernel_dilation=(dilation, dilation),
-      use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs)
+      use_bias=False, kernel_init=_CONV_INIT, dtype=dtype, rngs=rngs, **conv_fn)
 
 
 def _batch_norm(features, *, dtype, rngs):
