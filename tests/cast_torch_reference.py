@@ -162,11 +162,19 @@ def segment_mean(x, labels, num_segments):
 class TorchCAST(nn.Module):
 
   def __init__(self, dim, depths, num_heads, num_clusters, grid, num_classes=None,
-               mlp_ratio=4.0):
+               mlp_ratio=4.0, learned_pos_embed=False):
+    """learned_pos_embed: the DeiT variant's (1, 1 + grid^2, dim) table, row 0 added to
+    the class token, its grid resized bicubically to the stem grid (`cast_seg_deit.py`);
+    otherwise the MoCo variant's fixed sin-cos buffers `pos_embed` / `pe_token`."""
     super().__init__()
+    self.grid = grid
     self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 1e-6)
-    self.pos_embed = nn.Parameter(authors_pos_embed(grid, dim), requires_grad=False)
-    self.pe_token = nn.Parameter(torch.zeros(1, 1, dim), requires_grad=False)
+    self.learned_pos_embed = learned_pos_embed
+    if learned_pos_embed:
+      self.pos_embed = nn.Parameter(torch.randn(1, 1 + grid * grid, dim) * 0.02)
+    else:
+      self.pos_embed = nn.Parameter(authors_pos_embed(grid, dim), requires_grad=False)
+      self.pe_token = nn.Parameter(torch.zeros(1, 1, dim), requires_grad=False)
     self.patch_embed = ConvStem(dim)
     self.blocks = nn.Sequential(*[Block(dim, num_heads, mlp_ratio) for _ in range(sum(depths))])
     start = 0
@@ -186,10 +194,15 @@ class TorchCAST(nn.Module):
     small = F.interpolate(labels[:, None].float(), (h, w), mode="nearest")[:, 0].long()
     tokens, counts = segment_mean(x, small, num_segments)
     pad_mask = counts == 0
-    pos, _ = segment_mean(self.pos_embed.view(1, h, w, d).expand(b, -1, -1, -1), small,
-                          num_segments)
+    if self.learned_pos_embed:
+      table = self.pos_embed[:, 1:].view(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
+      table = F.interpolate(table, size=(h, w), mode="bicubic", align_corners=False)
+      grid_pos, cls_pos = table.permute(0, 2, 3, 1), self.pos_embed[:, :1]
+    else:
+      grid_pos, cls_pos = self.pos_embed.view(1, h, w, d), self.pe_token
+    pos, _ = segment_mean(grid_pos.expand(b, -1, -1, -1), small, num_segments)
     tokens = tokens + pos
-    cls = self.cls_token.expand(b, -1, -1) + self.pe_token
+    cls = self.cls_token.expand(b, -1, -1) + cls_pos
     levels = []
     for level in range(1, self.num_levels + 1):
       x = getattr(self, f"blocks{level}")(torch.cat([cls, tokens], dim=1))

@@ -242,14 +242,16 @@ def test_trainable_set_and_weight_decay_groups():
   frozen = sorted(set(every) - set(names))
   assert frozen and all(n.startswith("encoder/pools/0/") and n.split("/")[3] in
                         ("fc1", "fc2", "centroid_fc") for n in frozen)
-  assert {"encoder/head/kernel/value", "encoder/head/bias/value", "encoder/cls_token/value"
-          } <= set(names)
+  assert {"encoder/head/kernel/value", "encoder/head/bias/value", "encoder/cls_token/value",
+          "encoder/pos_embed/value"} <= set(names)
+  assert model.encoder.pos_embed.shape == (1, 1 + 8 * 8, model.encoder.config.dim)
   labels = optim.param_labels(nnx.state(model, task.trainable()), task.config.optim)
   by_name = {optim.parameter_name(p): l for p, l in
              jax.tree_util.tree_flatten_with_path(labels)[0]}
   for name, label in by_name.items():
     leaf = name.split("/")[-2]
-    assert (label == "no_weight_decay") == (leaf in ("bias", "scale", "cls_token")), name
+    assert (label == "no_weight_decay") == (leaf in ("bias", "scale", "cls_token",
+                                                     "pos_embed")), name
 
 
 def numpy_initialised(build):

@@ -1,4 +1,6 @@
 """CAST model (jhseg.models.cast), weight import and hierarchy, against a torch transcription."""
+import dataclasses
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -41,9 +43,9 @@ def models():
   return torch_model, model
 
 
-def _abstract_model(**options):
+def _abstract_model(config=CONFIG, **options):
   """A CAST without initial values (a load target; skips compiling initialisers)."""
-  return nnx.eval_shape(lambda: cast.CAST(CONFIG, rngs=nnx.Rngs(0), **options))
+  return nnx.eval_shape(lambda: cast.CAST(config, rngs=nnx.Rngs(0), **options))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,13 @@ def outputs(models, inputs):
 
 
 def test_parity_with_torch_forward_including_graph_pooling(models, inputs, outputs):
-  torch_model, _ = models
+  _assert_parity(models[0], inputs, outputs)
+  assert outputs.embedding.shape == (2, CONFIG.dim)
+  assert [l.logits.shape[1:] for l in outputs.levels] == [(NUM_SLOTS, 8), (8, 6), (6, 4),
+                                                           (4, 2)]
+
+
+def _assert_parity(torch_model, inputs, outputs):
   images, labels = inputs
   with torch.no_grad():
     embedding, logits, levels = torch_model(torch.from_numpy(images).permute(0, 3, 1, 2),
@@ -87,9 +95,75 @@ def test_parity_with_torch_forward_including_graph_pooling(models, inputs, outpu
                                atol=2e-4)
   np.testing.assert_allclose(outputs.embedding, embedding.numpy(), rtol=2e-4, atol=2e-4)
   np.testing.assert_allclose(outputs.logits, logits.numpy(), rtol=2e-4, atol=2e-4)
-  assert outputs.embedding.shape == (2, CONFIG.dim)
-  assert [l.logits.shape[1:] for l in outputs.levels] == [(NUM_SLOTS, 8), (8, 6), (6, 4),
-                                                           (4, 2)]
+
+
+LEARNED_GRID = 6  # a 6x6 table on the 8x8 stem grid: the bicubic resize is exercised
+LEARNED = dataclasses.replace(CONFIG, position_embedding="learned", position_grid=LEARNED_GRID)
+
+
+@pytest.fixture(scope="module")
+def deit_models():
+  """The DeiT variant: a learned (1, 1 + 6*6, D) position table and a linear head."""
+  torch.manual_seed(1)
+  torch_model = ref.TorchCAST(CONFIG.dim, CONFIG.depths, CONFIG.num_heads, CONFIG.num_clusters,
+                              grid=LEARNED_GRID, num_classes=NUM_CLASSES,
+                              learned_pos_embed=True).eval()
+  ref.randomize_(torch_model, seed=1)
+  state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  model = cast_import.cast_from_state_dict(LEARNED, state, num_classes=NUM_CLASSES)
+  model.eval()
+  return torch_model, model
+
+
+def test_learned_position_table_parity_with_torch_forward(deit_models, inputs):
+  """Imported DeiT-style weights: class row on the class token, grid part resized by
+  PyTorch's bicubic to the stem grid and averaged per superpixel, graph pooling."""
+  torch_model, model = deit_models
+  _assert_parity(torch_model, inputs, _forward(model, *inputs, NUM_SEGMENTS))
+  table = torch_model.pos_embed.detach().numpy()
+  np.testing.assert_array_equal(model.pos_embed[...], table)
+  grid = table[0, 1:].reshape(LEARNED_GRID, LEARNED_GRID, CONFIG.dim)
+  np.testing.assert_array_equal(model.grid_positions(LEARNED_GRID, LEARNED_GRID), grid)
+  np.testing.assert_array_equal(model.class_position(), table[:, :1])
+
+
+@pytest.mark.parametrize("size_in, size_out", [(6, 8), (8, 6), (28, 64), (5, 1)])
+def test_position_table_resize_is_torch_bicubic(size_in, size_out):
+  table = np.random.default_rng(size_in).normal(size=(size_in, size_in + 1, 3))
+  table = table.astype(np.float32)
+  theirs = torch.nn.functional.interpolate(
+      torch.from_numpy(table).permute(2, 0, 1)[None], size=(size_out, size_out + 2),
+      mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
+  ours = cast.resize_position_table(jnp.asarray(table), size_out, size_out + 2)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_deit_checkpoint_import_and_position_errors(deit_models, models, tmp_path):
+  torch_model, imported = deit_models
+  state = torch_model.state_dict()
+  path = tmp_path / "checkpoint.pth"
+  torch.save({"model": {f"module.{k}": v for k, v in state.items()}, "epoch": 299}, path)
+  loaded = _abstract_model(num_classes=NUM_CLASSES, config=LEARNED)
+  cast_import.load_cast_checkpoint(loaded, path, encoder="deit")
+  np.testing.assert_array_equal(loaded.pos_embed[...], state["pos_embed"].numpy())
+  np.testing.assert_array_equal(loaded.head.kernel[...], state["head.weight"].numpy().T)
+  deit = {k: v.numpy() for k, v in state.items()}
+  moco = {k: v.numpy() for k, v in models[0].state_dict().items()}
+  with pytest.raises(ValueError, match=r"pos_embed has shape \(1, 37, 32\), a class row "
+                     r"plus a 6x6 grid.*position_embedding='learned', position_grid=G"):
+    cast_import.load_cast_state_dict(_abstract_model(num_classes=NUM_CLASSES), deit)
+  with pytest.raises(ValueError, match=r"pe_token .*position_embedding='sincos'.*"
+                     r"shape mismatch for pos_embed: file has \(1, 64, 32\), the model "
+                     r"expects \(1, 37, 32\)"):
+    cast_import.load_cast_state_dict(_abstract_model(num_classes=NUM_CLASSES, config=LEARNED),
+                                     moco)
+  other_grid = dataclasses.replace(LEARNED, position_grid=4)
+  with pytest.raises(ValueError, match=r"expects \(1, 17, 32\) \(a 6x6 grid: set "
+                     r"CASTConfig.position_grid=6\)"):
+    cast_import.load_cast_state_dict(_abstract_model(config=other_grid), deit)
+  with pytest.raises(ValueError, match="position_embedding: unknown 'rope'; valid names: "
+                     "sincos, learned"):
+    dataclasses.replace(CONFIG, position_embedding="rope")
 
 
 def test_padding_slots_are_masked_tokens(outputs):

@@ -41,6 +41,9 @@ def encoder_config() -> ml_collections.ConfigDict:
   model.num_heads = placeholder(int)
   model.num_clusters = placeholder(tuple)
   model.mlp_ratio = placeholder(float)
+  # CASTConfig.position_embedding ("sincos" | "learned") and the learned table's side.
+  model.position_embedding = placeholder(str)
+  model.position_grid = placeholder(int)
   model.drop_path_rate = 0.0
   return model
 

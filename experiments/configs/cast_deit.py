@@ -37,10 +37,11 @@ def _deit_learning_rate(batch_size: int) -> float:
 
 
 def _no_weight_decay_group() -> ml_collections.ConfigDict:
-  """timm's create_optimizer: no decay on biases, normalisation scales, the class token."""
+  """timm's create_optimizer: no decay on biases, normalisation scales and the model's
+  `no_weight_decay()` (class token, position table)."""
   group = ml_collections.ConfigDict()
   group.name = "no_weight_decay"
-  group.pattern = r".*/(bias|scale|cls_token)(/value)?"
+  group.pattern = r".*/(bias|scale|cls_token|pos_embed)(/value)?"
   group.lr_mults = 1.0
   group.optim = ml_collections.ConfigDict({"weight_decay": 0.0})
   return group
@@ -60,6 +61,10 @@ def _base() -> ml_collections.ConfigDict:
   config.data.augment.erase_probability = 0.25
 
   config.model.num_classes = 1000
+  # The authors' DeiT CAST learns its position table (`cast_models/cast_deit.py`), one
+  # cell per stem cell of the training crop (28 at 224^2), row 0 for the class token.
+  config.model.position_embedding = "learned"
+  config.model.position_grid = config.data.augment.crop_size // 8
   config.model.drop_path_rate = 0.1
   config.model.superpixels.num_superpixels = 196
   config.model.superpixels.num_iterations = 15    # the authors' deit/datasets_seeds.py
@@ -92,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.name = "synthetic_scenes/tiny"
     config.data.batch_size = 8
     config.data.augment.crop_size = 64            # 32^2 scenes enlarged: 8x8 stem cells
+    config.model.position_grid = 64 // 8
     config.data.augment.min_scale = 0.3
     config.model.size = "cast_tiny"
     config.model.num_classes = 5                  # label_tree.OBJECT_CLASSES

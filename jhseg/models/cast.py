@@ -6,8 +6,16 @@ Forward pass (section 3.3, appendix D.1 Alg. 2, Fig. 11):
                                            D/8, D/4, D/2, D; then a 1x1 conv to D (stride 8)
   X_s   = {mean of X_cnn over superpixel a}  segment tokens on S_0 (labels resized to the
                                            stem grid by nearest neighbour, as the authors)
-  Z_0   = [X_class; X_s] + [0; E_pos]       E_pos: fixed 2-D sin-cos embedding of the stem
-                                           grid averaged per superpixel
+  Z_0   = [X_class; X_s] + [e_cls; E_pos]   E_pos: a position embedding of the stem grid
+                                           averaged per superpixel. `position_embedding`:
+                                           "sincos" (MoCo-v3 CAST, `cast_models/cast.py`):
+                                           fixed 2-D sin-cos, e_cls = 0; "learned" (DeiT
+                                           CAST, `cast_models/cast_deit.py`): a learned
+                                           (1, 1 + G*G, D) table, e_cls its row 0, rows
+                                           1.. the G x G grid (G = `position_grid`, 28 at
+                                           224^2), resized bicubically (PyTorch's kernel,
+                                           a = -0.75) when the stem grid is not G x G, as
+                                           the authors' `cast_seg_deit.py` does
   for level l = 1..4:
     Z   = Blocks_l(Z)                      pre-norm ViT blocks (timm `Block`)
     Z, P_l = GraphPool_l(Z)                 (jhseg.models.cast_pooling)
@@ -35,9 +43,11 @@ Faithfulness (deviations and reasons):
     fixed at 224/8 = 28 cells, so other image sizes work; at 224 it equals the
     authors' table, including its order (sin/cos of the row index first, then of the
     column, which is what the authors' `meshgrid` produces on the square grid).
+  * the learned table is resized to any stem grid; the authors' classification model
+    only runs at its table's size (their segmentation model resizes it as here).
   * stem convolutions use PyTorch's default init (uniform with variance 1/(3 fan_in));
     Linear layers xavier-uniform (qkv per q/k/v), zero biases, class token N(0, 1e-12),
-    as the authors.
+    learned position table N(0, 0.02^2), as the authors.
   * FPS runs in float32 (see jhseg.models.cast_pooling).
   * the graph-pooling attention uses the model's head count; the authors' GraphPooling
     always has 12 heads, equal for CAST-S/B (only the tiny CPU size differs).
@@ -81,6 +91,23 @@ class CASTConfig:
   num_heads: int
   num_clusters: tuple[int, ...]
   mlp_ratio: float = 4.0
+  position_embedding: str = "sincos"  # POSITION_EMBEDDINGS
+  position_grid: int = 224 // STEM_STRIDE  # side of the learned table (the authors': 28)
+
+  def __post_init__(self):
+    if self.position_embedding not in POSITION_EMBEDDINGS:
+      raise ValueError(f"CASTConfig.position_embedding: unknown {self.position_embedding!r}; "
+                       f"valid names: {', '.join(POSITION_EMBEDDINGS)}")
+    if self.position_grid < 1:
+      raise ValueError(f"CASTConfig.position_grid: expected a positive table side, got "
+                       f"{self.position_grid}")
+
+
+# The embedding added to the segment tokens (averaged per superpixel) and to the class token.
+POSITION_EMBEDDINGS = {
+    "sincos": "fixed 2-D sin-cos of the stem grid; nothing on the class token (MoCo-v3 CAST)",
+    "learned": "a learned (1, 1 + G*G, D) table, row 0 for the class token (DeiT CAST)",
+}
 
 
 CAST_CONFIGS = {
@@ -109,6 +136,36 @@ def sincos_position_embedding(height: int, width: int, dim: int,
   shape = (height, width, dim // 4)
   parts = [jnp.sin(rows), jnp.cos(rows), jnp.sin(cols), jnp.cos(cols)]
   return jnp.concatenate([jnp.broadcast_to(p, shape) for p in parts], axis=-1)
+
+
+def _torch_cubic_weights(t: np.ndarray) -> np.ndarray:
+  """Keys' cubic convolution with a = -0.75 (PyTorch's bicubic) at offsets t-1, t, 1-t, 2-t."""
+  a = -0.75
+  near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # |x| <= 1
+  far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # 1 < |x| < 2
+  return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+def bicubic_matrix(size_in: int, size_out: int) -> np.ndarray:
+  """(out, in) matrix of 1-D `F.interpolate(mode='bicubic', align_corners=False)` (no
+  antialiasing; border indices clamped), as timm / the authors resize a position table."""
+  source = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+  start = np.floor(source)
+  weights = _torch_cubic_weights(source - start)
+  matrix = np.zeros((size_out, size_in), np.float64)
+  for k in range(4):
+    index = np.clip(start.astype(np.int64) - 1 + k, 0, size_in - 1)
+    np.add.at(matrix, (np.arange(size_out), index), weights[:, k])
+  return matrix.astype(np.float32)
+
+
+def resize_position_table(table: jax.Array, height: int, width: int) -> jax.Array:
+  """(h, w, D) -> (height, width, D) by PyTorch's bicubic (the identity when sizes match)."""
+  if table.shape[:2] == (height, width):
+    return table
+  rows = jnp.asarray(bicubic_matrix(table.shape[0], height))
+  cols = jnp.asarray(bicubic_matrix(table.shape[1], width))
+  return jnp.einsum("ai,bj,ijd->abd", rows, cols, table)
 
 
 def segment_means(features: jax.Array, labels: jax.Array, num_segments: int
@@ -214,6 +271,10 @@ class CAST(nnx.Module):
     dim = config.dim
     self.patch_embed = ConvStem(dim, rngs=rngs)
     self.cls_token = nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, 1, dim)))
+    # timm's trunc_normal_(std=.02) cuts at +-2 absolute (100 std): a plain normal.
+    cells = 1 + config.position_grid ** 2
+    self.pos_embed = (nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, cells, dim)))
+                      if config.position_embedding == "learned" else None)
     rates = np.linspace(0.0, drop_path_rate, sum(config.depths)).tolist()  # timm's rule
     self.stages = nnx.List()
     for depth in config.depths:
@@ -240,16 +301,32 @@ class CAST(nnx.Module):
     features = self.patch_embed(images)
     grid_labels = segments.resize_labels_nearest(jnp.asarray(labels), *features.shape[1:3])
     tokens, present = segment_means(features, grid_labels, num_segments)
-    positions = sincos_position_embedding(*features.shape[1:3], self.config.dim)
-    positions = jnp.broadcast_to(positions, features.shape)
+    positions = jnp.broadcast_to(self.grid_positions(*features.shape[1:3]), features.shape)
     position_means, _ = segment_means(positions, grid_labels, num_segments)
     return tokens + position_means, present & segment_mask
+
+  def grid_positions(self, height: int, width: int) -> jax.Array:
+    """(h, w, D) position embedding of the stem grid (`CASTConfig.position_embedding`).
+
+    The learned table's grid part is resized bicubically when the stem grid differs from
+    `position_grid` (the authors' segmentation model and DeiT's checkpoint loading)."""
+    if self.pos_embed is None:
+      return sincos_position_embedding(height, width, self.config.dim)
+    side = self.config.position_grid
+    table = self.pos_embed[...][0, 1:].reshape(side, side, self.config.dim)
+    return resize_position_table(table, height, width)
+
+  def class_position(self) -> jax.Array:
+    """(1, 1, D) added to the class token: the learned table's row 0, else zero."""
+    if self.pos_embed is None:
+      return jnp.zeros((1, 1, self.config.dim), self.cls_token.dtype)
+    return self.pos_embed[...][:, :1]
 
   def __call__(self, images: jax.Array, labels: jax.Array, segment_mask: jax.Array
                ) -> CASTOutput:
     tokens, mask = self.segment_tokens(images, labels, segment_mask)
     b = tokens.shape[0]
-    cls = jnp.broadcast_to(self.cls_token[...], (b, 1, self.config.dim))
+    cls = jnp.broadcast_to(self.cls_token[...] + self.class_position(), (b, 1, self.config.dim))
     levels = []
     for index, (stage, pool) in enumerate(zip(self.stages, self.pools)):
       x = jnp.concatenate([cls, tokens], axis=1)

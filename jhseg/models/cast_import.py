@@ -18,8 +18,14 @@ Key layout (timm 0.4.12 VisionTransformer + the authors' modules):
 The authors' model also registers its blocks a second time per level, as slices of
 `blocks` (torch keeps the original indices: `blocks2.3.*` is `blocks.3.*` when level 1
 has 3 blocks); those duplicates are checked to equal `blocks.{i}`.
-`pos_embed` / `pe_token` are fixed (not learned); pos_embed, when its grid matches,
-is checked against jhseg's sin-cos embedding, which catches a layout mismatch.
+Position embedding (`CASTConfig.position_embedding`):
+  "sincos" (MoCo): `pos_embed` (1, G*G, D) / `pe_token` (1, 1, D) are fixed buffers, not
+    loaded; pos_embed, when its grid is square with the model's width, is checked against
+    jhseg's sin-cos embedding (catches a layout mismatch or a DeiT table loaded into a
+    sin-cos model).
+  "learned" (DeiT): `pos_embed` (1, 1 + G*G, D), row 0 for the class token, is loaded
+    as is; G must equal the model's `position_grid` (the model resizes the grid part to
+    other stem grids itself); a `pe_token` is refused (a MoCo checkpoint).
 
 Conversions: Linear weight (out, in) -> kernel (in, out); conv OIHW -> HWIO;
 LayerNorm/BatchNorm weight -> scale; BatchNorm running_mean/var -> mean/var.
@@ -113,6 +119,8 @@ def cast_targets(model: cast_model.CAST
     _add_layer_norm(targets, f"{prefix}.fc2.0", pool.fc2.norm)
     _add_linear(targets, f"{prefix}.fc2.1", pool.fc2.linear)
   _add_layer_norm(targets, "norm", model.norm)
+  if model.pos_embed is not None:
+    _add(targets, "pos_embed", model.pos_embed, _identity, model.pos_embed.shape)
   if model.head is not None:
     _add_linear(targets, "head", model.head)
   return targets
@@ -179,19 +187,45 @@ def _check_fixed_and_duplicates(model: cast_model.CAST, state: Mapping[str, np.n
     if twin in state and not np.array_equal(state[twin], value):
       problems.append(f"{key} differs from {twin} (they are the same tensor in the authors' "
                       f"model)")
-  for key in _FIXED_KEYS:
-    if key in state:
-      handled.add(key)
-  if "pos_embed" in state:
-    table = np.asarray(state["pos_embed"])
-    cells = table.shape[1] if table.ndim == 3 else 0
-    side = int(round(cells ** 0.5))
-    if side * side == cells and table.shape[2] == model.config.dim:
-      ours = np.asarray(cast_model.sincos_position_embedding(side, side, model.config.dim))
-      if not np.allclose(ours.reshape(1, cells, -1), table, atol=1e-5):
-        problems.append("pos_embed differs from the fixed 2-D sin-cos embedding this model "
-                        "uses")
+  if model.pos_embed is None:
+    handled |= {key for key in _FIXED_KEYS if key in state}
+    if "pos_embed" in state:
+      _check_sincos_table(model, np.asarray(state["pos_embed"]), problems)
+  elif "pe_token" in state:
+    problems.append("pe_token (the fixed sin-cos model's class-token embedding) in a state "
+                    "dict for a model with position_embedding='learned'; a MoCo checkpoint "
+                    "needs position_embedding='sincos'")
+    handled.add("pe_token")
   return handled
+
+
+def _check_sincos_table(model: cast_model.CAST, table: np.ndarray, problems: list[str]) -> None:
+  cells = table.shape[1] if table.ndim == 3 else 0
+  side = int(round(cells ** 0.5))
+  learned_side = int(round(max(cells - 1, 0) ** 0.5))
+  hint = ("; a learned table (DeiT checkpoint: 1 + G*G rows) needs "
+          "CASTConfig(position_embedding='learned', position_grid=G)")
+  if table.ndim != 3 or table.shape[0] != 1 or table.shape[2] != model.config.dim:
+    problems.append(f"pos_embed has shape {table.shape}, expected (1, G*G, "
+                    f"{model.config.dim}) for the fixed sin-cos embedding")
+  elif side * side == cells:
+    ours = np.asarray(cast_model.sincos_position_embedding(side, side, model.config.dim))
+    if not np.allclose(ours.reshape(1, cells, -1), table, atol=1e-5):
+      problems.append("pos_embed differs from the fixed 2-D sin-cos embedding this model "
+                      "uses" + hint)
+  elif learned_side * learned_side + 1 == cells:
+    problems.append(f"pos_embed has shape {table.shape}, a class row plus a "
+                    f"{learned_side}x{learned_side} grid, but the model uses the fixed "
+                    f"sin-cos embedding" + hint)
+
+
+def _shape_hint(key: str, shape) -> str:
+  if key != "pos_embed" or len(shape) != 3:
+    return ""
+  side = int(round(max(shape[1] - 1, 0) ** 0.5))
+  if side * side + 1 != shape[1]:
+    return " (1 + G*G rows: the class row and a G x G grid)"
+  return f" (a {side}x{side} grid: set CASTConfig.position_grid={side})"
 
 
 def load_cast_state_dict(model: cast_model.CAST, state: Mapping[str, np.ndarray], *,
@@ -216,7 +250,7 @@ def load_cast_state_dict(model: cast_model.CAST, state: Mapping[str, np.ndarray]
     expected = targets[key][2]
     if tuple(state[key].shape) != expected:
       problems.append(f"shape mismatch for {key}: file has {tuple(state[key].shape)}, the "
-                      f"model expects {expected}")
+                      f"model expects {expected}" + _shape_hint(key, state[key].shape))
   if problems:
     raise ValueError(f"{source}: not a CAST state dict for this model (dim "
                      f"{model.config.dim}, depths {model.config.depths}); " + "; ".join(problems))

@@ -354,10 +354,11 @@ def adjacent_pairs(labels: np.ndarray) -> np.ndarray:
 
 def cast_config_of(model_config: ml_collections.ConfigDict) -> cast_lib.CASTConfig:
   """The named size `model.size` with the optional overrides dim / depths / num_heads /
-  num_clusters / mlp_ratio (None: the size's value)."""
+  num_clusters / mlp_ratio / position_embedding / position_grid (None: the size's value)."""
   base = cast_lib.cast_config(model_config.size)
   overrides = {}
-  for name in ("dim", "depths", "num_heads", "num_clusters", "mlp_ratio"):
+  for name in ("dim", "depths", "num_heads", "num_clusters", "mlp_ratio", "position_embedding",
+               "position_grid"):
     value = model_config.get(name)
     if value is not None:
       overrides[name] = tuple(value) if name in ("depths", "num_clusters") else value

@@ -39,10 +39,13 @@ Faithfulness (deviations and their reasons):
     those of each unmixed view, as in the authors' code (their superpixels come from the
     dataset, mixing happens afterwards in the training loop). A cutmix box therefore
     carries the other image's pixels inside this image's superpixels.
-  * the position embedding is the model's fixed 2-D sin-cos table averaged per
-    superpixel (`jhseg.models.cast`); the authors' DeiT variant instead learns a table
-    (truncated normal 0.02) and adds its first row to the class token. Kept fixed so the
-    DeiT and MoCo encoders are the same module (and their checkpoints interchangeable).
+  * none for the position embedding: as the authors' DeiT variant, the configs select
+    `model.position_embedding = "learned"` (a (1, 1 + G*G, D) table, N(0, 0.02^2), G =
+    crop / 8, its row 0 added to the class token, its grid averaged per superpixel; no
+    weight decay, as timm's `no_weight_decay`). At other image sizes (e.g. the hierarchy
+    evaluation) the grid part is resized bicubically (`jhseg.models.cast`), where the
+    authors' classification model would fail. The MoCo task keeps the fixed sin-cos
+    embedding, so its checkpoints and the DeiT ones differ by the `pos_embed` parameter.
   * no repeated augmentation (DeiT's RASampler, 3 repeats per image across GPUs) and no
     model EMA (the authors keep one, decay 0.99996, but evaluate and report the model
     itself); the last partial batch is not dropped; float32 throughout (no AMP).
