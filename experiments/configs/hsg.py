@@ -290,10 +290,10 @@ def _bsds500(config: ml_collections.ConfigDict) -> None:
   # Coherent regions from the builtin colour-gradient edges: the paper's SE detector is
   # trained on BSDS itself (and not part of jhseg).
   config.data.batch_size = 4
-  config.num_train_steps = 500
+  config.num_train_steps = 300
   config.log_every_steps = 10
   config.checkpoint_every_steps = 50
-  # 500 steps: a short warm-up and one decay late (the paper's 32 / 56 / 75 % steps
+  # 300 steps: a short warm-up and one decay late (the paper's 32 / 56 / 75 % steps
   # after 100 warm-up steps would leave most of so short a run at lr / 10 or less).
   config.optim.warmup_steps = 25
   config.optim.decay_fractions = (0.75,)
