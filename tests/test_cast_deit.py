@@ -18,6 +18,8 @@ from jhseg.losses import classification
 from jhseg.tasks import cast_deit
 from jhseg.train import optim
 
+import numpy_init
+
 configs = importlib.import_module("experiments.configs.cast_deit")
 
 
@@ -254,33 +256,10 @@ def test_trainable_set_and_weight_decay_groups():
                                                      "pos_embed")), name
 
 
-def numpy_initialised(build):
-  """`build()`'s model with NumPy-random values: eager JAX initialisation compiles one
-  program per parameter shape (minutes on the shared CPU); initial values are not tested."""
-  model = nnx.eval_shape(build)
-  rng = np.random.default_rng(0)
-  for index, (path, variable) in enumerate(nnx.iter_graph(model)):
-    if not isinstance(variable, nnx.Variable):
-      continue
-    if isinstance(variable, nnx.RngKey):
-      variable.set_value(jax.random.key(index))
-    elif isinstance(variable, nnx.RngCount):
-      variable.set_value(jnp.zeros((), jnp.uint32))
-    elif path[-1] in ("var", "scale"):
-      variable.set_value(jnp.ones(variable.shape, jnp.float32))
-    elif path[-1] in ("mean", "bias"):
-      variable.set_value(jnp.zeros(variable.shape, jnp.float32))
-    else:
-      fan_in = int(np.prod(variable.shape[:-1])) if len(variable.shape) > 1 else 1
-      variable.set_value(jnp.asarray(rng.normal(size=variable.shape) / np.sqrt(fan_in),
-                                     jnp.float32))
-  return model
-
-
 def test_tiny_end_to_end(synthetic_data_dir, tmp_path, monkeypatch):
   from jhseg.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
   build = cast_deit.CASTDeiT.make_model
-  monkeypatch.setattr(cast_deit.CASTDeiT, "make_model", lambda self, rngs: numpy_initialised(
+  monkeypatch.setattr(cast_deit.CASTDeiT, "make_model", lambda self, rngs: numpy_init.numpy_initialised(
       lambda: build(self, nnx.Rngs(0))))
   config = _tiny_config(synthetic_data_dir)
   config.num_train_steps = 2

@@ -99,6 +99,10 @@ def test_init_from_prefix_map_loads_a_deit_encoder(tmp_path):
   checkpointer.close()
 
   seg_config = _tiny(configs.get_config("tiny"))
+  # A DeiT encoder learns its position table: the segmenter takes the same one (the
+  # command-line flags the cast_seg config docstring names).
+  seg_config.model.position_embedding = deit_config.model.position_embedding
+  seg_config.model.position_grid = deit_config.model.position_grid
   del seg_config["init_from"]
   seg_config.init_from = configs.encoder_from_run(str(tmp_path / "deit"))
   segmenter = nnx.eval_shape(

@@ -18,6 +18,8 @@ from jhseg.tasks import cast as cast_task
 from jhseg.train import train_and_evaluate
 from jhseg.train.loop import trainable_filter
 
+import numpy_init
+
 configs = importlib.import_module("experiments.configs.cast")
 
 
@@ -39,25 +41,9 @@ def _numpy_model(task):
   """make_model with NumPy-random values: eager JAX initialisation compiles one program per
   parameter shape (minutes on the shared CPU); the initial values are not under test."""
   m = task.config.model
-  model = nnx.eval_shape(lambda: cast_moco.MoCoCAST(
-      task.cast_config, dim=m.moco.dim, mlp_dim=m.moco.mlp_dim, rngs=nnx.Rngs(0)))
-  rng = np.random.default_rng(0)
-  for index, (path, variable) in enumerate(nnx.iter_graph(model)):
-    if not isinstance(variable, nnx.Variable):
-      continue
-    if isinstance(variable, nnx.RngKey):
-      variable.set_value(jax.random.key(index))
-    elif isinstance(variable, nnx.RngCount):
-      variable.set_value(jnp.zeros((), jnp.uint32))
-    elif path[-1] == "var" or path[-1] == "scale":
-      variable.set_value(jnp.ones(variable.shape, jnp.float32))
-    elif path[-1] in ("mean", "bias"):
-      variable.set_value(jnp.zeros(variable.shape, jnp.float32))
-    else:
-      fan_in = int(np.prod(variable.shape[:-1])) if len(variable.shape) > 1 else 1
-      variable.set_value(jnp.asarray(rng.normal(size=variable.shape) / np.sqrt(fan_in),
-                                     jnp.float32))
-  return model
+  build = lambda: cast_moco.MoCoCAST(task.cast_config, dim=m.moco.dim, mlp_dim=m.moco.mlp_dim,
+                                     rngs=nnx.Rngs(0))
+  return numpy_init.numpy_initialised(build)
 
 
 def _numpy_contrastive(q, k, temperature):
