@@ -38,12 +38,12 @@ computed in the same run (jhseg.tasks.hsg), and the mean number of segments per 
       0.16, baseline 0.60. The default 500-step run is still to be re-measured: tried
       again on 2026-11-30 at load average ~15, it reached step 25 of 500 in 14 min
       (compilation included) and was stopped. Third try (2026-11-30, session 5, load
-      average 5-17): its step-250 evaluation (the config evaluates at 250 and 500):
-  default, 250 of 500 steps (54 min wall at that load): HSG objects 0.43 / 0.32 / 0.25,
-      parts 0.24 / 0.15 / 0.10, segments 16 / 6.1 / 3.3; baseline objects 0.55 / 0.54 /
-      0.47, parts 0.47 / 0.45 / 0.37; boundary ODS F HSG 0.11, baseline 0.68; retrieval
-      mIoU 0.45, pixel accuracy 0.84. The run was stopped there to free the CPU for the
-      test suite; step 500 is still to be measured on an idle machine.
+      average 5-17; stopped after its step-250 evaluation, resumed from that checkpoint):
+  default, 500 steps (54 min to step 250, 22 min from 250 to 500 at that load): HSG
+      objects 0.43 / 0.32 / 0.25, parts 0.24 / 0.15 / 0.10, segments 16 / 6.1 / 3.5;
+      baseline objects 0.55 / 0.54 / 0.47, parts 0.47 / 0.45 / 0.37; boundary ODS F HSG
+      0.11, baseline 0.68; retrieval mIoU 0.47, pixel accuracy 0.85 (step 250: the same
+      coverings to 0.01, retrieval mIoU 0.45).
 HSG's learned G0 stays below k-means on raw colour on these flat-coloured scenes (the
 colour baseline is close to ideal there); what the run shows is that every level is
 used and nested, G1 keeps most of G0's object covering with half the segments, and
