@@ -101,3 +101,12 @@ def make_example(image_id: str, image_path: pathlib.Path, label_path: pathlib.Pa
                                  f"{image_path} is {shape[0]}x{shape[1]}")
   return {"image": str(image_path), "image/id": image_id,
           "label": map_label_ids(raw, table, source=label_path)}
+
+
+def generate_examples(builder, split: str, pairs, mapping, *, image_format: str):
+  """`builder.checked_examples` over (id, image path, label path) pairs, in id order, each
+  made by `make_example` with the release's label `mapping`."""
+  by_id = {image_id: (image, label) for image_id, image, label in pairs}
+  yield from builder.checked_examples(
+      split, sorted(by_id), lambda image_id: make_example(
+          image_id, *by_id[image_id], mapping, image_format=image_format))

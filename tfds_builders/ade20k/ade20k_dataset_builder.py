@@ -75,7 +75,5 @@ class Builder(builder_base.JhsegBuilder):
             for split, folder in SPLITS.items()}
 
   def _generate_examples(self, split: str, pairs):
-    by_id = {image_id: (image, label) for image_id, image, label in pairs}
-    yield from self.checked_examples(
-        split, sorted(by_id), lambda image_id: semantic_release.make_example(
-            image_id, *by_id[image_id], classes.ANNOTATION_TO_CLASS, image_format="JPEG"))
+    yield from semantic_release.generate_examples(self, split, pairs, classes.ANNOTATION_TO_CLASS,
+                                                  image_format="JPEG")

@@ -91,7 +91,5 @@ class Builder(builder_base.JhsegBuilder):
             for split, folder in SPLITS.items()}
 
   def _generate_examples(self, split: str, pairs):
-    by_id = {image_id: (image, label) for image_id, image, label in pairs}
-    yield from self.checked_examples(
-        split, sorted(by_id), lambda image_id: semantic_release.make_example(
-            image_id, *by_id[image_id], classes.LABEL_ID_TO_TRAIN_ID, image_format="PNG"))
+    yield from semantic_release.generate_examples(self, split, pairs, classes.LABEL_ID_TO_TRAIN_ID,
+                                                  image_format="PNG")

@@ -94,7 +94,5 @@ class Builder(builder_base.JhsegBuilder):
             for split, folder in SPLITS.items()}
 
   def _generate_examples(self, split: str, pairs):
-    by_id = {key: (image, label) for key, image, label in pairs}
-    yield from self.checked_examples(
-        split, sorted(by_id), lambda key: semantic_release.make_example(
-            key, *by_id[key], TABLE, image_format="JPEG"))
+    yield from semantic_release.generate_examples(self, split, pairs, TABLE,
+                                                  image_format="JPEG")
