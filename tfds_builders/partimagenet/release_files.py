@@ -61,17 +61,17 @@ def find_splits(manual_dir: pathlib.Path) -> dict[str, SplitFiles]:
     for split in SPLITS:
       if split in found:
         continue
-      for annotations, images in ((root / f"{split}.json", root / split),
+      for annotation_file, images in ((root / f"{split}.json", root / split),
                                   (root / "annotations" / f"{split}.json",
                                    root / "images" / split)):
-        if annotations.is_file():
+        if annotation_file.is_file():
           if not images.is_dir():
             if (images.parent / f"{split}.zip").is_file():
               zipped.append(images.parent / f"{split}.zip")
               continue
-            raise FileNotFoundError(f"{annotations} found but no image folder {images}/ "
+            raise FileNotFoundError(f"{annotation_file} found but no image folder {images}/ "
                                     f"(expected {images}/<synset>/<file_name>)")
-          found[split] = SplitFiles(annotations, images)
+          found[split] = SplitFiles(annotation_file, images)
           break
   if zipped and not found:
     raise FileNotFoundError(f"partimagenet: unzip {', '.join(map(str, zipped))} in place "
