@@ -342,3 +342,41 @@ def test_semantic_decoding_marks_void_and_rejects_unknown_classes():
   with pytest.raises(ValueError, match="no field 'object_class'"):
     del_task.decode_semantic({"image": image}, label_field="object_class", num_classes=5,
                              void_label=255)
+
+
+
+class _ClassesFromImage(nnx.Module):
+  """Stand-in for VggDelSemantic (its compilation takes tens of seconds): one-hot logits
+  of class (red channel + valid height) mod 5, so a wrong `sizes` changes the scores."""
+
+  def __call__(self, images, sizes):
+    classes = (images[..., 0].astype(jnp.int32) + sizes[:, 0, None, None]) % 5
+    return jax.nn.one_hot(classes, 5)
+
+
+def test_sbd_pretrain_evaluation_scores_valid_pixels_of_real_examples(tmp_path):
+  """del_sbd_pretrain's mIoU evaluation (semantic.scores_over_batches) against a NumPy
+  reference: void (-1) pixels and padding examples are not counted, and the model is
+  given each image's valid size."""
+  import types  # pylint: disable=g-import-not-at-top
+  from jhseg.metrics import semantic  # pylint: disable=g-import-not-at-top
+  task = del_task.DELSemanticPretrain(configs.get_config("sbd_pretrain_tiny"))
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 5, size=(2, 8, 8)).astype(np.int32)
+  labels[0, 6:] = -1  # void, and the padding of a 6 x 8 image
+  red = rng.integers(0, 5, size=(2, 8, 8))
+  red[0, :3] = (labels[0, :3] - 6) % 5  # right where red + 6 = label (mod 5)
+  batch = {"image": np.stack([red, red, red], -1).astype(np.float32), "labels": labels,
+           "size": np.array([[6, 8], [8, 8]], np.int32),
+           "example_mask": np.array([True, False])}
+  ctx = types.SimpleNamespace(batches=lambda: iter([jax.tree.map(jnp.asarray, batch)]),
+                              out_dir=str(tmp_path), step=7)
+  scalars = task.evaluate(_ClassesFromImage(), ctx)
+  reference = semantic.ConfusionMatrix(5, ignore_index=None)
+  reference.add(labels[0, :6], (red[0, :6] + 6) % 5)
+  expected = reference.result()
+  assert expected["pixel_accuracy"] > 0.5  # the rows made right are counted
+  assert scalars == {"pixel_accuracy": pytest.approx(expected["pixel_accuracy"]),
+                     "miou": pytest.approx(expected["miou"])}
+  with open(tmp_path / "summary.json") as f:
+    assert json.load(f) == {"step": 7, "scalars": scalars}

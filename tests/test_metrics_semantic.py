@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jhseg.metrics import semantic
 
@@ -165,3 +166,51 @@ def test_host_and_device_paths_agree():
                                                                   ignore=255))
   with pytest.raises(ValueError, match="predictions must lie in"):
     device.add(jnp.zeros((2, 2), jnp.int32), jnp.full((2, 2), -1))
+
+
+class _Shift(nnx.Module):
+  """Predicts (image + shift) mod 3: a model whose only parameter moves its classes."""
+
+  def __init__(self, shift: int):
+    self.shift = nnx.Param(jnp.asarray(shift, jnp.int32))
+
+  def __call__(self, image):
+    return (image + self.shift[...]) % 3
+
+
+_TRACES = []
+
+
+def _predict_shifted(model, batch):
+  _TRACES.append(1)  # runs once per compilation only
+  return model(batch["image"])
+
+
+def test_scores_over_batches_skips_padding_examples_and_void_labels():
+  """Two padded batches of two 2x2 images, 3 classes, hand-counted confusion."""
+  batches = [
+      {"labels": np.array([[[0, 1], [2, -1]], [[1, 1], [1, 1]]], np.int32),
+       "image": np.array([[[0, 2], [2, 0]], [[0, 0], [0, 0]]], np.int32),
+       "example_mask": np.array([True, False])},  # the second image is padding
+      {"labels": np.array([[[1, 1], [0, 0]], [[2, 2], [2, 2]]], np.int32),
+       "image": np.array([[[1, 1], [1, 0]], [[2, 2], [2, 2]]], np.int32),
+       "example_mask": np.array([True, True])}]
+  # Counted (true, predicted): (0,0) (1,2) (2,2) | (1,1) (1,1) (0,1) (0,0) | (2,2) x4, so
+  # C = [[2, 1, 0], [0, 2, 1], [0, 0, 5]]: IoU 2/3, 2/4, 5/6; pixel accuracy 9/11.
+  _TRACES.clear()
+  model = _Shift(0)
+  scores = semantic.scores_over_batches(_predict_shifted, model,
+                                        [jax.tree.map(jnp.asarray, b) for b in batches],
+                                        num_classes=3)
+  assert scores == {"pixel_accuracy": pytest.approx(9 / 11),
+                    "miou": pytest.approx((2 / 3 + 1 / 2 + 5 / 6) / 3)}
+  assert all(type(v) is float for v in scores.values())
+  # A changed parameter is read, not baked in at compilation, and one compilation
+  # serves both calls. Shifted by one, a pixel is right iff image = true - 1 (mod 3):
+  # no counted pixel is (only the padding image's would be, true 1 / image 0).
+  model.shift[...] = jnp.asarray(1, jnp.int32)
+  shifted = semantic.scores_over_batches(_predict_shifted, model,
+                                         [jax.tree.map(jnp.asarray, b) for b in batches],
+                                         num_classes=3)
+  assert shifted["pixel_accuracy"] == 0.0
+  assert len(_TRACES) == 1

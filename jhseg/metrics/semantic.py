@@ -18,16 +18,21 @@ leaves and whose level-l classes group level-(l-1) classes, the level-l
 confusion matrix of leaf predictions is `M_l^T C M_l` with `M_l` the 0/1
 leaf -> level-l membership matrix, so one leaf matrix serves every level. A
 model that predicts every level separately adds one matrix per level instead.
+
+`scores_over_batches` is the whole flat evaluation of a task: a model's class
+maps over the padded global batches of an `EvalContext`, one jitted confusion
+matrix a batch, summed on the host.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 
 def confusion_matrix(labels: jax.Array, predictions: jax.Array, *,
@@ -168,6 +173,41 @@ class ConfusionMatrix:
 
   def result(self) -> dict[str, np.ndarray | float]:
     return scores_from_confusion(self.matrix)
+
+
+Batch = Mapping[str, jax.Array]
+
+
+@functools.partial(nnx.jit, static_argnames=("predict", "num_classes"))
+def _padded_batch_confusion(model, batch: Batch, *, predict, num_classes: int) -> jax.Array:
+  predictions = predict(model, batch)
+  mask = jnp.broadcast_to(batch["example_mask"][:, None, None], predictions.shape)
+  return confusion_matrix(batch["labels"], predictions, num_classes=num_classes, mask=mask)
+
+
+def scores_over_batches(predict: Callable[[Any, Batch], jax.Array], model,
+                        batches: Iterable[Batch], *, num_classes: int) -> dict[str, float]:
+  """Pixel accuracy and mIoU of a model's class maps over padded batches.
+
+  Args:
+    predict: `predict(model, batch)` -> int (B, H, W) predicted classes; traced
+      under `nnx.jit` and a static argument, so pass a module-level function
+      (not a fresh lambda) to compile once for every evaluation of a run.
+    model: the flax.nnx model handed to `predict`.
+    batches: fixed-shape batches with "labels" (B, H, W) int and "example_mask"
+      (B,) bool, e.g. `EvalContext.batches()`.
+    num_classes: K. Pixels of padding examples and labels outside [0, K)
+      (e.g. -1 for void) are not counted.
+
+  Returns:
+    {"pixel_accuracy", "miou"} as Python floats (`scores_from_confusion`).
+  """
+  scores = ConfusionMatrix(num_classes, ignore_index=None)
+  for batch in batches:
+    scores.add_matrix(jax.device_get(_padded_batch_confusion(
+        model, batch, predict=predict, num_classes=num_classes)))
+  result = scores.result()
+  return {"pixel_accuracy": float(result["pixel_accuracy"]), "miou": float(result["miou"])}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -631,20 +631,11 @@ class DELSemanticPretrain(Task):
 
   def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
     """Pixel accuracy and mIoU over the labelled pixels; writes summary.json."""
-    num_classes = int(self.config.model.num_classes)
-
-    @nnx.jit
-    def batch_confusion(model, batch):
-      predictions = jnp.argmax(model(batch["image"], batch["size"]), -1)
-      mask = batch["example_mask"][:, None, None] & (batch["labels"] >= 0)
-      return semantic.confusion_matrix(batch["labels"], predictions, num_classes=num_classes,
-                                       mask=mask)
-
-    scores = semantic.ConfusionMatrix(num_classes, ignore_index=None)
-    for batch in ctx.batches():
-      scores.add_matrix(jax.device_get(batch_confusion(model, batch)))
-    result = scores.result()
-    scalars = {"pixel_accuracy": float(result["pixel_accuracy"]),
-               "miou": float(result["miou"])}
+    scalars = semantic.scores_over_batches(_predict_classes, model, ctx.batches(),
+                                           num_classes=int(self.config.model.num_classes))
     outputs.write_summary(ctx.out_dir, {"step": ctx.step, "scalars": scalars})
     return scalars
+
+
+def _predict_classes(model: vgg_del.VggDelSemantic, batch: Batch) -> jax.Array:
+  return jnp.argmax(model(batch["image"], batch["size"]), -1)

@@ -65,19 +65,11 @@ class PixelClassification(Task):
 
   def evaluate(self, model, ctx: EvalContext) -> dict[str, Any]:
     """Pixel accuracy and mIoU; writes them to `ctx.out_dir`/summary.json."""
-    num_classes = self.config.model.num_classes
-
-    @nnx.jit
-    def batch_confusion(model, batch):
-      predictions = jnp.argmax(model(batch["image"]), -1)
-      mask = jnp.broadcast_to(batch["example_mask"][:, None, None], predictions.shape)
-      return semantic.confusion_matrix(batch["labels"], predictions, num_classes=num_classes,
-                                       mask=mask)
-
-    scores = semantic.ConfusionMatrix(num_classes, ignore_index=None)
-    for batch in ctx.batches():
-      scores.add_matrix(jax.device_get(batch_confusion(model, batch)))
-    result = scores.result()
-    scalars = {"pixel_accuracy": result["pixel_accuracy"], "miou": result["miou"]}
+    scalars = semantic.scores_over_batches(_predict_classes, model, ctx.batches(),
+                                           num_classes=self.config.model.num_classes)
     outputs.write_summary(ctx.out_dir, {"step": ctx.step, "scalars": scalars})
     return scalars
+
+
+def _predict_classes(model: TinyFCN, batch: Batch) -> jax.Array:
+  return jnp.argmax(model(batch["image"]), -1)
