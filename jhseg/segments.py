@@ -73,10 +73,11 @@ def gather_segments(segment_values: jax.Array, labels: jax.Array, *,
   return jnp.where(inside[..., None], painted, fill_value)
 
 
-def resize_labels_nearest(labels: jax.Array, height: int, width: int, *,
-                          pixel_centres: bool = False) -> jax.Array:
+def resize_labels_nearest(labels: jax.Array | np.ndarray, height: int, width: int, *,
+                          pixel_centres: bool = False) -> jax.Array | np.ndarray:
   """(B, H, W) labels -> (B, height, width) by nearest neighbour: no label is ever
-  invented by interpolation.
+  invented by interpolation. A NumPy array gives a NumPy array (host-side use, e.g.
+  CAST's evaluation maps to the original image size), a JAX array a JAX array.
 
   By default the source index is floor(i H / height), PyTorch's
   `interpolate(mode='nearest')` (the convention of the authors' HSG and CAST code).

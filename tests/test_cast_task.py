@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jhseg import segments
 from jhseg.data.sources import load_source
 from jhseg.data.transforms import apply_transforms
 from jhseg.metrics import knn
@@ -175,7 +176,7 @@ def test_random_resized_box_fits_and_upsample_keeps_nesting():
     assert 0 <= top and top + h <= 30 and 0 <= left and left + w <= 50 and h > 0 and w > 0
   fine = np.arange(12).reshape(3, 4)
   coarse = fine // 4
-  up = cast_task.upsample_nearest(np.stack([fine, coarse]), 7, 9)
+  up = segments.resize_labels_nearest(np.stack([fine, coarse]), 7, 9)
   assert up.shape == (2, 7, 9)
   for f in np.unique(up[0]):  # each fine region lies in one coarse region
     assert len(np.unique(up[1][up[0] == f])) == 1

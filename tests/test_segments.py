@@ -85,6 +85,23 @@ def test_resize_labels_nearest_takes_pytorch_source_pixels():
   np.testing.assert_array_equal(segments.resize_labels_nearest(labels, 4, 4), labels)
 
 
+def test_resize_labels_nearest_host_arrays_stay_numpy_and_match_device():
+  """The one nearest-label resize serves host code (CAST's evaluation) too."""
+  # 2 -> 5 rows: source rows floor(i 2 / 5) = 0, 0, 0, 1, 1.
+  np.testing.assert_array_equal(
+      segments.resize_labels_nearest(np.array([[[1], [2]]]), 5, 1)[0, :, 0], [1, 1, 1, 2, 2])
+  labels = np.random.default_rng(0).integers(0, 50, size=(2, 7, 9))
+  for height, width in ((13, 20), (3, 4), (7, 5)):
+    host = segments.resize_labels_nearest(labels, height, width)
+    assert isinstance(host, np.ndarray) and host.dtype == labels.dtype
+    # Independent reference: integer floor(i H / height) source indices.
+    rows = np.arange(height) * 7 // height
+    cols = np.arange(width) * 9 // width
+    np.testing.assert_array_equal(host, labels[:, rows[:, None], cols[None, :]])
+    np.testing.assert_array_equal(
+        host, segments.resize_labels_nearest(jnp.asarray(labels), height, width))
+
+
 def test_resize_labels_nearest_at_pixel_centres():
   labels = jnp.arange(16).reshape(1, 4, 4)
   np.testing.assert_array_equal(

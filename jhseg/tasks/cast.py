@@ -94,6 +94,7 @@ from scipy import ndimage
 
 from jhseg import baselines
 from jhseg import grid
+from jhseg import segments
 from jhseg.data import multiview
 from jhseg.data import options as options_lib
 from jhseg.data.transforms import random_transform, segmentation_stack
@@ -255,14 +256,6 @@ def make_two_views(options: ViewOptions, seeds_options: seeds.SeedsOptions):
 
 
 # ----------------------------------------------------------------------------- evaluation data
-
-
-def upsample_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-  """(..., h, w) -> (..., height, width), source index floor(i h / height)."""
-  h, w = labels.shape[-2:]
-  rows = np.minimum((np.arange(height) * h) // height, h - 1)
-  cols = np.minimum((np.arange(width) * w) // width, w - 1)
-  return labels[..., rows[:, None], cols[None, :]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -506,7 +499,8 @@ class CASTMoCo(Task):
       for i in np.flatnonzero(values["mask"]):
         height, width = (int(s) for s in values["size"][i])
         sh, sw = (int(s) for s in values["scaled_size"][i])
-        levels = upsample_nearest(values["nested"][i][:, :sh, :sw], height, width)
+        levels = segments.resize_labels_nearest(values["nested"][i][:, :sh, :sw], height,
+                                                width)
         truths = [t[:height, :width] for t, m in zip(values["truths"][i],
                                                      values["truth_mask"][i]) if m]
         truth_boundaries = [boundary.boundaries_from_segmentation(t) for t in truths]
@@ -579,7 +573,8 @@ class CASTMoCo(Task):
         model, jnp.asarray(np.pad(normalize(scaled), ((0, th - sh), (0, tw - sw), (0, 0)))[None]),
         jnp.asarray(np.pad(sp, ((0, th - sh), (0, tw - sw)), constant_values=IGNORE)[None]),
         jnp.asarray(mask[None]))
-    levels = upsample_nearest(np.asarray(nested)[0][:, :sh, :sw], height, width)
+    levels = segments.resize_labels_nearest(np.asarray(nested)[0][:, :sh, :sw], height,
+                                            width)
     stem = os.path.join(out_dir, name)
     paths = {"levels": f"{stem}_levels.npz", "ucm": f"{stem}_ucm.npy",
              "pictures": f"{stem}_levels.png"}

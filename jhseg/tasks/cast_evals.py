@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jhseg import segments as segment_ops  # `segments` names label maps here
 from jhseg.metrics import linear_probe
 from jhseg.metrics import retrieval
 from jhseg.metrics import semantic
@@ -264,9 +265,8 @@ def _label_map(values: Mapping[str, np.ndarray], i: int, height: int, width: int
 
 def _levels_at_original(nested: np.ndarray, scaled, size) -> np.ndarray:
   """(K, h, w) maps of the padded resized image -> (K, H, W) at the original size."""
-  from jhseg.tasks.cast import upsample_nearest  # pylint: disable=g-import-not-at-top  (cycle)
   sh, sw = (int(s) for s in scaled)
-  return upsample_nearest(nested[:, :sh, :sw], *(int(s) for s in size))
+  return segment_ops.resize_labels_nearest(nested[:, :sh, :sw], *(int(s) for s in size))
 
 
 def evaluate_linear_probe(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[str, Any]:
