@@ -97,3 +97,24 @@ def test_option_sections_reject_unknown_fields_with_their_path():
     AugmentConfig.from_config({"max_rotaton": 5.0})
   with pytest.raises(ValueError, match=r"config\.data\.augment\.multiview\.\['views'\]"):
     MultiviewConfig.from_config({"views": 2})
+
+
+def test_options_from_config_makes_lists_of_tuple_fields_tuples():
+  """JSON / command-line configs give lists; frozen options must stay hashable."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from jhseg.data.options import options_from_config  # pylint: disable=g-import-not-at-top
+  from jhseg.tasks.cast import ViewOptions  # pylint: disable=g-import-not-at-top
+
+  @dataclasses.dataclass(frozen=True)
+  class Options:
+    sigma: tuple[float, float] = (0.1, 2.0)
+    names: tuple[str, ...] = ()
+    weights: list | None = None
+
+  options = options_from_config(Options, {"sigma": [0.5, 1.0], "names": ["a", "b"],
+                                          "weights": [1, 2]}, where="config.x")
+  assert options.sigma == (0.5, 1.0) and options.names == ("a", "b")
+  assert options.weights == [1, 2]  # not a tuple field: left as given
+  assert options_from_config(Options, {"names": ("c",)}, where="config.x").names == ("c",)
+  views = ViewOptions.from_config({"blur_sigma": [0.2, 1.5]})
+  assert views.blur_sigma == (0.2, 1.5) and hash(views) == hash(ViewOptions(blur_sigma=(0.2, 1.5)))

@@ -55,7 +55,7 @@ from matplotlib import colors as mcolors
 from scipy import ndimage
 
 from jhseg.data.coherent_regions import as_float_image
-from jhseg.data.options import checked_options
+from jhseg.data.options import options_from_config
 from jhseg.data.transforms import random_transform
 
 Example = dict[str, np.ndarray]
@@ -97,11 +97,7 @@ class MultiviewConfig:
   def from_config(cls, config, *, where: str = "config.data.augment.multiview"
                   ) -> "MultiviewConfig":
     """From a mapping (e.g. `config.data.augment.multiview`); unknown keys are an error."""
-    values = checked_options(config, (f.name for f in dataclasses.fields(cls)), where=where)
-    for name in ("pad_value", "label_fields", "keep_fields"):
-      if name in values:
-        values[name] = tuple(values[name])
-    return cls(**values)
+    return options_from_config(cls, config, where=where)
 
 
 # --- Geometry. ---

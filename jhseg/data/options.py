@@ -28,5 +28,13 @@ def field_names(cls) -> tuple[str, ...]:
 
 def options_from_config(cls: type[Options], config: Mapping[str, Any] | None, *,
                         where: str) -> Options:
-  """The frozen options dataclass `cls` from a config section (absent fields: defaults)."""
-  return cls(**checked_options(config, field_names(cls), where=where))
+  """The frozen options dataclass `cls` from a config section (absent fields: defaults).
+
+  A list given for a field whose default is a tuple (JSON and command-line
+  configs have no tuples) becomes a tuple, so the options stay hashable.
+  """
+  values = checked_options(config, field_names(cls), where=where)
+  for field in dataclasses.fields(cls):
+    if isinstance(field.default, tuple) and isinstance(values.get(field.name), list):
+      values[field.name] = tuple(values[field.name])
+  return cls(**values)

@@ -143,11 +143,7 @@ class ViewOptions:
   @classmethod
   def from_config(cls, config: Mapping[str, Any] | None,
                   where: str = "config.data.augment") -> "ViewOptions":
-    values = options_lib.checked_options(config, options_lib.field_names(cls), where=where)
-    for name in ("blur_probabilities", "blur_sigma", "solarize_probabilities"):
-      if name in values:
-        values[name] = tuple(values[name])
-    return cls(**values)
+    return options_lib.options_from_config(cls, config, where=where)
 
 
 def random_resized_box(rng: np.random.Generator, height: int, width: int, *,
