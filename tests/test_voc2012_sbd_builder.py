@@ -194,3 +194,16 @@ def test_truncated_files_fail_naming_them_or_are_skipped(release, tmp_path):
   # val's only image is bad: a split cannot be empty, so skipping still fails there, naming it.
   with pytest.raises(bad_files.BadFileError, match="split val: all 1 examples have bad files"):
     builder.download_and_prepare(download_config=config)
+
+
+def test_split_lists_read_first_words_and_name_a_missing_or_empty_list(tmp_path):
+  from tfds_builders import manual_dir  # pylint: disable=g-import-not-at-top
+
+  lists = tmp_path / "train.txt"
+  lists.write_text("2008_000002\n\n  2008_000003 -1\n2008_000007\n")  # Main/<class>_ style too
+  assert manual_dir.read_ids(lists) == ["2008_000002", "2008_000003", "2008_000007"]
+  (tmp_path / "empty.txt").write_text("\n \n")
+  with pytest.raises(ValueError, match=r"empty.txt: empty split list"):
+    manual_dir.read_ids(tmp_path / "empty.txt")
+  with pytest.raises(FileNotFoundError, match=r"val.txt: missing split list"):
+    manual_dir.read_ids(tmp_path / "val.txt")

@@ -1,4 +1,5 @@
-"""What every jhseg builder shares: array_record by default, and the bad-file policy.
+"""What every jhseg builder shares: array_record by default, the bad-file policy, and the
+feature formats (`image_features`, `zlib_array`).
 
 `tfds.data_source` and grain read only random-access formats, so a builder writes
 array_record unless `file_format` (`tfds build --file_format`) asks for another.
@@ -7,6 +8,7 @@ with a file that does not decode or validate (see `bad_files`).
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import bad_files as bad_files_lib
@@ -35,3 +37,17 @@ class JhsegBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise bad_files_lib.BadFileError(
           f"{self.name} split {split}: all {len(guard.skipped)} examples have bad files, e.g. "
           f"{guard.skipped[0][1]}")
+
+
+def image_features(encoding_format: str = "jpeg") -> dict[str, tfds.features.FeatureConnector]:
+  """`image` (RGB, the release's encoded bytes kept as they are) and `image/id`."""
+  return {"image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
+                                       encoding_format=encoding_format),
+          "image/id": tfds.features.Text()}
+
+
+def zlib_array(rank: int, *, dtype, doc: str) -> tfds.features.Tensor:
+  """An array of `rank` dimensions of any size, stored zlib-compressed: the format of
+  every builder's label maps (and UCMs)."""
+  return tfds.features.Tensor(shape=(None,) * rank, dtype=dtype,
+                              encoding=tfds.features.Encoding.ZLIB, doc=doc)

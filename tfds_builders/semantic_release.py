@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_builders import bad_files
+from tfds_builders import builder_base
 
 IGNORE_LABEL = 255
 # Release label ids are read from 8- or 16-bit PNGs.
@@ -77,11 +78,8 @@ def map_label_ids(raw: np.ndarray, table: np.ndarray, *, source: str | pathlib.P
 
 def features(*, image_format: str, label_doc: str) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
-      "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
-                                   encoding_format=image_format),
-      "image/id": tfds.features.Text(),
-      "label": tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding="zlib",
-                                    doc=label_doc),
+      **builder_base.image_features(image_format),
+      "label": builder_base.zlib_array(2, dtype=np.uint8, doc=label_doc),
   })
 
 

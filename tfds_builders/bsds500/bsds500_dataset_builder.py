@@ -106,16 +106,14 @@ class Builder(builder_base.JhsegBuilder):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    zlib = tfds.features.Encoding.ZLIB
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8, encoding_format="jpeg"),
-            "image/id": tfds.features.Text(),
-            "segmentations": tfds.features.Tensor(
-                shape=(None, None, None), dtype=np.int32, encoding=zlib,
+            **builder_base.image_features(),
+            "segmentations": builder_base.zlib_array(
+                3, dtype=np.int32,
                 doc="(K, H, W) human segmentations, labels from 1, release order"),
-            "boundaries": tfds.features.Tensor(
-                shape=(None, None, None), dtype=np.bool_, encoding=zlib,
+            "boundaries": builder_base.zlib_array(
+                3, dtype=np.bool_,
                 doc="(K, H, W) the release's thinned human boundaries, same order"),
         }),
         supervised_keys=None,

@@ -29,6 +29,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders import bad_files
 from tfds_builders import builder_base
+from tfds_builders import manual_dir as manual_dir_lib
 from tfds_builders.pascal_context import release_files
 
 SPLITS = ("train", "val")
@@ -62,17 +63,14 @@ class Builder(builder_base.JhsegBuilder):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    zlib = tfds.features.Encoding.ZLIB
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
-                                         encoding_format="jpeg"),
-            "image/id": tfds.features.Text(),
-            "semantic": tfds.features.Tensor(
-                shape=(None, None), dtype=np.int32, encoding=zlib,
+            **builder_base.image_features(),
+            "semantic": builder_base.zlib_array(
+                2, dtype=np.int32,
                 doc="(H, W) PASCAL-Context class ids (labels.txt), 0 unlabelled"),
-            "segmentations": tfds.features.Tensor(
-                shape=(None, None, None), dtype=np.int32, encoding=zlib,
+            "segmentations": builder_base.zlib_array(
+                3, dtype=np.int32,
                 doc="(1, H, W) 4-connected regions of equal class, from 1; 0 unlabelled"),
         }),
         supervised_keys=None,
@@ -90,7 +88,7 @@ class Builder(builder_base.JhsegBuilder):
     names = release_files.read_class_names(releases.context / "labels.txt")
     lists = releases.voc / "ImageSets" / "Main"
     return {split: self._generate_examples(
-        releases, split, release_files.read_ids(lists / f"{split}.txt"), max(names))
+        releases, split, manual_dir_lib.read_ids(lists / f"{split}.txt"), max(names))
             for split in SPLITS}
 
   def _generate_examples(self, releases, split: str, ids, max_class: int):

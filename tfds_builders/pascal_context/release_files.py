@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from tfds_builders import manual_dir as manual_dir_lib
+
 CONTEXT_ARCHIVE = "trainval.tar.gz (PASCAL-Context)"
 VOC_ARCHIVE = "VOCtrainval_03-May-2010.tar"
 _LABEL_LINE = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$")
@@ -35,24 +37,12 @@ def find_releases(manual_dir) -> Releases:
   """Both release roots inside `manual_dir`, or a FileNotFoundError naming what is missing."""
   manual_dir = pathlib.Path(manual_dir)
   voc = manual_dir / "VOCdevkit" / "VOC2010"
-  needed = [(manual_dir / "trainval", CONTEXT_ARCHIVE),
-            (manual_dir / "labels.txt", CONTEXT_ARCHIVE), (voc / "JPEGImages", VOC_ARCHIVE),
-            (voc / "ImageSets" / "Main", VOC_ARCHIVE)]
-  for path, archive in needed:
-    if not path.exists():
-      raise FileNotFoundError(f"manual_dir {manual_dir}: missing {path}; unpack {archive} into "
-                              "manual_dir as is (see tfds_builders/pascal_context/README.md)")
+  manual_dir_lib.require_unpacked(
+      manual_dir, [(manual_dir / "trainval", CONTEXT_ARCHIVE),
+                   (manual_dir / "labels.txt", CONTEXT_ARCHIVE),
+                   (voc / "JPEGImages", VOC_ARCHIVE), (voc / "ImageSets" / "Main", VOC_ARCHIVE)],
+      readme="tfds_builders/pascal_context/README.md")
   return Releases(context=manual_dir, voc=voc)
-
-
-def read_ids(path: pathlib.Path) -> list[str]:
-  """Ids of a split list (one per line; blank lines ignored)."""
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: missing split list")
-  ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-  if not ids:
-    raise ValueError(f"{path}: empty split list")
-  return ids
 
 
 def read_class_names(path: pathlib.Path) -> dict[int, str]:

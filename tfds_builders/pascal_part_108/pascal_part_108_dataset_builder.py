@@ -104,15 +104,13 @@ class Builder(builder_base.JhsegBuilder):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    label_map = lambda doc: tfds.features.Tensor(shape=(None, None), dtype=np.uint8,
-                                                 encoding="zlib", doc=doc)
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
-                                         encoding_format="jpeg"),
-            "image/id": tfds.features.Text(),
-            "object_class": label_map("object class per pixel, 0 = background (21)"),
-            "part_class": label_map("part class per pixel (108), 255 = ignore"),
+            **builder_base.image_features(),
+            "object_class": builder_base.zlib_array(
+                2, dtype=np.uint8, doc="object class per pixel, 0 = background (21)"),
+            "part_class": builder_base.zlib_array(
+                2, dtype=np.uint8, doc="part class per pixel (108), 255 = ignore"),
         }),
         supervised_keys=("image", "part_class"),
         metadata=tfds.core.MetadataDict(classes.label_tree().to_metadata()),

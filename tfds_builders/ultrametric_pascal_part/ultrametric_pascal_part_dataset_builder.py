@@ -81,18 +81,15 @@ class Builder(builder_base.JhsegBuilder):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    zlib = tfds.features.Encoding.ZLIB
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
-                                         encoding_format="jpeg"),
-            "image/id": tfds.features.Text(),
-            "ucm": tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding=zlib,
-                                        doc="interpixel (2H-1, 2W-1) ultrametric target"),
-            "instances": tfds.features.Tensor(shape=(None, None), dtype=np.int32, encoding=zlib,
-                                              doc="HxW instance ids, 0 = background"),
-            "parts": tfds.features.Tensor(shape=(None, None), dtype=np.int32, encoding=zlib,
-                                          doc="HxW part ids, 0 = background"),
+            **builder_base.image_features(),
+            "ucm": builder_base.zlib_array(2, dtype=np.float32,
+                                           doc="interpixel (2H-1, 2W-1) ultrametric target"),
+            "instances": builder_base.zlib_array(2, dtype=np.int32,
+                                                 doc="HxW instance ids, 0 = background"),
+            "parts": builder_base.zlib_array(2, dtype=np.int32,
+                                             doc="HxW part ids, 0 = background"),
             "instance_classes": tfds.features.Tensor(
                 shape=(None,), dtype=np.int32,
                 doc="VOC class index (1-20) of instance k at [k]; [0] = 0 (background)"),

@@ -23,6 +23,8 @@ import pathlib
 
 import numpy as np
 
+from tfds_builders import manual_dir as manual_dir_lib
+
 VOID = 255
 NUM_CLASSES = 21  # background + 20 VOC classes
 
@@ -41,23 +43,11 @@ def find_releases(manual_dir) -> Releases:
   manual_dir = pathlib.Path(manual_dir)
   voc = manual_dir / "VOCdevkit" / "VOC2012"
   sbd = manual_dir / "benchmark_RELEASE" / "dataset"
-  needed = [(voc / "JPEGImages", VOC_ARCHIVE), (voc / "SegmentationClass", VOC_ARCHIVE),
-            (voc / "ImageSets" / "Segmentation", VOC_ARCHIVE), (sbd / "cls", SBD_ARCHIVE)]
-  for folder, archive in needed:
-    if not folder.is_dir():
-      raise FileNotFoundError(f"manual_dir {manual_dir}: missing folder {folder}; unpack {archive} "
-                              "into manual_dir as is (see tfds_builders/voc2012_sbd/README.md)")
+  manual_dir_lib.require_unpacked(
+      manual_dir, [(voc / "JPEGImages", VOC_ARCHIVE), (voc / "SegmentationClass", VOC_ARCHIVE),
+                   (voc / "ImageSets" / "Segmentation", VOC_ARCHIVE), (sbd / "cls", SBD_ARCHIVE)],
+      readme="tfds_builders/voc2012_sbd/README.md")
   return Releases(voc=voc, sbd=sbd)
-
-
-def read_ids(path: pathlib.Path) -> list[str]:
-  """Ids of a split list (one per line; blank lines ignored)."""
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: missing split list")
-  ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-  if not ids:
-    raise ValueError(f"{path}: empty split list")
-  return ids
 
 
 def read_voc_label(path: pathlib.Path) -> np.ndarray:

@@ -32,6 +32,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders import bad_files
 from tfds_builders import builder_base
+from tfds_builders import manual_dir as manual_dir_lib
 from tfds_builders.voc2012_sbd import release_files
 
 SPLITS = ("train", "val", "train_aug")
@@ -40,10 +41,10 @@ SPLITS = ("train", "val", "train_aug")
 def split_sources(releases: release_files.Releases) -> dict[str, list[tuple[str, str]]]:
   """split -> sorted [(image id, 'voc' | 'sbd')] (see the module docstring)."""
   voc_sets = releases.voc / "ImageSets" / "Segmentation"
-  voc_train = release_files.read_ids(voc_sets / "train.txt")
-  voc_val = release_files.read_ids(voc_sets / "val.txt")
-  sbd_ids = (set(release_files.read_ids(releases.sbd / "train.txt"))
-             | set(release_files.read_ids(releases.sbd / "val.txt")))
+  voc_train = manual_dir_lib.read_ids(voc_sets / "train.txt")
+  voc_val = manual_dir_lib.read_ids(voc_sets / "val.txt")
+  sbd_ids = (set(manual_dir_lib.read_ids(releases.sbd / "train.txt"))
+             | set(manual_dir_lib.read_ids(releases.sbd / "val.txt")))
   voc_labelled = set(voc_train) | set(voc_val)
   aug = sorted((sbd_ids | set(voc_train)) - set(voc_val))
   return {
@@ -88,11 +89,9 @@ class Builder(builder_base.JhsegBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
-                                         encoding_format="jpeg"),
-            "image/id": tfds.features.Text(),
-            "segmentation": tfds.features.Tensor(
-                shape=(None, None), dtype=np.int32, encoding=tfds.features.Encoding.ZLIB,
+            **builder_base.image_features(),
+            "segmentation": builder_base.zlib_array(
+                2, dtype=np.int32,
                 doc="(H, W) class indices: 0 background, 1-20 VOC classes, 255 void"),
             "label_source": tfds.features.Text(doc="'voc' (SegmentationClass) or 'sbd' (GTcls)"),
         }),
