@@ -196,12 +196,15 @@ def test_truncated_files_fail_naming_them_or_are_skipped(release, tmp_path):
     builder.download_and_prepare(download_config=config)
 
 
-def test_split_lists_read_first_words_and_name_a_missing_or_empty_list(tmp_path):
+def test_split_lists_read_first_words_and_bad_lists_name_the_file(tmp_path):
   from tfds_builders import manual_dir  # pylint: disable=g-import-not-at-top
 
   lists = tmp_path / "train.txt"
   lists.write_text("2008_000002\n\n  2008_000003 -1\n2008_000007\n")  # Main/<class>_ style too
-  assert manual_dir.read_ids(lists) == ["2008_000002", "2008_000003", "2008_000007"]
+  assert manual_dir.read_ids(lists) == ("2008_000002", "2008_000003", "2008_000007")
+  (tmp_path / "paths.txt").write_text("2008_000002\nJPEGImages/2008_000003.jpg\n")
+  with pytest.raises(ValueError, match=r"paths.txt: line 2: expected an image id"):
+    manual_dir.read_ids(tmp_path / "paths.txt")
   (tmp_path / "empty.txt").write_text("\n \n")
   with pytest.raises(ValueError, match=r"empty.txt: empty split list"):
     manual_dir.read_ids(tmp_path / "empty.txt")

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 
 from tfds_builders import bad_files
 from tfds_builders import builder_base
+from tfds_builders import manual_dir as manual_dir_lib
 from tfds_builders.pascal_part_108 import classes
 from tfds_builders.pascal_part_108 import labels
 from tfds_builders.ultrametric_pascal_part import layout
@@ -41,20 +42,6 @@ FALLBACK_RULE = ("fallback (no train.txt/val.txt found): sorted ids, even positi
                  "odd -> test; NOT the benchmark split")
 
 
-def read_id_list(path: pathlib.Path) -> tuple[str, ...]:
-  """Ids of a VOC list file (first token per line); a malformed line names the file."""
-  ids = []
-  for number, line in enumerate(path.read_text().splitlines(), start=1):
-    tokens = line.split()
-    if not tokens:
-      continue
-    if "/" in tokens[0] or len(tokens[0]) > 64:
-      raise ValueError(f"{path}: line {number}: expected an image id such as "
-                       f"'2008_000652', got {line!r}")
-    ids.append(tokens[0])
-  return tuple(ids)
-
-
 def split_ids(manual_dir: pathlib.Path, available: list[str]
               ) -> tuple[dict[str, tuple[str, ...]], str]:
   """({"train": ids, "test": ids}, rule) restricted to `available` ids."""
@@ -62,7 +49,7 @@ def split_ids(manual_dir: pathlib.Path, available: list[str]
     directory = manual_dir / relative
     train_list, val_list = directory / "train.txt", directory / "val.txt"
     if train_list.is_file() and val_list.is_file():
-      train, test = set(read_id_list(train_list)), set(read_id_list(val_list))
+      train, test = set(manual_dir_lib.read_ids(train_list)), set(manual_dir_lib.read_ids(val_list))
       if train & test:
         raise ValueError(f"{train_list} and {val_list} share ids, e.g. "
                          f"{sorted(train & test)[:5]}; expected disjoint lists")

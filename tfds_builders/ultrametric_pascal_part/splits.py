@@ -27,6 +27,8 @@ import math
 import os
 import pathlib
 
+from tfds_builders import manual_dir as manual_dir_lib
+
 # Where the split lists may be, relative to manual_dir, in lookup order: lists given directly,
 # then the ImageSets of the VOC2010 archive (flattened or as extracted).
 SPLIT_LIST_DIRS = (".", "ImageSets/Main", "VOCdevkit/VOC2010/ImageSets/Main")
@@ -41,20 +43,6 @@ class SplitIds:
   val: tuple[str, ...]
   test: tuple[str, ...]
   rule: str  # human-readable description, stored in the dataset metadata
-
-
-def read_id_list(path: os.PathLike | str) -> tuple[str, ...]:
-  """Ids of a VOC-style list: one id per line, first whitespace-separated token."""
-  ids = []
-  for number, line in enumerate(pathlib.Path(path).read_text().splitlines(), start=1):
-    tokens = line.split()
-    if not tokens:
-      continue
-    if len(tokens[0]) > 64 or "/" in tokens[0]:
-      raise ValueError(f"{os.fspath(path)}: line {number}: expected an image id such as "
-                       f"'2008_000652', got {line!r}")
-    ids.append(tokens[0])
-  return tuple(ids)
 
 
 def halve_val(val: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -94,7 +82,7 @@ def cob_splits(directory: os.PathLike | str = COB_SPLITS_DIR) -> dict[str, tuple
   if missing:
     raise FileNotFoundError(f"{directory}: COB split lists {missing} are missing; they ship "
                             f"with tfds_builders (reinstall the package)")
-  return {name: read_id_list(directory / f"{name}.txt") for name in SPLIT_NAMES}
+  return {name: manual_dir_lib.read_ids(directory / f"{name}.txt") for name in SPLIT_NAMES}
 
 
 def _check_disjoint(lists: dict[str, tuple[str, ...]], where: str) -> None:
@@ -118,7 +106,7 @@ def make_splits(manual_dir: os.PathLike | str, available_ids: tuple[str, ...] | 
   module docstring for the order in which lists are looked up."""
   user = find_split_lists(manual_dir)
   if user is not None and "test" in user:
-    lists = {name: read_id_list(user[name]) for name in SPLIT_NAMES}
+    lists = {name: manual_dir_lib.read_ids(user[name]) for name in SPLIT_NAMES}
     _check_disjoint(lists, str(user["train"].parent))
     rule = f"lists as given: {user['train']}, {user['val']}, {user['test']}"
     return _restrict(lists, available_ids, rule)
@@ -135,8 +123,8 @@ def make_splits(manual_dir: os.PathLike | str, available_ids: tuple[str, ...] | 
     return _restrict(cob, available_ids, rule)
   if user is None:
     return fallback_splits(available_ids)
-  train = read_id_list(user["train"])
-  val, test = halve_val(read_id_list(user["val"]))
+  train = manual_dir_lib.read_ids(user["train"])
+  val, test = halve_val(manual_dir_lib.read_ids(user["val"]))
   lists = {"train": train, "val": val, "test": test}
   _check_disjoint(lists, str(user["train"].parent))
   rule = (f"train = {user['train']}; val / test = first ceil(n/2) / last floor(n/2) ids of "
