@@ -98,8 +98,8 @@ def test_resize_labels_nearest_host_arrays_stay_numpy_and_match_device():
     rows = np.arange(height) * 7 // height
     cols = np.arange(width) * 9 // width
     np.testing.assert_array_equal(host, labels[:, rows[:, None], cols[None, :]])
-    np.testing.assert_array_equal(
-        host, segments.resize_labels_nearest(jnp.asarray(labels), height, width))
+  np.testing.assert_array_equal(  # the device path gives the same (one size: compiles)
+      host, segments.resize_labels_nearest(jnp.asarray(labels), height, width))
 
 
 def test_resize_labels_nearest_at_pixel_centres():
