@@ -12,6 +12,7 @@ cast_configs = importlib.import_module("experiments.configs.cast")
 
 @pytest.mark.parametrize("variant, images, epochs, warmup", [
     ("imagenet", 1_281_167, 100, 10),   # Table 11, IN-1K column
+    ("imagenet100", 127_000, 200, 20),  # Table 11, IN-100 column (appendix E.2's 127K)
     ("coco", 118_287, 400, 40),         # Table 11, COCO column (train2017)
 ])
 def test_table11_schedules(variant, images, epochs, warmup):
@@ -27,11 +28,13 @@ def test_table11_schedules(variant, images, epochs, warmup):
   assert config.model.size == "cast_small"
 
 
-def test_imagenet_probe_is_the_papers_in1k_recipe():
-  config = cast_configs.get_config("imagenet")
+@pytest.mark.parametrize("variant, batch, lr, classes", [("imagenet", 1024, 30.0, 1000),
+                                                          ("imagenet100", 256, 0.8, 100)])
+def test_imagenet_probes_are_the_papers_recipes(variant, batch, lr, classes):
+  config = cast_configs.get_config(variant)
   probe = config.evals.linear_probe.options
-  assert (probe.batch_size, probe.base_learning_rate, probe.epochs) == (1024, 30.0, 90)
-  assert config.eval.center_crop == 224
+  assert (probe.batch_size, probe.base_learning_rate, probe.epochs) == (batch, lr, 90)
+  assert probe.num_classes == classes and config.eval.center_crop == 224
 
 
 def test_coco_retrieves_voc_segments():
