@@ -11,6 +11,7 @@ adds one line here (tests/test_tfds_builders_cli.py checks that none is missing)
 from tfds_builders.ade20k import Builder as _Ade20k
 from tfds_builders.bsds500 import Builder as _Bsds500
 from tfds_builders.cityscapes_hier import Builder as _CityscapesHier
+from tfds_builders.imagenet100 import Builder as _Imagenet100
 from tfds_builders.mapillary_vistas import Builder as _MapillaryVistas
 from tfds_builders.pascal_context import Builder as _PascalContext
 from tfds_builders.partimagenet import Builder as _PartImageNet
@@ -23,6 +24,7 @@ BUILDERS = {
     "ade20k": _Ade20k,
     "bsds500": _Bsds500,
     "cityscapes_hier": _CityscapesHier,
+    "imagenet100": _Imagenet100,
     "mapillary_vistas": _MapillaryVistas,
     "pascal_context": _PascalContext,
     "partimagenet": _PartImageNet,

@@ -24,6 +24,22 @@ Variants (`:arg`):
            about the training scale), 98 superpixels, scored at full resolution.
   paper    CAST-S with the paper's IN-100 settings (batch 256, 200 epochs with 20 of
            warm-up) on BSDS500 train+val: the accelerator-sized run.
+  imagenet CAST-S, MoCo-v3 on ImageNet-1K with Table 11's IN-1K column (batch 256, 100
+           epochs with 10 of warm-up, lr 1.5e-4 x 256 / 256); linear probe (appendix E.5:
+           90 epochs, batch 1024, lr 30, SGD momentum 0.9, no weight decay) and k-NN on
+           the 50 000 validation images. Data: TFDS `imagenet2012` (manual; see
+           cast_deit.py for the two archives and the build command).
+  coco     CAST-S, MoCo-v3 on COCO train2017 (118 287 images) with Table 11's COCO column
+           (400 epochs with 40 of warm-up), the paper's pre-training for VOC (Table 3a,
+           appendix E.2); segment retrieval on VOC 2012 val against a train_aug memory
+           (SegSort, 20 neighbours; appendix E.5). Data: TFDS `coco/2017`
+           (`tfds build coco/2017 --data_dir=D --file_format=array_record`; images only are
+           read) and this repository's `voc2012_sbd` in the same D.
+  imagenet100  CAST-S, MoCo-v3 on IN-100 (this repository's `imagenet100` builder: CMC's
+           100 classes, `tfds build imagenet100 --imports=tfds_builders --manual_dir=M`
+           with the two ImageNet archives in M) with Table 11's IN-100 column (200 epochs
+           with 20 of warm-up), the paper's ablation setting (Tables 1, 4, 6); linear
+           probe (batch 256, lr 0.8) and k-NN on its 5 000 validation images.
 """
 import ml_collections
 from ml_collections.config_dict import placeholder
@@ -80,6 +96,10 @@ def _base() -> ml_collections.ConfigDict:
   # the colour baseline's up to one per superpixel merge, matched at every threshold.
   config.eval.num_thresholds = 99
   config.eval.num_pictures = 4
+  # k-NN / linear probe on a centre view of this side (None: the whole image at `scale`),
+  # the shorter side first resized to center_crop / crop_ratio (None: DeiT's 0.875).
+  config.eval.center_crop = placeholder(int)
+  config.eval.crop_ratio = placeholder(float)
 
   config.optim.name = "adamw"
   config.optim.schedule = "warmup_cosine"
@@ -90,6 +110,58 @@ def _base() -> ml_collections.ConfigDict:
 
 def _moco_learning_rate(batch_size: int) -> float:
   return 1.5e-4 * batch_size / 256  # the authors' linear scaling rule
+
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+IMAGENET100_TRAIN_IMAGES = 127_000  # appendix E.2's rounded "127K": steps within 1%
+COCO_TRAIN2017_IMAGES = 118_287
+
+
+def _table11(config: ml_collections.ConfigDict, *, num_images: int, epochs: int,
+             warmup_epochs: int, batch_size: int = 256) -> None:
+  """Table 11's MoCo-v3 schedule for a dataset of `num_images` (the last partial batch
+  of an epoch dropped, as the authors' loader)."""
+  steps_per_epoch = num_images // batch_size
+  config.data.batch_size = batch_size
+  config.num_train_steps = epochs * steps_per_epoch
+  config.optim.learning_rate = _moco_learning_rate(batch_size)
+  config.optim.warmup_steps = warmup_epochs * steps_per_epoch
+  config.checkpoint_every_steps = steps_per_epoch
+  config.log_every_steps = 100
+
+
+def _imagenet(config: ml_collections.ConfigDict, *, classes: int = 1000) -> None:
+  if classes == 1000:
+    config.data.name = "imagenet2012"
+    _table11(config, num_images=IMAGENET_TRAIN_IMAGES, epochs=100, warmup_epochs=10)
+    probe_batch, probe_lr = 1024, 30.0
+  else:
+    config.data.name = "imagenet100"
+    _table11(config, num_images=IMAGENET100_TRAIN_IMAGES, epochs=200, warmup_epochs=20)
+    probe_batch, probe_lr = 256, 0.8
+  config.eval.center_crop = 224                   # MoCo-v3's Resize(256) + CenterCrop(224)
+  # Appendix E.5: the probe (IN-1K batch 1024, lr 30; IN-100 batch 256, lr 0.8; scaled
+  # by batch / 256 as MoCo-v3's main_lincls), 90 epochs; evaluated after pre-training.
+  config.evals.linear_probe = _engine.evaluator(
+      "validation", method="linear_probe", batch_size=256,
+      options={"train_split": "train", "batch_size": probe_batch,
+               "base_learning_rate": probe_lr, "epochs": 90, "num_classes": classes})
+  config.evals.knn = _engine.evaluator("validation", method="knn", batch_size=256,
+                                       options={"train_split": "train"})
+
+
+def _coco(config: ml_collections.ConfigDict) -> None:
+  config.data.name = "coco/2017"                  # TFDS; only `image` is read
+  _table11(config, num_images=COCO_TRAIN2017_IMAGES, epochs=400, warmup_epochs=40)
+  # VOC 2012 val, at full size (images up to 500^2), 784 SEEDS superpixels as the
+  # authors' VOC setting; memory of train_aug (10 582 images), 21 classes, 255 void.
+  config.eval.image_size = (504, 504)
+  config.eval.original_size = (500, 500)
+  config.eval.num_superpixels = 784
+  config.eval.label_field = "segmentation"
+  config.evals.retrieval = _engine.evaluator(
+      "val", method="retrieval", dataset="voc2012_sbd", batch_size=8,
+      options={"memory_split": "train_aug", "num_classes": 21})
 
 
 def tta_evaluator() -> ml_collections.ConfigDict:
@@ -177,7 +249,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.learning_rate = _moco_learning_rate(256)
     config.optim.warmup_steps = 20 * steps_per_epoch
     config.checkpoint_every_steps = 50
+  elif arg == "imagenet":
+    _imagenet(config)
+  elif arg == "imagenet100":
+    _imagenet(config, classes=100)
+  elif arg == "coco":
+    _coco(config)
   else:
     raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'tiny_tta', "
-                     f"'bsds500', 'paper'")
+                     f"'bsds500', 'paper', 'imagenet', 'imagenet100', 'coco'")
   return config

@@ -32,6 +32,7 @@ LOCAL_BUILDERS = {
     "mapillary_vistas": "tfds_builders.mapillary_vistas",
     "ade20k": "tfds_builders.ade20k",
     "partimagenet": "tfds_builders.partimagenet",
+    "imagenet100": "tfds_builders.imagenet100",
 }
 # Local builders that generate their data: each module's `ensure_built(config, data_dir)`
 # builds it on first use.

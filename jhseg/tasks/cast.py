@@ -397,6 +397,13 @@ class CASTMoCo(Task):
     return [lambda e: prepare_eval_example(e, geometry, options, segment_fields=fields)]
 
   def knn_transforms(self):
+    """Labelled evaluation examples for k-NN and the probe: the whole image at
+    `config.eval.scale`, or, with `config.eval.center_crop` set (datasets of varied image
+    sizes such as ImageNet), MoCo-v3's / DeiT's centre view of that side."""
+    crop = self.config.eval.get("center_crop")
+    if crop:
+      return [self.center_view_transform(int(crop), self._seeds(self.config.model.superpixels
+                                                                .num_superpixels))]
     geometry, options = self._geometry(), self._seeds(self.config.eval.num_superpixels)
 
     def with_label(example):
@@ -406,6 +413,21 @@ class CASTMoCo(Task):
       return prepare_eval_example(example, geometry, options, segment_fields=None)
 
     return [with_label]
+
+  def center_view_transform(self, crop: int, options: seeds.SeedsOptions):
+    """example -> the labelled centre view (shorter side to crop / `config.eval.crop_ratio`,
+    centre crop, SEEDS on the view) with `image`, `superpixels`, `segment_mask`, `label`."""
+    from jhseg.tasks import cast_deit  # pylint: disable=g-import-not-at-top  (it imports us)
+    ratio = float(self.config.eval.get("crop_ratio") or cast_deit.EVAL_CROP_RATIO)
+
+    def center_view(example):
+      decoded = cast_deit.decode_labelled(example)
+      view = cast_deit.center_view(decoded["image"], crop, crop_ratio=ratio)
+      out = cast_deit.with_superpixels(normalize(view.astype(np.float32) / 255.0), options)
+      out["label"] = decoded["label"]
+      return out
+
+    return center_view
 
   def label_map_transforms(self, *, required: bool):
     """Evaluation examples with `label_map` from `config.eval.label_field`: `required`
