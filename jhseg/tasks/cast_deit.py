@@ -56,8 +56,11 @@ Faithfulness (deviations and their reasons):
     evaluation) the grid part is resized bicubically (`jhseg.models.cast`), where the
     authors' classification model would fail. The MoCo task keeps the fixed sin-cos
     embedding, so its checkpoints and the DeiT ones differ by the `pos_embed` parameter.
-  * no repeated augmentation (DeiT's RASampler, 3 repeats per image across GPUs); the last
-    partial batch is not dropped; float32 throughout (no AMP).
+  * repeated augmentation (DeiT's RASampler, 3 copies of each drawn image, on by default in
+    the authors' script) is the engine's `config.data.repeated_augmentation` (3 in the
+    `imagenet` variants); its deviations from RASampler are listed in
+    `jhseg.data.repeated_augmentation`. The last partial batch is not dropped; float32
+    throughout (no AMP).
   * the warm-up is per step from 0 (timm: per epoch from 1e-6), the cosine per step and
     the 10 cool-down epochs are not run (DeiT's loop stops at `epochs` too).
   * the random resized crop's box follows torchvision (`cast.random_resized_box`); the
