@@ -24,10 +24,16 @@ Variants (`:arg`):
             `jhseg.data.repeated_augmentation`); top-1 / top-5 on the 50 000 validation
             images.
   imagenet_base  the same for CAST-B.
+  partimagenet_figure_ground  `imagenet` plus figure-ground segmentation from the class
+            token's attention on PartImageNet's val split at the last step (foreground =
+            the annotated object's parts; the authors' 224^2 centre view). Build it into
+            the same D first: tfds build partimagenet --imports=tfds_builders
+            --manual_dir=M --data_dir=D (tfds_builders/partimagenet/README.md).
 """
 import importlib
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 from experiments.configs import _engine
 
@@ -87,6 +93,9 @@ def _base() -> ml_collections.ConfigDict:
 
   config.eval.crop_ratio = 0.875                  # DeiT's --eval-crop-ratio
   config.eval.use_ema = False                     # True: every evaluation on the EMA encoder
+  # The authors' PartImageNet view (shorter side, centre crop) before the label-map
+  # evaluations (figure_ground, tta, retrieval); None: the MoCo geometry (eval.scale, ...).
+  config.eval.center_crop = placeholder(int)
 
   config.optim.name = "adamw"
   config.optim.schedule = "warmup_cosine"
@@ -101,6 +110,8 @@ def _base() -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = _base()
+  if arg == "partimagenet_figure_ground":
+    return partimagenet_figure_ground(get_config("imagenet"))
   if arg in (None, "tiny"):
     config.data.name = "synthetic_scenes/tiny"
     config.data.batch_size = 8
@@ -141,5 +152,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = steps_per_epoch
   else:
     raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'imagenet', "
-                     f"'imagenet_base'")
+                     f"'imagenet_base', 'partimagenet_figure_ground'")
+  return config
+
+
+def partimagenet_figure_ground(config: ml_collections.ConfigDict, *,
+                               every_steps: int | None = None) -> ml_collections.ConfigDict:
+  """`config` plus the figure-ground evaluator on PartImageNet's val split (the split of
+  the authors' notebooks), foreground = any annotated part (`object_class` > 0), on the
+  authors' view: shorter side to 224, centre 224^2, 196 SEEDS superpixels. The dataset is
+  read from the run's data_dir (`tfds build partimagenet`, tfds_builders/partimagenet)."""
+  config.eval.center_crop = 224
+  config.eval.label_field = "object_class"
+  config.eval.scale = 1.0
+  config.eval.image_size = (224, 224)
+  config.eval.original_size = (224, 224)
+  config.eval.num_superpixels = 196
+  config.evals.figure_ground = _engine.evaluator(
+      "val", method="figure_ground", dataset="partimagenet", batch_size=64,
+      every_steps=every_steps)
   return config
