@@ -72,23 +72,33 @@ def partimagenet_dir(tmp_path_factory):
 def test_config_variant_evaluates_figure_ground_on_partimagenet(partimagenet_dir, tmp_path):
   config = configs.get_config("partimagenet_figure_ground")
   check_fields(config)
-  spec = config.evals.figure_ground
-  assert (spec.dataset, spec.split, spec.method) == ("partimagenet", "val", "figure_ground")
+  for name in ("figure_ground", "figure_ground_dogs"):
+    spec = config.evals[name]
+    assert (spec.dataset, spec.split, spec.method) == ("partimagenet", "val", "figure_ground")
+    spec.data_dir, spec.batch_size = partimagenet_dir, 4  # the fixture's copy; 4 devices
   assert config.eval.label_field == "object_class" and config.eval.center_crop == 224
-  # A tiny model; the PartImageNet copy in a temporary data_dir.
+  dogs = config.evals.figure_ground_dogs.options.image_classes
+  assert (min(dogs), max(dogs), len(dogs)) == (151, 268, 118)
+  synsets = builder_module.imagenet_synsets()
+  assert (synsets[151], synsets[268]) == ("n02085620", "n02113978")  # Chihuahua .. hairless
+  # The fixture's val image is a heron (n02009229): select it by its class.
+  heron = synsets.index("n02009229")
+  config.evals.figure_ground.options.image_classes = (heron, 999)
+  # A tiny model.
   config.model.dim, config.model.num_heads = 16, 2
   config.model.depths, config.model.num_clusters = (1,), (3,)
   config.model.num_classes = 5
-  spec.data_dir, spec.batch_size = partimagenet_dir, 4
-  task = cast_deit.CASTDeiT(config)
   del config.evals.classification  # the imagenet variant's; not built here
-  (evaluator,) = evaluators_lib.parse_evaluators(config)
-  evaluators_lib.check_first_example(evaluator,
-                                     evaluators_lib.evaluation_of(task, evaluator).transforms())
+  task = cast_deit.CASTDeiT(config)
+  evaluators = {e.name: e for e in evaluators_lib.parse_evaluators(config)}
+  evaluators_lib.check_first_example(
+      evaluators["figure_ground"],
+      evaluators_lib.evaluation_of(task, evaluators["figure_ground"]).transforms())
   model = task.make_model(nnx.Rngs(0))
   model.eval()
-  scalars = evaluators_lib.run_evaluator(task, model, evaluator, step=1, total_steps=1,
-                                         workdir=str(tmp_path), mesh=devices.make_data_mesh())
+  mesh = devices.make_data_mesh()
+  scalars = evaluators_lib.run_evaluator(task, model, evaluators["figure_ground"], step=1,
+                                         total_steps=1, workdir=str(tmp_path), mesh=mesh)
   # The val image (12 x 16) has one part, rows 4-9 x columns 13-14 (test_partimagenet). In
   # the 224^2 view (224 x 298, left 37) output row i reads floor(i * 12 / 224), column j
   # floor((37 + j) * 16 / 298): rows 75-186 (112) and columns 206-223 (18) are foreground.
@@ -101,6 +111,10 @@ def test_config_variant_evaluates_figure_ground_on_partimagenet(partimagenet_dir
                        .read_text())
   assert summary["scalars"]["num_images"] == 1.0
   assert (tmp_path / "eval" / "figure_ground" / "1" / "0_figure_ground.png").exists()
+  # No dog in the fixture: the dogs evaluator scores no image.
+  dogs = evaluators_lib.run_evaluator(task, model, evaluators["figure_ground_dogs"], step=1,
+                                      total_steps=1, workdir=str(tmp_path), mesh=mesh)
+  assert dogs == {"eval/figure_ground_dogs/num_images": 0.0}
 
 
 def test_without_center_crop_the_moco_view_is_unchanged():

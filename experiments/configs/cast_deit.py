@@ -26,7 +26,8 @@ Variants (`:arg`):
   imagenet_base  the same for CAST-B.
   partimagenet_figure_ground  `imagenet` plus figure-ground segmentation from the class
             token's attention on PartImageNet's val split at the last step (foreground =
-            the annotated object's parts; the authors' 224^2 centre view). Build it into
+            the annotated object's parts; the authors' 224^2 centre view), on every image
+            and on the dog images (`figure_ground_dogs`). Build it into
             the same D first: tfds build partimagenet --imports=tfds_builders
             --manual_dir=M --data_dir=D (tfds_builders/partimagenet/README.md).
 """
@@ -38,6 +39,9 @@ from ml_collections.config_dict import placeholder
 from experiments.configs import _engine
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
+# ImageNet-1K's dog breeds: labels 151 (n02085620, Chihuahua) to 268 (n02113978, Mexican
+# hairless) in TFDS's imagenet2012 order, which the partimagenet builder's `label` follows.
+IMAGENET_DOG_CLASSES = tuple(range(151, 269))
 # What `tfds build imagenet2012` needs in --manual_dir (TFDS's builder reads them as is).
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
@@ -171,4 +175,8 @@ def partimagenet_figure_ground(config: ml_collections.ConfigDict, *,
   config.evals.figure_ground = _engine.evaluator(
       "val", method="figure_ground", dataset="partimagenet", batch_size=64,
       every_steps=every_steps)
+  # The same on the dog images only (appendix B's PartImageNet figure shows dogs).
+  config.evals.figure_ground_dogs = _engine.evaluator(
+      "val", method="figure_ground", dataset="partimagenet", batch_size=64,
+      every_steps=every_steps, options={"image_classes": IMAGENET_DOG_CLASSES})
   return config

@@ -23,6 +23,8 @@ method`), run on the frozen encoder of a trained model (`task.encoder_of(model)`
                  union of its part masks (`object_class` > 0, the authors' background is
                  the pixels no part covers), on the authors' view of the images
                  (`center_crop_example`, via `config.eval.center_crop` of the DeiT task).
+                 Options: stage, mass, num_pictures, image_classes (only the images
+                 whose `label` is listed, e.g. the ImageNet dogs of appendix B's figure).
   tta            (appendix B; `label` and `config.eval.label_field` used when present)
                  test-time adaptation: a prototype classifier (the mean unit embedding
                  of each class of `options.train_split`, cosine / 0.07), and per
@@ -342,6 +344,8 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
   encoder = task.encoder_of(model)
   stage = int(_option(options, "stage", max(len(encoder.stages) - 2, 0)))
   mass = float(_option(options, "mass", FOREGROUND_MASS))
+  classes = _option(options, "image_classes", None)
+  classes = None if classes is None else frozenset(int(c) for c in classes)
   forward = nnx.jit(lambda m, i, s, k: class_token_attention(m, i, s, k, stage=stage))
   scores = {"best_head": [], "mean_attention": [], "all_foreground": []}
   pictures = []
@@ -355,8 +359,15 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
         "heads": heads, "mean_keep": keep_attention_mass(mean, mass), "mean": mean,
         "token_of": token_of, "sp": batch["superpixels"], "mask": batch["example_mask"],
         "scaled": batch["scaled_size"], "size": batch["size"], "original": batch["original"],
-        **({"label_map": batch["label_map"]} if "label_map" in batch else {})})
+        **({"label_map": batch["label_map"]} if "label_map" in batch else {}),
+        **({"label": batch["label"]} if "label" in batch else {})})
     for i in np.flatnonzero(values["mask"]):
+      if classes is not None:
+        if "label" not in values:
+          raise ValueError(f"cast evaluator {ctx.name!r}: options.image_classes needs the "
+                           f"dataset's image-level 'label' field")
+        if int(values["label"][i]) not in classes:
+          continue
       num_images += 1
       height, width = (int(s) for s in values["size"][i])
       tokens = _levels_at_original(values["sp"][i][None], values["scaled"][i],
