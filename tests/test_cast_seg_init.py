@@ -70,7 +70,7 @@ def test_follows_a_deit_run_config_and_loads_its_table(tmp_path):
   params, missing, unused = checkpointing.load_params_from(
       source, target, prefixes=seg_config.init_from.prefixes, with_unused=True)
   assert missing == [] and all(n.startswith("encoder/head/") for n in unused)
-  loaded = nnx.State(params)["encoder"]["pos_embed"]
+  loaded = params["encoder"]["pos_embed"]
   np.testing.assert_array_equal(np.asarray(jax.tree.leaves(loaded)[0]), 1.0)
 
 
