@@ -55,7 +55,8 @@ def trained():
   graphdef, state, wrt = loop.build_state(task, config, config.num_train_steps)
   model, _ = nnx.merge(graphdef, state)
   initial = _averaged(model.encoder)
-  jax.tree.map(np.testing.assert_array_equal, initial, _averaged(model.ema_encoder))  # a copy at initialisation
+  # timm's ModelEma starts as a copy of the initialised model
+  jax.tree.map(np.testing.assert_array_equal, initial, _averaged(model.ema_encoder))
   step_fn = jax.jit(loop.make_train_step(graphdef, task, wrt=wrt, seed=0, total_steps=3))
   online = []
   for step in (1, 2, 3):
