@@ -129,3 +129,16 @@ def test_the_engine_passes_the_field_to_the_training_pipeline(synthetic_data_dir
   with pytest.raises(_Captured) as captured:
     loop.train_and_evaluate(config, str(tmp_path))
   assert captured.value.args == (3, 64)  # 3 copies; the 64 training scenes
+
+
+def test_a_resume_with_other_repeats_is_refused(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  from jhseg.train import run_config  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module("experiments.configs.cast_deit").get_config("tiny")
+  cli.add_engine_placeholders(config)  # None: an old run's config.json lacks the field
+  run_config.prepare(config, str(tmp_path))
+  os.makedirs(tmp_path / "checkpoints" / "40")
+  assert run_config.prepare(config, str(tmp_path)) == {}
+  config.data.repeated_augmentation = 3
+  with pytest.raises(run_config.ConfigMismatchError, match="data.repeated_augmentation"):
+    run_config.prepare(config, str(tmp_path))
