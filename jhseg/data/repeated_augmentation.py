@@ -27,6 +27,9 @@ by default):
     loss see distinct images. Here the copies are neighbours in one global batch; the
     engine's loss and BatchNorm statistics are global-batch means under `jax.jit`, so the
     device that holds a copy changes nothing. As in DeiT, copies sit in the same step.
+    One difference remains: mixup / cutmix pair row i with row B-1-i of the global batch,
+    so the two middle rows may be copies of one image (DeiT mixes within a GPU's batch,
+    which holds no two copies); at most one pair per batch.
 """
 from __future__ import annotations
 
