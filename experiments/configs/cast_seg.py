@@ -14,9 +14,12 @@ pre-trained run's encoder is loaded; `--config.init_from.workdir` is required). 
 starts from scratch unless `--config.init_from=RUN` is given: a plain path loads every
 variable by its own name, which loads the encoder too (MoCo, DeiT and this model all
 call it `encoder/`) and leaves fusion and head at their initialisation.
-From a DeiT run also pass its position table, `--config.model.position_embedding=learned
---config.model.position_grid=G` (G = the DeiT crop / 8: 28, tiny 8); otherwise the encoder
-keeps the MoCo's fixed sin-cos embedding and the run's `encoder/pos_embed` is logged unused.
+The encoder's position embedding follows the init_from run (its config.json, else its
+checkpoint's `pos_embed` shape): a DeiT run's learned G x G table (G = its crop / 8: 28,
+tiny 8), a MoCo run's fixed sin-cos. `model.position_embedding` / `position_grid` stay
+unset here; a value given on the command line that differs from the run's fails, naming
+the field and the run's value (`jhseg.tasks.cast_seg.follow_source_position`). To start
+from a DeiT run's model EMA, map `{"ema_encoder/": "encoder/"}` instead.
 Variants (`:arg`):
   tiny  (default) synthetic scenes' object classes (5 incl. background), a CAST of width 32
         (the `cast.py:tiny` / `cast_deit.py:tiny` encoder), 64^2 crops with 36 superpixels;

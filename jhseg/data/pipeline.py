@@ -6,6 +6,10 @@ rows [p*L, (p+1)*L) of every global batch (L = local batch size). So a run on
 one process with 4 devices and a run on 2 processes with 2 devices each see
 the same global batches, and each process reads only its own share.
 
+With `repeats` > 1 each drawn index fills `repeats` consecutive positions (repeated
+augmentation, `jhseg.data.repeated_augmentation`); transforms are keyed by position, so
+the copies are augmented independently.
+
 Iterator state (`get_state`/`set_state`) is tiny and identical on every
 process because all processes advance in lockstep; checkpoints store it.
 """
@@ -17,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import grain
 import numpy as np
 
+from jhseg.data.repeated_augmentation import RepeatEachIndex
 from jhseg.data.transforms import apply_transforms
 
 Example = dict[str, np.ndarray]
@@ -58,14 +63,17 @@ def _stack(examples: Sequence[Example]) -> Example:
 
 def train_dataset(source: Sequence[Any], transforms: Sequence[Callable], *, seed: int,
                   local_batch_size: int, process_index: int = 0, process_count: int = 1,
-                  num_threads: int = 2) -> grain.IterDataset:
-  """Infinite iterable of local batches (dicts of NumPy arrays)."""
+                  num_threads: int = 2, repeats: int = 1) -> grain.IterDataset:
+  """Infinite iterable of local batches (dicts of NumPy arrays); `repeats` copies of each
+  drawn example in a row (module docstring)."""
   if len(source) < local_batch_size * process_count:
     raise ValueError(f"the training split has {len(source)} examples, fewer than one global "
                      f"batch ({local_batch_size * process_count})")
   n = len(source)
   positions = grain.MapDataset.range(sys.maxsize // 2)  # global stream positions
   order = grain.MapDataset.range(n).shuffle(seed=seed).repeat()  # position -> example index
+  if repeats != 1:
+    order = RepeatEachIndex(order, repeats=repeats)
   stream = _ProcessShareOfBatches(positions, process_index=process_index,
                                   process_count=process_count, local_batch_size=local_batch_size)
   ds = stream.map(lambda pos: apply_transforms(source[order[pos]], transforms, seed=seed,

@@ -21,6 +21,16 @@ Training (paper section 4 and appendix E.4 Table 12; the authors' `deit/main_sup
 What is trained: every parameter of the classifier except the last pooling's fc1 / fc2 /
 centroid_fc, which the authors freeze (`cast.frozen_by_authors_paths`).
 
+Model EMA (`config.model.ema_decay`, 0 = off; the authors' `main_suppix.py` keeps timm's
+`ModelEma` on by default with decay 0.99996): `Classifier.ema_encoder`, a copy of the
+encoder made at initialisation, outside the gradient (`trainable()` leaves it out), updated
+in `after_update` once per optimizer update as timm's ModelEma:
+  ema <- d * ema + (1 - d) * theta     for every parameter and BatchNorm statistic
+(`update_ema`). It is part of the run state, so checkpoints keep it. The authors evaluate
+and report the model itself (`evaluate(data_loader_val, model, ...)`), which is the default
+here too; `config.eval.use_ema = True` runs every evaluation on the EMA encoder instead
+(`EMAWeights`).
+
 The model is `Classifier` (the CAST encoder with a linear head at `encoder/head`), so a
 checkpoint's encoder sits under `encoder/` exactly as in the MoCo task's `MoCoCAST`: the
 MoCo task's evaluations run on it unchanged (they call `model.encoder`), and VOC
@@ -32,7 +42,9 @@ Evaluations (`config.evals.<name>.method`):
                   evaluation view: shorter side resized to crop / 0.875 (bicubic), centre
                   crop, SEEDS, normalisation (the authors' `build_transform(False)`).
   and every evaluation of the MoCo task (`jhseg.tasks.cast.CASTMoCo.evaluations`:
-  hierarchy, knn, ...) on the encoder.
+  hierarchy, knn, figure_ground, ...) on the encoder. With `config.eval.center_crop = S`
+  the label-map evaluations (figure_ground, tta, retrieval) first take the authors'
+  PartImageNet view: shorter side to S, centre S x S (`cast_evals.center_crop_example`).
 
 Faithfulness (deviations and their reasons):
   * mixup / cutmix mix the images only; the superpixels (and so the tokens' grouping) stay
@@ -46,9 +58,11 @@ Faithfulness (deviations and their reasons):
     evaluation) the grid part is resized bicubically (`jhseg.models.cast`), where the
     authors' classification model would fail. The MoCo task keeps the fixed sin-cos
     embedding, so its checkpoints and the DeiT ones differ by the `pos_embed` parameter.
-  * no repeated augmentation (DeiT's RASampler, 3 repeats per image across GPUs) and no
-    model EMA (the authors keep one, decay 0.99996, but evaluate and report the model
-    itself); the last partial batch is not dropped; float32 throughout (no AMP).
+  * repeated augmentation (DeiT's RASampler, 3 copies of each drawn image, on by default in
+    the authors' script) is the engine's `config.data.repeated_augmentation` (3 in the
+    `imagenet` variants); its deviations from RASampler are listed in
+    `jhseg.data.repeated_augmentation`. The last partial batch is not dropped; float32
+    throughout (no AMP).
   * the warm-up is per step from 0 (timm: per epoch from 1e-6), the cosine per step and
     the 10 cool-down epochs are not run (DeiT's loop stops at `epochs` too).
   * the random resized crop's box follows torchvision (`cast.random_resized_box`); the
@@ -59,6 +73,7 @@ Faithfulness (deviations and their reasons):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
@@ -75,6 +90,7 @@ from jhseg.losses import classification
 from jhseg.models import cast as cast_lib
 from jhseg.superpixels import seeds
 from jhseg.tasks import cast as cast_task
+from jhseg.tasks import cast_evals
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Evaluation, Example, StepContext, Task
 
@@ -185,17 +201,69 @@ def center_view(image: np.ndarray, crop_size: int, *,
   return resized[top:top + crop_size, left:left + crop_size]
 
 
+EMA_ENCODER = "ema_encoder"
+
+
+def _own_copy(module: nnx.Module) -> nnx.Module:
+  """A deep copy holding its own buffers (a clone shares the arrays, which the engine's
+  donated train step refuses to receive twice)."""
+  copy = nnx.clone(module)
+  nnx.update(copy, jax.tree.map(lambda x: jnp.array(x, copy=True), nnx.state(copy)))
+  return copy
+
+
 class Classifier(nnx.Module):
   """The CAST encoder with DeiT's linear head (`encoder.head`); `model.encoder` as in
-  `jhseg.models.cast_moco.MoCoCAST`."""
+  `jhseg.models.cast_moco.MoCoCAST`. With `ema`, also `ema_encoder`, the encoder's
+  exponential moving average (module docstring), else `ema_encoder` is None."""
 
   def __init__(self, config: cast_lib.CASTConfig, *, num_classes: int,
-               drop_path_rate: float = 0.0, rngs: nnx.Rngs):
+               drop_path_rate: float = 0.0, ema: bool = False, rngs: nnx.Rngs):
     self.encoder = cast_lib.CAST(config, num_classes=num_classes,
                                  drop_path_rate=drop_path_rate, rngs=rngs)
+    # timm's ModelEma deep-copies the model once it is initialised.
+    self.ema_encoder = _own_copy(self.encoder) if ema else None
 
   def __call__(self, images, superpixels, segment_mask) -> cast_lib.CASTOutput:
     return self.encoder(images, superpixels, segment_mask)
+
+
+class EMAWeights(nnx.Module):
+  """What the evaluations see with `config.eval.use_ema`: `encoder` is the classifier's
+  EMA copy (shared, not copied), so `model.encoder` reads the averaged weights."""
+
+  def __init__(self, classifier: Classifier):
+    if classifier.ema_encoder is None:
+      raise ValueError("cast_deit task: config.eval.use_ema=True needs the model EMA; set "
+                       "config.model.ema_decay in (0, 1) (the authors use 0.99996)")
+    self.encoder = classifier.ema_encoder
+
+
+def is_ema_copy(path, value=None) -> bool:
+  """nnx filter: the variables of the EMA copy (never trained)."""
+  del value
+  return bool(path) and path[0] == EMA_ENCODER
+
+
+_AVERAGED = nnx.Any(nnx.Param, nnx.BatchStat)  # timm averages every float state_dict entry
+
+
+def update_ema(model: Classifier, decay: float | jax.Array) -> None:
+  """ema <- decay * ema + (1 - decay) * theta over parameters and BatchNorm statistics
+  (timm's ModelEma.update)."""
+  averaged = jax.tree.map(lambda e, t: decay * e + (1.0 - decay) * t,
+                          nnx.state(model.ema_encoder, _AVERAGED),
+                          nnx.state(model.encoder, _AVERAGED))
+  nnx.update(model.ema_encoder, averaged)
+
+
+def ema_decay_of(model_config: Mapping[str, Any]) -> float:
+  """`config.model.ema_decay` (absent or 0: no EMA), checked to be in [0, 1)."""
+  decay = float(model_config.get("ema_decay") or 0.0)
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"config.model.ema_decay={decay!r}: expected 0 (no model EMA) or a "
+                     f"decay in (0, 1), e.g. the authors' 0.99996")
+  return decay
 
 
 def mix_options(loss_config: Mapping[str, Any] | None) -> mixing.MixOptions:
@@ -208,23 +276,31 @@ class CASTDeiT(cast_task.CASTMoCo):
   """CAST classifier trained with DeiT's recipe (module docstring). Inherits the MoCo task's
   data helpers and evaluations; replaces model, trainable set, transforms and loss."""
 
-  after_update = Task.after_update  # nothing outside the gradient to update
-
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.num_classes = int(config.model.num_classes)
     self.mix = mix_options(config.get("loss"))
+    self.ema_decay = ema_decay_of(config.model)
+    self.evaluate_ema = bool(config.get("eval", {}).get("use_ema", False))
+    if self.evaluate_ema and not self.ema_decay:
+      raise ValueError("cast_deit task: config.eval.use_ema=True but config.model.ema_decay "
+                       "is 0 (no model EMA); set a decay in (0, 1), e.g. 0.99996")
     self._classify = None
 
   def make_model(self, rngs: nnx.Rngs) -> nnx.Module:
     return Classifier(self.cast_config, num_classes=self.num_classes,
                       drop_path_rate=float(self.config.model.get("drop_path_rate", 0.0)),
-                      rngs=rngs)
+                      ema=bool(self.ema_decay), rngs=rngs)
 
   def trainable(self) -> Any:
     frozen = cast_lib.frozen_by_authors_paths(len(self.cast_config.num_clusters),
                                               prefix=("encoder",))
-    return nnx.All(nnx.Param, nnx.Not(frozen))
+    return nnx.All(nnx.Param, nnx.Not(is_ema_copy), nnx.Not(frozen))
+
+  def after_update(self, model, ctx: StepContext) -> None:
+    del ctx
+    if self.ema_decay:  # traced once: without EMA the step does nothing here
+      update_ema(model, self.ema_decay)
 
   def _seeds(self, num_superpixels: int) -> seeds.SeedsOptions:
     s = self.config.model.superpixels
@@ -251,6 +327,18 @@ class CASTDeiT(cast_task.CASTMoCo):
 
     return [evaluation_view]
 
+  def label_map_transforms(self, *, required: bool):
+    """The MoCo task's label-map evaluation view (figure_ground, tta, retrieval), after the
+    authors' PartImageNet view (`cast_evals.center_crop_example`) when
+    `config.eval.center_crop` is set."""
+    transforms = super().label_map_transforms(required=required)
+    size = self.config.eval.get("center_crop")
+    if not size:
+      return transforms
+    crop = functools.partial(cast_evals.center_crop_example, size=int(size),
+                             label_field=self.config.eval.get("label_field"))
+    return [crop, *transforms]
+
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):
     images, targets, lam = mixing.mix_batch(
@@ -265,9 +353,17 @@ class CASTDeiT(cast_task.CASTMoCo):
 
   # --- evaluation
   def evaluations(self) -> Mapping[str, Evaluation]:
-    return {**super().evaluations(),
-            "classification": Evaluation(self.evaluate_classification,
-                                         self.classification_transforms)}
+    table = {**super().evaluations(),
+             "classification": Evaluation(self.evaluate_classification,
+                                          self.classification_transforms)}
+    if not self.evaluate_ema:
+      return table
+    return {name: Evaluation(self._on_ema(e.run), e.transforms) for name, e in table.items()}
+
+  @staticmethod
+  def _on_ema(run):
+    """`run` on the EMA encoder (`config.eval.use_ema`)."""
+    return lambda model, ctx: run(EMAWeights(model), ctx)
 
   def _logits(self, model, images, superpixels, mask) -> jax.Array:
     """Class logits through the MoCo task's jitted encoder forward (one compiled program

@@ -18,6 +18,13 @@ method`), run on the frozen encoder of a trained model (`task.encoder_of(model)`
                  (DINO's protocol, one figure per image) and of the head-mean mask, next
                  to the all-foreground mask.
                  Writes `<k>_figure_ground.png` (image, mean attention, mask, truth).
+                 On PartImageNet (`experiments/configs/cast_deit.py:
+                 partimagenet_figure_ground`) the truth is the annotated object, i.e. the
+                 union of its part masks (`object_class` > 0, the authors' background is
+                 the pixels no part covers), on the authors' view of the images
+                 (`center_crop_example`, via `config.eval.center_crop` of the DeiT task).
+                 Options: stage, mass, num_pictures, image_classes (only the images
+                 whose `label` is listed, e.g. the ImageNet dogs of appendix B's figure).
   tta            (appendix B; `label` and `config.eval.label_field` used when present)
                  test-time adaptation: a prototype classifier (the mean unit embedding
                  of each class of `options.train_split`, cosine / 0.07), and per
@@ -39,6 +46,10 @@ Faithfulness (deviations and reasons):
     coarse regions), not on a patch grid; the attention is the model's own (padded tokens
     masked out). The authors' figure-ground code is not public: the per-head Jaccard and
     the best head per image follow DINO's authors' description.
+  * figure-ground on PartImageNet is not in the paper (its figure-ground is on VOC,
+    Table 5; PartImageNet serves part-to-whole recognition and TTA). It follows the
+    authors' PartImageNet notebooks for the view (shorter side to 224, centre crop; image
+    bicubic, labels nearest; val split) and the truth (any part = foreground).
   * retrieval: the segment features are the classification CAST's tokens of every level
     unpooled to the superpixels, each unit-normalised and concatenated (a hypercolumn
     without the learned fusion layer and 3-layer head of the authors' segmentation
@@ -143,6 +154,47 @@ def keep_attention_mass(attention: jax.Array, mass: float = FOREGROUND_MASS) -> 
   ranked = jnp.take_along_axis(p, order, axis=-1)
   keep_ranked = (jnp.cumsum(ranked, axis=-1) - ranked < mass) & (ranked > 0)
   return jnp.take_along_axis(keep_ranked, jnp.argsort(order, axis=-1), axis=-1)
+
+
+def center_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+  """(resized height, resized width, top, left) of torchvision's Resize(size) (shorter side
+  to `size`, the longer truncated) then CenterCrop(size) (offsets rounded)."""
+  if height <= width:
+    new_h, new_w = size, int(size * width / height)
+  else:
+    new_h, new_w = int(size * height / width), size
+  return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+
+
+def center_crop_example(example: Mapping[str, Any], *, size: int,
+                        label_field: str | None) -> dict[str, Any]:
+  """The authors' PartImageNet view (`notebooks/eval_ovseg_cast.ipynb`): the shorter side
+  resized to `size` (image bicubic, `label_field` nearest), then the centre size x size.
+  Keeps `image`, `label` (if any) and `label_field`; other fields are dropped."""
+  import cv2  # pylint: disable=g-import-not-at-top  (optional heavy import)
+  image = np.asarray(example["image"])
+  new_h, new_w, top, left = center_crop_box(*image.shape[:2], size)
+
+  height, width = image.shape[:2]
+  resized = cv2.resize(np.ascontiguousarray(image), (new_w, new_h),
+                       interpolation=cv2.INTER_CUBIC)
+  out = {"image": resized[top:top + size, left:left + size]}
+  if "label" in example:
+    out["label"] = example["label"]
+  if label_field:
+    if label_field not in example:
+      raise ValueError(f"cast task: config.eval.label_field={label_field!r} is not a field of "
+                       f"the dataset (it has {sorted(example)})")
+    labels = np.asarray(example[label_field])
+    if labels.shape != image.shape[:2]:
+      raise ValueError(f"cast task: field {label_field!r} (config.eval.label_field) has shape "
+                       f"{labels.shape}; expected the image's {image.shape[:2]}")
+    # Nearest: output pixel i reads source floor(i * in / out) (torch's "nearest").
+    rows = np.floor((top + np.arange(size)) * height / new_h).astype(np.int64)
+    cols = np.floor((left + np.arange(size)) * width / new_w).astype(np.int64)
+    out[label_field] = labels[np.minimum(rows, height - 1)[:, None],
+                              np.minimum(cols, width - 1)[None, :]]
+  return out
 
 
 def jaccard(mask: np.ndarray, truth: np.ndarray, valid: np.ndarray) -> float:
@@ -292,6 +344,8 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
   encoder = task.encoder_of(model)
   stage = int(_option(options, "stage", max(len(encoder.stages) - 2, 0)))
   mass = float(_option(options, "mass", FOREGROUND_MASS))
+  classes = _option(options, "image_classes", None)
+  classes = None if classes is None else frozenset(int(c) for c in classes)
   forward = nnx.jit(lambda m, i, s, k: class_token_attention(m, i, s, k, stage=stage))
   scores = {"best_head": [], "mean_attention": [], "all_foreground": []}
   pictures = []
@@ -305,8 +359,15 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
         "heads": heads, "mean_keep": keep_attention_mass(mean, mass), "mean": mean,
         "token_of": token_of, "sp": batch["superpixels"], "mask": batch["example_mask"],
         "scaled": batch["scaled_size"], "size": batch["size"], "original": batch["original"],
-        **({"label_map": batch["label_map"]} if "label_map" in batch else {})})
+        **({"label_map": batch["label_map"]} if "label_map" in batch else {}),
+        **({"label": batch["label"]} if "label" in batch else {})})
     for i in np.flatnonzero(values["mask"]):
+      if classes is not None:
+        if "label" not in values:
+          raise ValueError(f"cast evaluator {ctx.name!r}: options.image_classes needs the "
+                           f"dataset's image-level 'label' field")
+        if int(values["label"][i]) not in classes:
+          continue
       num_images += 1
       height, width = (int(s) for s in values["size"][i])
       tokens = _levels_at_original(values["sp"][i][None], values["scaled"][i],

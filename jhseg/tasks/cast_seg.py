@@ -25,7 +25,12 @@ SEEDS superpixels per crop (histogram bins 5, 15 iterations, as SPML's dataset).
 Initialisation: `config.init_from` = {"workdir": RUN, "prefixes": {"encoder/": "encoder/"}}
 loads the encoder of a MoCo (`MoCoCAST.encoder`) or DeiT (`cast_deit.Classifier.encoder`)
 run; the DeiT classifier head and the MoCo heads are not used, fusion and head keep
-their initialisation.
+their initialisation. The encoder's position embedding follows the source run
+(`source_position_embedding`): its `config.json` (`model.position_embedding` /
+`position_grid`: MoCo's fixed sin-cos, DeiT's learned G x G table), or, for a checkpoint
+folder without one, the shape of its `pos_embed`. Fields left unset (None) take the
+source's values, written into `config.model` (so this run's config.json records them); a
+value set that differs fails, naming the field and the source's value.
 
 Evaluation `miou` (single scale, as the paper): the image padded to `eval.image_size`
 with the mean colour, SEEDS on the padded image (the authors' `resize_with_pad`), the
@@ -47,12 +52,15 @@ Faithfulness (deviations and their reasons):
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from jhseg.data import options as options_lib
@@ -63,6 +71,7 @@ from jhseg.superpixels import seeds
 from jhseg.tasks import cast as cast_task
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, StepContext, Task
+from jhseg.train import checkpointing, optim, run_config
 
 if TYPE_CHECKING:
   from jhseg.train.evaluators import EvalContext
@@ -243,11 +252,121 @@ def make_eval_transform(image_size: Sequence[int], seeds_options: seeds.SeedsOpt
 # ----------------------------------------------------------------------------- task
 
 
+POSITION_FIELDS = ("position_embedding", "position_grid")
+
+
+def _init_from_parts(init_from: Any) -> tuple[str, str]:
+  """(directory, the source's name prefix of this model's `encoder/`) of config.init_from
+  (a path, or a mapping with `workdir` and `prefixes` {source: target})."""
+  if isinstance(init_from, str):
+    return init_from, "encoder/"
+  directory = init_from.get("workdir")
+  if not directory:
+    raise ValueError("config.init_from: expected a path or a mapping with 'workdir'")
+  prefixes = init_from.get("prefixes") or {}
+  pairs = prefixes.items() if hasattr(prefixes, "items") else prefixes
+  for source, target in pairs:
+    if "encoder/".startswith(target):
+      return directory, source + "encoder/"[len(target):]
+  return directory, "encoder/"
+
+
+def _source_config_file(directory: str) -> str | None:
+  """config.json of the run at `directory` (a workdir or its checkpoints/<step>/state)."""
+  path = os.path.abspath(directory)
+  for candidate in (path, os.path.dirname(os.path.dirname(os.path.dirname(path)))):
+    file = os.path.join(candidate, run_config.CONFIG_FILE)
+    if os.path.isfile(file):
+      return file
+  return None
+
+
+def _position_from_checkpoint(directory: str, prefix: str) -> tuple[dict[str, Any], str]:
+  """The position fields implied by the source checkpoint's `<prefix>pos_embed` shape."""
+  path = os.path.abspath(directory)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    manager = ocp.CheckpointManager(os.path.join(path, "checkpoints"),
+                                    item_names=("state", "meta"))
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"config.init_from={directory!r} has no checkpoint")
+    path = os.path.join(path, "checkpoints", str(step), "state")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"config.init_from={directory!r}: no run (config.json) or "
+                            f"checkpoint folder at {path}")
+  shapes = {}
+  jax.tree_util.tree_map_with_path(
+      lambda p, x: shapes.__setitem__(optim.parameter_name(p), np.shape(x)),
+      checkpointing.read_state_arrays(path))
+  # The run state is (model, optimizer): the model's variables are under "0/".
+  table = [shape for name, shape in shapes.items()
+           if name.removesuffix("/value") == "0/" + prefix + "pos_embed"]
+  where = f"the checkpoint {path} ({prefix}pos_embed)"
+  if not table:
+    return {"position_embedding": "sincos"}, where
+  cells = int(table[0][1]) - 1  # row 0: the class token's
+  side = int(round(cells ** 0.5))
+  if side * side != cells:
+    raise ValueError(f"{where}: a table of {cells} grid cells is not a square grid")
+  return {"position_embedding": "learned", "position_grid": side}, where
+
+
+def source_position_embedding(init_from: Any) -> tuple[dict[str, Any], str]:
+  """({field: value} of POSITION_FIELDS of the encoder config.init_from loads, where).
+
+  From the source run's config.json (its encoder fields, resolved as `cast_config_of`),
+  else from its checkpoint's `pos_embed` shape. `position_grid` only for a learned table.
+  """
+  directory, prefix = _init_from_parts(init_from)
+  file = _source_config_file(directory)
+  if file is None:
+    return _position_from_checkpoint(directory, prefix)
+  with open(file) as f:
+    model = json.load(f).get("model")
+  if not isinstance(model, dict) or "size" not in model:
+    raise ValueError(f"{file}: no 'model' section with a 'size' (not a CAST run's config)")
+  source = cast_task.cast_config_of(ml_collections.ConfigDict(model))
+  fields = {"position_embedding": source.position_embedding}
+  if source.position_embedding == "learned":
+    fields["position_grid"] = source.position_grid
+  return fields, f"{file} (model.*)"
+
+
+def _position_unset(model_config: Mapping[str, Any]) -> bool:
+  kind = model_config.get("position_embedding")
+  return kind is None or kind == "learned" and model_config.get("position_grid") is None
+
+
+def follow_source_position(model_config: ml_collections.ConfigDict, init_from: Any) -> None:
+  """Sets the unset (None) POSITION_FIELDS of `model_config` to the init_from run's, so the
+  run's config.json records them (and a resume or `jhseg.infer` needs no source run); a
+  set field that differs raises ValueError naming it and the source's value. With every
+  field set, a source that is gone (e.g. for inference) is not an error."""
+  if not init_from:
+    return
+  try:
+    fields, where = source_position_embedding(init_from)
+  except FileNotFoundError:
+    if _position_unset(model_config):
+      raise
+    return
+  for name, value in fields.items():
+    mine = model_config.get(name)
+    if mine is None:
+      with model_config.unlocked():
+        model_config[name] = value
+    elif mine != value:
+      raise ValueError(f"config.model.{name}={mine!r}, but the config.init_from run has "
+                       f"{value!r} ({where}); set --config.model.{name}={value!r} or leave "
+                       f"it unset to follow the source")
+
+
 class CASTSegmentation(Task):
   """CAST fine-tuned for semantic segmentation (module docstring)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
+    follow_source_position(config.model, config.get("init_from"))
     self.cast_config = cast_task.cast_config_of(config.model)
     self.num_classes = int(config.model.num_classes)
     self._predict = None

@@ -21,7 +21,8 @@ ENGINE_FIELDS = {
          "model", "loss", "eval", "distributed", "evals"),
     "data": ("name", "data_dir", "train_split", "eval_split", "test_split", "batch_size",
              "eval_batch_size",
-             "num_eval_examples", "auto_build", "num_threads", "image_size", "augment"),
+             "num_eval_examples", "auto_build", "num_threads", "image_size", "augment",
+             "repeated_augmentation"),
     "optim": ("name", "learning_rate", "schedule", "warmup_steps", "end_learning_rate",
               "decay_fractions", "decay_factor", "momentum", "nesterov", "b1", "b2", "eps",
               "weight_decay", "grad_clip_norm", "grad_accum_steps", "groups", "default_lr_mults",
@@ -39,6 +40,7 @@ ENGINE_PLACEHOLDERS = {
     "distributed.process_id": int,
     "distributed.cpu_collectives": str,
     "checkpoint.async": bool,
+    "data.repeated_augmentation": int,
 }
 
 

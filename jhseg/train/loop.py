@@ -251,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_source, task.train_transforms(), seed=config.seed,
       local_batch_size=devices.per_process_batch_size(config.data.batch_size),
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_threads=config.data.get("num_threads", 2)))
+      num_threads=config.data.get("num_threads", 2),
+      repeats=data_lib.repeats_of(config.data)))
 
   graphdef, state, wrt = build_state(task, config, total)
   state = devices.replicate(state, mesh)

@@ -30,8 +30,8 @@ HISTORY_FILE = "config_history.jsonl"
 
 # Dotted field prefixes whose change makes the checkpoints unusable or the data stream another.
 REFUSED = ("task", "seed", "model", "data.name", "data.image_size", "data.batch_size",
-           "data.train_split", "data.augment", "optim.name", "optim.grad_accum_steps",
-           "optim.groups", "optim.frozen")
+           "data.train_split", "data.augment", "data.repeated_augmentation", "optim.name",
+           "optim.grad_accum_steps", "optim.groups", "optim.frozen")
 # Prefixes that may change on resume without a warning.
 FREE = ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
         "checkpoint", "distributed", "init_from", "eval", "evals", "data.data_dir",
