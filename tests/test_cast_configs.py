@@ -47,12 +47,16 @@ def test_coco_retrieves_voc_segments():
 
 def test_center_crop_knn_view_is_fixed_size_whatever_the_image():
   config = cast_configs.get_config("tiny")
-  config.eval.center_crop = 32
-  transform, = cast_task.CASTMoCo(config).knn_transforms()
+  config.eval.center_crop, config.eval.center_crop_ratio = 32, 0.875
+  config.eval.scale, config.eval.image_size, config.eval.original_size = 1.0, (32, 32), (32, 32)
+  crop, with_label = cast_task.CASTMoCo(config).knn_transforms()
   rng = np.random.default_rng(0)
   for shape in [(50, 90), (120, 40), (32, 32)]:
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
-    out = transform({"image": image, "label": np.int64(3)})
+    view = crop({"image": image, "label": np.int64(3)})
+    # Shorter side to int(32 / 0.875) = 36, then the centre 32 x 32.
+    assert view["image"].shape == (32, 32, 3) and view["image"].dtype == np.uint8
+    out = with_label(view)
     assert out["image"].shape == (32, 32, 3) and out["image"].dtype == np.float32
     assert out["superpixels"].shape == (32, 32)
     n = int(out["segment_mask"].sum())
@@ -60,4 +64,11 @@ def test_center_crop_knn_view_is_fixed_size_whatever_the_image():
     assert n > 1 and set(np.unique(out["superpixels"])) == set(range(n))
     assert out["label"] == 3
   with pytest.raises(ValueError, match="label"):
-    transform({"image": rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)})
+    with_label(crop({"image": rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)}))
+
+
+def test_center_crop_box_with_a_larger_short_side_by_hand():
+  from jhseg.tasks import cast_evals  # pylint: disable=g-import-not-at-top
+  # 50 x 90, shorter side to 36: 36 x int(64.8) = 36 x 64, centre 32 x 32 at (2, 16).
+  assert cast_evals.center_crop_box(50, 90, 32, short_side=36) == (36, 64, 2, 16)
+  assert cast_evals.center_crop_box(90, 50, 32, short_side=36) == (64, 36, 16, 2)

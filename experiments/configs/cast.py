@@ -96,10 +96,11 @@ def _base() -> ml_collections.ConfigDict:
   # the colour baseline's up to one per superpixel merge, matched at every threshold.
   config.eval.num_thresholds = 99
   config.eval.num_pictures = 4
-  # k-NN / linear probe on a centre view of this side (None: the whole image at `scale`),
-  # the shorter side first resized to center_crop / crop_ratio (None: DeiT's 0.875).
+  # Evaluation views of this side for datasets of varied sizes (None: the whole image at
+  # `scale`): the shorter side resized to center_crop / center_crop_ratio (None: 1, the
+  # authors' PartImageNet view), then the centre crop (jhseg.tasks.cast, cast_evals).
   config.eval.center_crop = placeholder(int)
-  config.eval.crop_ratio = placeholder(float)
+  config.eval.center_crop_ratio = placeholder(float)
 
   config.optim.name = "adamw"
   config.optim.schedule = "warmup_cosine"
@@ -140,6 +141,9 @@ def _imagenet(config: ml_collections.ConfigDict, *, classes: int = 1000) -> None
     _table11(config, num_images=IMAGENET100_TRAIN_IMAGES, epochs=200, warmup_epochs=20)
     probe_batch, probe_lr = 256, 0.8
   config.eval.center_crop = 224                   # MoCo-v3's Resize(256) + CenterCrop(224)
+  config.eval.center_crop_ratio = 0.875
+  config.eval.scale = 1.0
+  config.eval.image_size = config.eval.original_size = (224, 224)
   # Appendix E.5: the probe (IN-1K batch 1024, lr 30; IN-100 batch 256, lr 0.8; scaled
   # by batch / 256 as MoCo-v3's main_lincls), 90 epochs; evaluated after pre-training.
   config.evals.linear_probe = _engine.evaluator(

@@ -34,7 +34,6 @@ Variants (`:arg`):
 import importlib
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
 from experiments.configs import _engine
 
@@ -97,9 +96,6 @@ def _base() -> ml_collections.ConfigDict:
 
   config.eval.crop_ratio = 0.875                  # DeiT's --eval-crop-ratio
   config.eval.use_ema = False                     # True: every evaluation on the EMA encoder
-  # The authors' PartImageNet view (shorter side, centre crop) before the label-map
-  # evaluations (figure_ground, tta, retrieval); None: the MoCo geometry (eval.scale, ...).
-  config.eval.center_crop = placeholder(int)
 
   config.optim.name = "adamw"
   config.optim.schedule = "warmup_cosine"

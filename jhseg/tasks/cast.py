@@ -80,6 +80,7 @@ Faithfulness (deviations and their reasons):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -396,14 +397,20 @@ class CASTMoCo(Task):
     geometry, options = self._geometry(), self._seeds(self.config.eval.num_superpixels)
     return [lambda e: prepare_eval_example(e, geometry, options, segment_fields=fields)]
 
+  def center_crop_transforms(self, *, label_field: str | None) -> list:
+    """With `config.eval.center_crop = S`, the view every evaluation reads first: the
+    shorter side resized to S / `config.eval.center_crop_ratio` (default 1: the authors'
+    PartImageNet view; 0.875: MoCo-v3's / DeiT's Resize(256) + CenterCrop(224)), then the
+    centre S x S (`cast_evals.center_crop_example`); for datasets of varied image sizes
+    (ImageNet, PartImageNet). Without it, nothing: the whole image at `config.eval.scale`."""
+    size = self.config.eval.get("center_crop")
+    if not size:
+      return []
+    ratio = float(self.config.eval.get("center_crop_ratio") or 1.0)
+    return [functools.partial(cast_evals.center_crop_example, size=int(size), ratio=ratio,
+                              label_field=label_field)]
+
   def knn_transforms(self):
-    """Labelled evaluation examples for k-NN and the probe: the whole image at
-    `config.eval.scale`, or, with `config.eval.center_crop` set (datasets of varied image
-    sizes such as ImageNet), MoCo-v3's / DeiT's centre view of that side."""
-    crop = self.config.eval.get("center_crop")
-    if crop:
-      return [self.center_view_transform(int(crop), self._seeds(self.config.model.superpixels
-                                                                .num_superpixels))]
     geometry, options = self._geometry(), self._seeds(self.config.eval.num_superpixels)
 
     def with_label(example):
@@ -412,22 +419,7 @@ class CASTMoCo(Task):
                          f"the dataset has {sorted(example)}")
       return prepare_eval_example(example, geometry, options, segment_fields=None)
 
-    return [with_label]
-
-  def center_view_transform(self, crop: int, options: seeds.SeedsOptions):
-    """example -> the labelled centre view (shorter side to crop / `config.eval.crop_ratio`,
-    centre crop, SEEDS on the view) with `image`, `superpixels`, `segment_mask`, `label`."""
-    from jhseg.tasks import cast_deit  # pylint: disable=g-import-not-at-top  (it imports us)
-    ratio = float(self.config.eval.get("crop_ratio") or cast_deit.EVAL_CROP_RATIO)
-
-    def center_view(example):
-      decoded = cast_deit.decode_labelled(example)
-      view = cast_deit.center_view(decoded["image"], crop, crop_ratio=ratio)
-      out = cast_deit.with_superpixels(normalize(view.astype(np.float32) / 255.0), options)
-      out["label"] = decoded["label"]
-      return out
-
-    return center_view
+    return [*self.center_crop_transforms(label_field=None), with_label]
 
   def label_map_transforms(self, *, required: bool):
     """Evaluation examples with `label_map` from `config.eval.label_field`: `required`
@@ -443,7 +435,7 @@ class CASTMoCo(Task):
       return prepare_eval_example(example, geometry, options, segment_fields=None,
                                   label_field=present)
 
-    return [with_label_map]
+    return [*self.center_crop_transforms(label_field=field), with_label_map]
 
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):

@@ -42,9 +42,8 @@ Evaluations (`config.evals.<name>.method`):
                   evaluation view: shorter side resized to crop / 0.875 (bicubic), centre
                   crop, SEEDS, normalisation (the authors' `build_transform(False)`).
   and every evaluation of the MoCo task (`jhseg.tasks.cast.CASTMoCo.evaluations`:
-  hierarchy, knn, figure_ground, ...) on the encoder. With `config.eval.center_crop = S`
-  the label-map evaluations (figure_ground, tta, retrieval) first take the authors'
-  PartImageNet view: shorter side to S, centre S x S (`cast_evals.center_crop_example`).
+  hierarchy, knn, figure_ground, ...) on the encoder, with its `config.eval.center_crop`
+  views (`CASTMoCo.center_crop_transforms`: e.g. the authors' PartImageNet view).
 
 Faithfulness (deviations and their reasons):
   * mixup / cutmix mix the images only; the superpixels (and so the tokens' grouping) stay
@@ -73,7 +72,6 @@ Faithfulness (deviations and their reasons):
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
@@ -90,9 +88,8 @@ from jhseg.losses import classification
 from jhseg.models import cast as cast_lib
 from jhseg.superpixels import seeds
 from jhseg.tasks import cast as cast_task
-from jhseg.tasks import cast_evals
 from jhseg.tasks import outputs
-from jhseg.tasks.base import Batch, Evaluation, Example, StepContext, Task
+from jhseg.tasks.base import Batch, Evaluation, Example, StepContext
 
 if TYPE_CHECKING:
   from jhseg.train.evaluators import EvalContext
@@ -326,18 +323,6 @@ class CASTDeiT(cast_task.CASTMoCo):
       return out
 
     return [evaluation_view]
-
-  def label_map_transforms(self, *, required: bool):
-    """The MoCo task's label-map evaluation view (figure_ground, tta, retrieval), after the
-    authors' PartImageNet view (`cast_evals.center_crop_example`) when
-    `config.eval.center_crop` is set."""
-    transforms = super().label_map_transforms(required=required)
-    size = self.config.eval.get("center_crop")
-    if not size:
-      return transforms
-    crop = functools.partial(cast_evals.center_crop_example, size=int(size),
-                             label_field=self.config.eval.get("label_field"))
-    return [crop, *transforms]
 
   # --- training
   def loss(self, model, batch: Batch, ctx: StepContext):

@@ -156,24 +156,29 @@ def keep_attention_mass(attention: jax.Array, mass: float = FOREGROUND_MASS) -> 
   return jnp.take_along_axis(keep_ranked, jnp.argsort(order, axis=-1), axis=-1)
 
 
-def center_crop_box(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-  """(resized height, resized width, top, left) of torchvision's Resize(size) (shorter side
-  to `size`, the longer truncated) then CenterCrop(size) (offsets rounded)."""
+def center_crop_box(height: int, width: int, size: int, *,
+                    short_side: int | None = None) -> tuple[int, int, int, int]:
+  """(resized height, resized width, top, left) of torchvision's Resize(short_side) (the
+  shorter side to `short_side`, default `size`, the longer truncated) then CenterCrop(size)
+  (offsets rounded)."""
+  short = size if short_side is None else short_side
   if height <= width:
-    new_h, new_w = size, int(size * width / height)
+    new_h, new_w = short, int(short * width / height)
   else:
-    new_h, new_w = int(size * height / width), size
+    new_h, new_w = int(short * height / width), short
   return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
 
 
-def center_crop_example(example: Mapping[str, Any], *, size: int,
-                        label_field: str | None) -> dict[str, Any]:
-  """The authors' PartImageNet view (`notebooks/eval_ovseg_cast.ipynb`): the shorter side
-  resized to `size` (image bicubic, `label_field` nearest), then the centre size x size.
+def center_crop_example(example: Mapping[str, Any], *, size: int, label_field: str | None,
+                        ratio: float = 1.0) -> dict[str, Any]:
+  """The shorter side resized to int(size / ratio) (image bicubic, `label_field` nearest),
+  then the centre size x size: with ratio 1 the authors' PartImageNet view
+  (`notebooks/eval_ovseg_cast.ipynb`), with 0.875 MoCo-v3's Resize(256) + CenterCrop(224).
   Keeps `image`, `label` (if any) and `label_field`; other fields are dropped."""
   import cv2  # pylint: disable=g-import-not-at-top  (optional heavy import)
   image = np.asarray(example["image"])
-  new_h, new_w, top, left = center_crop_box(*image.shape[:2], size)
+  new_h, new_w, top, left = center_crop_box(*image.shape[:2], size,
+                                           short_side=int(size / ratio))
 
   height, width = image.shape[:2]
   resized = cv2.resize(np.ascontiguousarray(image), (new_w, new_h),
