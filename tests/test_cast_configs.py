@@ -72,3 +72,16 @@ def test_center_crop_box_with_a_larger_short_side_by_hand():
   # 50 x 90, shorter side to 36: 36 x int(64.8) = 36 x 64, centre 32 x 32 at (2, 16).
   assert cast_evals.center_crop_box(50, 90, 32, short_side=36) == (36, 64, 2, 16)
   assert cast_evals.center_crop_box(90, 50, 32, short_side=36) == (64, 36, 16, 2)
+
+
+def test_partimagenet_tta_is_appendix_b():
+  config = cast_configs.get_config("partimagenet_tta")
+  check_fields(config)
+  tta = config.evals.tta
+  assert config.model.size == "cast_base" and config.data.name == "imagenet2012"  # Table 10
+  assert (tta.method, tta.dataset, tta.split, tta.options.train_split) == (
+      "tta", "partimagenet", "val", "train")
+  dogs = tta.options.positive_classes
+  assert (min(dogs), max(dogs), len(dogs), tta.options.num_classes) == (151, 268, 118, 2)
+  assert (config.eval.center_crop, config.eval.center_crop_ratio) == (224, 1.0)
+  assert config.eval.label_field == "object_class"

@@ -217,3 +217,28 @@ def test_tta_evaluator_reports_before_and_after(encoder_batch, tmp_path):
   for name in ("accuracy_before", "accuracy_after", "fg_miou_before", "fg_miou_after"):
     assert 0 <= scalars[name] <= 1
   assert (tmp_path / "summary.json").exists()
+
+
+def test_tta_positive_classes_make_a_binary_classifier(encoder_batch, tmp_path):
+  """appendix B.1's dog vs non-dog: training and test labels both mapped to 1 / 0 before the
+  prototypes and the accuracy (5 prototype rows, so the adaptation program is the cached one
+  of the tests above; rows 2-4 have no member and are zero)."""
+  encoder, batch, _, out = encoder_batch
+  np.testing.assert_array_equal(cast_evals.binary_labels([151, 3, 268, 269], range(151, 269)),
+                                [1, 0, 1, 0])
+  task = type("Task", (), {})()
+  task.config = type("Config", (), {"data": type("Data", (), {"train_split": "train"})()})()
+  task.encoder_of = lambda model: model
+  task.knn_transforms = lambda: None
+  embeddings = np.random.default_rng(1).normal(size=(10, 16))
+  train_labels = np.where(np.arange(10) % 2, 200, 7)        # "dogs" at odd rows
+  task.features = lambda model, batches: (embeddings, train_labels)
+  full = {**batch, "label": jnp.array([200, 7]), "example_mask": jnp.array([True, True]),
+          "scaled_size": jnp.array([[32, 32], [32, 32]]), "size": jnp.array([[32, 32]] * 2)}
+  scalars = cast_evals.evaluate_tta(task, encoder, _FakeContext(
+      full, tmp_path, learning_rate=0.05, num_classes=5, level=1,
+      positive_classes=list(range(151, 269))))
+  prototypes = cast_evals.class_prototypes(embeddings, np.arange(10) % 2, 5)
+  predicted = np.argmax(cast_evals.prototype_logits(out.embedding, jnp.asarray(prototypes)),
+                        axis=-1)
+  assert scalars["accuracy_before"] == pytest.approx(np.mean(predicted == np.array([1, 0])))

@@ -29,6 +29,9 @@ Variants (`:arg`):
            90 epochs, batch 1024, lr 30, SGD momentum 0.9, no weight decay) and k-NN on
            the 50 000 validation images. Data: TFDS `imagenet2012` (manual; see
            cast_deit.py for the two archives and the build command).
+  partimagenet_tta  `imagenet` with CAST-B, plus appendix B's test-time adaptation on
+           PartImageNet val (`tfds build partimagenet`): dog vs non-dog prototypes of
+           PartImageNet train, one TENT step per image, foreground IoU before / after.
   coco     CAST-S, MoCo-v3 on COCO train2017 (118 287 images) with Table 11's COCO column
            (400 epochs with 40 of warm-up), the paper's pre-training for VOC (Table 3a,
            appendix E.2); segment retrieval on VOC 2012 val against a train_aug memory
@@ -114,6 +117,9 @@ def _moco_learning_rate(batch_size: int) -> float:
 
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
+# ImageNet-1K's dog breeds: labels 151 (n02085620, Chihuahua) to 268 (n02113978, Mexican
+# hairless) in TFDS's imagenet2012 order, which the partimagenet builder's `label` follows.
+IMAGENET_DOG_CLASSES = tuple(range(151, 269))
 IMAGENET100_TRAIN_IMAGES = 127_000  # appendix E.2's rounded "127K": steps within 1%
 COCO_TRAIN2017_IMAGES = 118_287
 
@@ -152,6 +158,19 @@ def _imagenet(config: ml_collections.ConfigDict, *, classes: int = 1000) -> None
                "base_learning_rate": probe_lr, "epochs": 90, "num_classes": classes})
   config.evals.knn = _engine.evaluator("validation", method="knn", batch_size=256,
                                        options={"train_split": "train"})
+
+
+def _partimagenet_tta(config: ml_collections.ConfigDict) -> None:
+  """Appendix B.1 / Table 10: CAST-B MoCo-trained on IN-1K; a dog vs non-dog prototype
+  classifier from PartImageNet train, TENT per validation image; the authors' view of the
+  images (shorter side 224, centre crop) and the object masks as the foreground."""
+  config.model.size = "cast_base"
+  config.eval.center_crop, config.eval.center_crop_ratio = 224, 1.0
+  config.eval.label_field = "object_class"        # any annotated part
+  config.evals.tta = _engine.evaluator(
+      "val", method="tta", dataset="partimagenet", batch_size=1,
+      options={"train_split": "train", "positive_classes": IMAGENET_DOG_CLASSES,
+               "num_classes": 2})
 
 
 def _coco(config: ml_collections.ConfigDict) -> None:
@@ -255,11 +274,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 50
   elif arg == "imagenet":
     _imagenet(config)
+  elif arg == "partimagenet_tta":
+    _imagenet(config)
+    _partimagenet_tta(config)
   elif arg == "imagenet100":
     _imagenet(config, classes=100)
   elif arg == "coco":
     _coco(config)
   else:
     raise ValueError(f"unknown config variant {arg!r}; valid: None, 'tiny', 'tiny_tta', "
-                     f"'bsds500', 'paper', 'imagenet', 'imagenet100', 'coco'")
+                     f"'bsds500', 'paper', 'imagenet', 'imagenet100', 'coco', 'partimagenet_tta'")
   return config

@@ -38,11 +38,13 @@ import ml_collections
 from experiments.configs import _engine
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
-# ImageNet-1K's dog breeds: labels 151 (n02085620, Chihuahua) to 268 (n02113978, Mexican
-# hairless) in TFDS's imagenet2012 order, which the partimagenet builder's `label` follows.
-IMAGENET_DOG_CLASSES = tuple(range(151, 269))
 # What `tfds build imagenet2012` needs in --manual_dir (TFDS's builder reads them as is).
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+
+
+def _cast():
+  """The MoCo config module (its encoder / eval fields and constants are shared)."""
+  return importlib.import_module("experiments.configs.cast")
 
 
 def _deit_learning_rate(batch_size: int) -> float:
@@ -62,7 +64,7 @@ def _no_weight_decay_group() -> ml_collections.ConfigDict:
 
 def _base() -> ml_collections.ConfigDict:
   # The MoCo config's model / eval fields: the MoCo task's evaluations run on this encoder.
-  config = importlib.import_module("experiments.configs.cast")._base()
+  config = _cast()._base()
   config.task = "cast_deit"
   del config.model.moco
   config.data.augment = ml_collections.ConfigDict()  # jhseg.tasks.cast_deit.DeiTAugmentOptions
@@ -174,5 +176,5 @@ def partimagenet_figure_ground(config: ml_collections.ConfigDict, *,
   # The same on the dog images only (appendix B's PartImageNet figure shows dogs).
   config.evals.figure_ground_dogs = _engine.evaluator(
       "val", method="figure_ground", dataset="partimagenet", batch_size=64,
-      every_steps=every_steps, options={"image_classes": IMAGENET_DOG_CLASSES})
+      every_steps=every_steps, options={"image_classes": _cast().IMAGENET_DOG_CLASSES})
   return config

@@ -32,7 +32,9 @@ method`), run on the frozen encoder of a trained model (`task.encoder_of(model)`
                  minimising the prediction entropy (TENT). Reports the entropy, accuracy
                  and the foreground IoU of level `options.level`'s segments labelled by
                  the majority of the true foreground (the paper's oracle labelling),
-                 before and after.
+                 before and after. `options.positive_classes` (a list of `label`s)
+                 makes the classes binary, as appendix B.1's dog vs non-dog classifier:
+                 1 for those labels, 0 for the rest (`cast.py:partimagenet_tta`).
   retrieval      (sec. 4.2, Table 3a; appendix E.5) segment retrieval after SegSort: the
                  segments of level `options.level` (default the coarsest) pooled into unit
                  features, labelled by kNN (k 20) against a memory of the segments of
@@ -401,6 +403,11 @@ def evaluate_figure_ground(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[
   return scalars
 
 
+def binary_labels(labels, positive_classes: Sequence[int]) -> np.ndarray:
+  """1 where `labels` is one of `positive_classes` (e.g. ImageNet's dog breeds), else 0."""
+  return np.isin(np.asarray(labels), np.asarray(list(positive_classes))).astype(np.int32)
+
+
 def evaluate_tta(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[str, Any]:
   options = ctx.options
   encoder = task.encoder_of(model)
@@ -408,6 +415,9 @@ def evaluate_tta(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[str, Any]:
   train_f, train_y = task.features(model, ctx.batches(
       train_split, dataset=ctx.evaluator.dataset, transforms=task.knn_transforms(),
       num_examples=options.get("num_train_examples")))
+  positive = options.get("positive_classes")
+  class_of = (lambda y: y) if positive is None else (lambda y: binary_labels(y, positive))
+  train_y = class_of(train_y)
   num_classes = int(options.get("num_classes") or train_y.max() + 1)
   prototypes = jnp.asarray(class_prototypes(train_f, train_y, num_classes))
   level = int(_option(options, "level", len(encoder.stages)))
@@ -428,7 +438,7 @@ def evaluate_tta(task: "CASTMoCo", model, ctx: "EvalContext") -> dict[str, Any]:
         rows[f"entropy_{when}"].append(float(values[f"entropy_{when}"][i]))
         if "label" in values:
           rows[f"correct_{when}"].append(
-              float(np.argmax(values[f"logits_{when}"][i]) == values["label"][i]))
+              float(np.argmax(values[f"logits_{when}"][i]) == class_of(values["label"][i])))
         if "label_map" in values:
           levels = _levels_at_original(values[f"nested_{when}"][i], values["scaled"][i],
                                        values["size"][i])
