@@ -45,6 +45,7 @@ import numpy as np  # noqa: E402
 
 from jhseg.models import cast  # noqa: E402
 from jhseg.models import cast_pooling  # noqa: E402
+from jhseg.models import layers  # noqa: E402
 from jhseg.superpixels import seeds  # noqa: E402
 
 
@@ -62,7 +63,8 @@ class ConvStemViT(nnx.Module):
                                     padding=((1, 1), (1, 1)), use_bias=False, rngs=rngs)
                            for i in range(4)])
     self.norms = nnx.List([nnx.BatchNorm(widths[i + 1], rngs=rngs) for i in range(4)])
-    self.proj = nnx.Conv(dim, dim, (1, 1), rngs=rngs)
+    self.proj = nnx.Conv(dim, dim, (1, 1), conv_general_dilated=layers.pointwise_conv,
+                         rngs=rngs)  # as CAST's stem
     self.cls_token = nnx.Param(jnp.zeros((1, 1, dim)))
     self.blocks = nnx.List([cast.Block(dim, num_heads, 4.0, 0.0, rngs=rngs)
                             for _ in range(depth)])
@@ -94,6 +96,41 @@ def superpixel_inputs(batch: int, size: int, num_superpixels: int):
   return images, labels, masks, seeds_ms
 
 
+def compile_with_flops(fn, *args):
+  """(compiled fn, GFLOP per call from XLA's cost analysis of the optimised program)."""
+  compiled = jax.jit(fn).lower(*args).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return compiled, cost["flops"] / 1e9
+
+
+def timed(compiled, args, repeats: int) -> tuple[float, float]:
+  """(median, best) milliseconds of `compiled(*args)` after one warm-up call."""
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(1e3 * (time.perf_counter() - start))
+  return float(np.median(times)), min(times)
+
+
+def matmul_gflops(repeats: int, n: int = 2048) -> float:
+  """Best GFLOP/s of an n x n float32 matmul: what XLA:CPU reaches on these cores now."""
+  a = jax.random.normal(jax.random.key(1), (n, n))
+  _, best = timed(jax.jit(jnp.matmul), (a, a), max(repeats, 5))
+  return 2 * n ** 3 / best / 1e6
+
+
+def forward_row(name: str, ms: tuple[float, float], gflop: float, batch: int,
+                matmul: float) -> str:
+  median, best = ms
+  rate = gflop / best * 1e3
+  return (f"{name}: {median:.0f} ms/batch = {1e3 * batch / median:.1f} images/s (best "
+          f"{1e3 * batch / best:.1f}); {gflop / batch:.2f} GFLOP/image, best {rate:.0f} "
+          f"GFLOP/s = {100 * rate / matmul:.0f}% of the matmul's")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch", type=int, default=8)
@@ -109,15 +146,27 @@ def main() -> None:
         f"segments per image {masks.sum(1).tolist()}")
   model = cast.CAST(config, rngs=nnx.Rngs(0))
   model.eval()
-  cast_forward = nnx.jit(lambda m, x, y, k: m(x, y, k).embedding)
-  cast_ms = median_ms(cast_forward, (model, jnp.asarray(images), jnp.asarray(labels),
-                                     jnp.asarray(masks)), args.repeats)
+  graph, state = nnx.split(model)
+  cast_args = (state, jnp.asarray(images), jnp.asarray(labels), jnp.asarray(masks))
+  cast_fn, cast_gflop = compile_with_flops(
+      lambda s, x, y, k: nnx.merge(graph, s)(x, y, k).embedding, *cast_args)
   vit = ConvStemViT(config.dim, sum(config.depths), config.num_heads, rngs=nnx.Rngs(0))
   vit.eval()
-  vit_ms = median_ms(nnx.jit(lambda m, x: m(x)), (vit, jnp.asarray(images)), args.repeats)
-  print(f"{args.model}: {cast_ms:.0f} ms/batch = {1e3 * args.batch / cast_ms:.1f} images/s")
-  print(f"ViT (conv stem, {sum(config.depths)} blocks, {(args.size // 16) ** 2} tokens): "
-        f"{vit_ms:.0f} ms/batch = {1e3 * args.batch / vit_ms:.1f} images/s")
+  vit_graph, vit_state = nnx.split(vit)
+  vit_args = (vit_state, jnp.asarray(images))
+  vit_fn, vit_gflop = compile_with_flops(lambda s, x: nnx.merge(vit_graph, s)(x), *vit_args)
+  # Interleaved so that both see the same load; the matmul before and after.
+  matmul = matmul_gflops(args.repeats)
+  cast_ms, vit_ms = timed(cast_fn, cast_args, args.repeats), timed(vit_fn, vit_args, args.repeats)
+  matmul = max(matmul, matmul_gflops(args.repeats))
+  print(f"matmul 2048^2 float32: {matmul:.0f} GFLOP/s (best of {max(args.repeats, 5)})")
+  print(forward_row(args.model, cast_ms, cast_gflop, args.batch, matmul))
+  print(forward_row(f"ViT (conv stem, {sum(config.depths)} blocks, {(args.size // 16) ** 2} "
+                    f"tokens)", vit_ms, vit_gflop, args.batch, matmul))
+  print(f"CAST / ViT images/s: {vit_ms[0] / cast_ms[0]:.2f}x (median), "
+        f"{vit_ms[1] / cast_ms[1]:.2f}x (best)")
+  print(f"{args.model} at the matmul's rate would run {matmul / cast_gflop * args.batch:.1f} "
+        f"images/s; 39 images/s needs {39 * cast_gflop / args.batch:.0f} GFLOP/s")
 
   print("graph pooling per level: total ms, FPS ms, FPS share")
   num_tokens = args.superpixels
