@@ -14,19 +14,69 @@ compile/warm-up call):
   pooling   each graph pooling alone (196 -> 64, 64 -> 32, 32 -> 16, 16 -> 8 tokens on
             batch `batch`) and its FPS alone, for the FPS share per level.
 
-Images/s = batch / forward time. The numbers are distorted by the shared load of the
-machine when measured (other jobs on the 2 cores): compare rows of one run only.
+Images/s = batch / forward time (median; "best" = fastest repeat). FLOPs come from XLA's
+cost analysis of the compiled forward; the 2048^2 float32 matmul measured in the same
+run is what XLA:CPU reaches on these cores at that moment, so "% of the matmul's" is
+the forward's efficiency whatever the load. The numbers are distorted by the shared
+load of the machine (other jobs on the 2 cores): compare rows of one run only.
 
-Measured 2026-11-30 on the shared 2-core CPU with a load average of 14 from other jobs
-(`python bench/cast.py`, batch 8, 224^2, 3 repeats): absolute numbers are several
-times too slow and noisy; only the ratios of one run mean something.
-  SEEDS 115 ms/image (host, one core)
-  CAST-S  4353 ms/batch = 1.8 images/s;  ViT-S (conv stem, 11 blocks) 9436 ms = 0.8 images/s
-  graph pooling 196->64: 1117 ms, FPS 20.1 ms (1.8%);  64->32: 126 ms, FPS 2.6 ms (2.1%);
-                32->16: 89 ms, FPS 4.0 ms (4.5%);    16->8 (assignments): 45 ms, FPS 0.8 ms (1.7%)
-The FPS share stays under 5% at every level (Table 8 reports 25-60% for the authors'
-DGL call on their GPU system, appendix A.4), inside the issue's 15% target; its 39
-images/s target for CAST-S is far from reached on these loaded cores.
+Measured 2026-11-30 on the shared 2-core AMD EPYC (Zen 3, AVX2/FMA, 2.45 GHz), load
+average 5.4 from other jobs (`python bench/cast.py`, batch 8, 224^2, 3 repeats):
+  SEEDS 105 ms/image (host, one core)
+  matmul 2048^2: 42 GFLOP/s
+  CAST-S  2724 ms/batch = 2.9 images/s (best 4.0); 6.33 GFLOP/image, 60% of the matmul's
+  ViT-S   3118 ms/batch = 2.6 images/s (best 2.9); 9.44 GFLOP/image, 66% of the matmul's
+  CAST / ViT 1.14x (median), 1.35x (best)
+  graph pooling 196->64: 277 ms, FPS 26.3 ms (9.5%);  64->32: 62 ms, FPS 3.4 ms (5.5%);
+                32->16: 42 ms, FPS 1.0 ms (2.4%);  16->8 (assignments): 24 ms, FPS 0.8 ms (3.2%)
+The FPS share stays under 10% at every level (Table 8 reports 25-60% for the authors'
+DGL call on their GPU system, appendix A.4), inside the issue's 15% target.
+
+39 images/s is out of reach on this CPU, whatever the code: CAST-S costs 6.33 GFLOP per
+224^2 image, so 39 images/s needs 247 GFLOP/s, while two Zen 3 cores peak at 2 x 2.45
+GHz x 32 float32 FLOP/cycle (two 8-wide FMA pipes) = 157 GFLOP/s, i.e. 24.8 images/s
+if every FLOP ran at peak. XLA:CPU's best 1024^2 matmul seen this session was 67
+GFLOP/s (10.6 CAST-S images/s at that rate); under the load of the measurement above
+it was 42 GFLOP/s (6.6 images/s). CAST-S runs at 60-70% of the matmul's rate (the
+attention products on 32-wide heads, softmax, LayerNorm and GELU are the rest), so the
+measured ceiling under this load is ~4-7 images/s. The session before measured 9.4
+images/s at low load with the older code (~60 GFLOP/s achieved; under heavy load 1.8 vs
+0.8 for ViT), so ~11 images/s can be expected on an idle machine (never idle this
+session). 39 images/s needs a GPU (the paper's setting) or lower precision.
+
+Where the time went (per-op profile: `jax.profiler.trace(..., create_perfetto_trace=True)`
+with XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true, ops mapped to the compiled HLO),
+and what changed (outputs equal up to float summation order; parity tests pass):
+  * attention (`cast_pooling.Attention`): the softmax and the value product on
+    (B, N, H, hd) views were fused into one YNNPACK call running at ~1 GFLOP/s, 16% of
+    the forward; heads-first (B, H, N, hd) operands make the attention core ~2x faster
+    (the whole Attention 1.2x).
+  * superpixel means: the one-hot matmul (0.95 GFLOP per batch) became a per-image
+    scatter-add (`jax.ops.segment_sum` under vmap: 26 -> 3 ms, gradient 60 -> 17 ms),
+    and the position embedding is pooled with the features (mean(X) + mean(E) =
+    mean(X + E)) instead of in a second pooling of a broadcast copy.
+  * graph pooling's fc1 on [class; tokens] then sliced: the exact GELU (erfc) had two
+    consumers and XLA materialised its intermediates (~5x slower than a block's GELU);
+    fc1 now runs on the class token and on the tokens apart.
+  * the stem's 1x1 projection ran as a YNNPACK convolution; `layers.pointwise_conv`
+    makes it a dot (115 -> 75 ms per batch in the profile). The 3x3 stem convolutions already run
+    at matmul speed (conv 192->384 at 28^2: 55 GFLOP/s when the matmul did ~45-67);
+    an im2col dot was 1.5-4x slower.
+  * the sin-cos table is a compile-time constant.
+  In-process A/B against the previous code (both trees imported in one process, calls
+  alternated; /tmp script, not kept): 10 rounds at load 6.4: 1552 vs 1827 ms (best), 1767
+  vs 2129 ms (median); 8 rounds at load 8.4: 1352 vs 1776, 1805 vs 2117: 1.17-1.31x.
+  Left: the dense layers (qkv, proj, MLP, pooling fc1/fc2, ~70% of the FLOPs) and the
+  stem convolutions, all at the matmul's rate.
+
+XLA flags tried (whole forward, separate processes alternated twice, load 5.5-8.4; none
+is a default):
+  --xla_cpu_experimental_ynn_fusion_type=-individual_dot  (dots not via YNNPACK):
+    1699 / 1790 ms vs 1554 / 1306 ms without: slower.
+  --xla_cpu_experimental_ynn_fusion_type=-individual_convolution  (Eigen convolutions):
+    1444 / 1676 ms vs 1554 / 1306: no consistent change.
+  --xla_cpu_experimental_ynn_fusion_type=-dot,-eltwise,-reduce: 1784 / 3104 ms: slower.
+  (The valid names are dot, eltwise, reduce, individual_dot, individual_convolution.)
 """
 from __future__ import annotations
 
