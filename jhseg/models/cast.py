@@ -79,6 +79,7 @@ import numpy as np
 
 from jhseg import segments
 from jhseg.models import cast_pooling
+from jhseg.models import layers
 
 STEM_STRIDE = 8
 _TORCH_DEFAULT_CONV_INIT = nnx.initializers.variance_scaling(1.0 / 3, "fan_in", "uniform")
@@ -176,9 +177,13 @@ def segment_means(features: jax.Array, labels: jax.Array, num_segments: int
   (zeros for empty segments) and (B, S) bool non-empty.
   """
   b, _, _, d = features.shape
-  one_hot = jax.nn.one_hot(labels.reshape(b, -1), num_segments, dtype=features.dtype)
-  sums = jnp.einsum("bns,bnd->bsd", one_hot, features.reshape(b, -1, d))
-  counts = jnp.sum(one_hot, axis=1)
+  # A per-image scatter-add (batch kept as a vmapped axis, so a batch-sharded input
+  # stays sharded): the one-hot matmul it replaces cost S times more FLOPs.
+  ids = labels.reshape(b, -1).astype(jnp.int32)
+  ids = jnp.where((ids >= 0) & (ids < num_segments), ids, num_segments)  # dropped row
+  segment_sum = jax.vmap(lambda x, i: jax.ops.segment_sum(x, i, num_segments + 1))
+  sums = segment_sum(features.reshape(b, -1, d), ids)[:, :-1]
+  counts = segment_sum(jnp.ones(ids.shape, features.dtype), ids)[:, :-1]
   return sums / jnp.maximum(counts, 1.0)[..., None], counts > 0
 
 
@@ -198,7 +203,8 @@ class ConvStem(nnx.Module):
     bound = (1.0 / dim) ** 0.5  # PyTorch's default conv bias: U(-1/sqrt(fan_in), ...)
     self.proj = nnx.Conv(dim, dim, (1, 1), kernel_init=_TORCH_DEFAULT_CONV_INIT,
                          bias_init=lambda k, s, d=jnp.float32: jax.random.uniform(
-                             k, s, d, -bound, bound), rngs=rngs)
+                             k, s, d, -bound, bound),
+                         conv_general_dilated=layers.pointwise_conv, rngs=rngs)
 
   def __call__(self, images: jax.Array) -> jax.Array:
     x = images
@@ -300,10 +306,10 @@ class CAST(nnx.Module):
     num_segments = segment_mask.shape[1]
     features = self.patch_embed(images)
     grid_labels = segments.resize_labels_nearest(jnp.asarray(labels), *features.shape[1:3])
-    tokens, present = segment_means(features, grid_labels, num_segments)
-    positions = jnp.broadcast_to(self.grid_positions(*features.shape[1:3]), features.shape)
-    position_means, _ = segment_means(positions, grid_labels, num_segments)
-    return tokens + position_means, present & segment_mask
+    # mean(X_cnn) + mean(E_pos) over a superpixel = mean(X_cnn + E_pos): one pooling.
+    positions = self.grid_positions(*features.shape[1:3])
+    tokens, present = segment_means(features + positions, grid_labels, num_segments)
+    return tokens, present & segment_mask
 
   def grid_positions(self, height: int, width: int) -> jax.Array:
     """(h, w, D) position embedding of the stem grid (`CASTConfig.position_embedding`).
@@ -311,7 +317,8 @@ class CAST(nnx.Module):
     The learned table's grid part is resized bicubically when the stem grid differs from
     `position_grid` (the authors' segmentation model and DeiT's checkpoint loading)."""
     if self.pos_embed is None:
-      return sincos_position_embedding(height, width, self.config.dim)
+      with jax.ensure_compile_time_eval():  # a constant of the compiled forward
+        return sincos_position_embedding(height, width, self.config.dim)
     side = self.config.position_grid
     table = self.pos_embed[...][0, 1:].reshape(side, side, self.config.dim)
     return resize_position_table(table, height, width)
