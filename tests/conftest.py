@@ -64,6 +64,32 @@ def synthetic_data_dir(tmp_path_factory) -> str:
   return data_dir
 
 
+# The trained `hsg:tiny` run of `hsg_tiny_run`: 3 steps, then the evaluation of 6
+# validation images (two batches of 4, the second one padded) with a retrieval memory of 8.
+HSG_TINY_RUN = {"num_train_steps": 3, "checkpoint_every_steps": 3, "evals.val.every_steps": 3,
+                "log_every_steps": 3, "evals.val.num_examples": 6,
+                "eval.num_memory_examples": 8}
+# Tests that use `hsg_tiny_run` are marked `@pytest.mark.xdist_group("hsg_tiny_run")`:
+# pytest-xdist (`--dist loadgroup`, setup.cfg) then runs them in one worker, which trains
+# the run once for all of them (they only read it).
+
+
+@pytest.fixture(scope="session")
+def hsg_tiny_run(synthetic_data_dir, tmp_path_factory):
+  """(config, workdir, summary) of one `hsg:tiny` run with `HSG_TINY_RUN`, trained once per
+  session (per xdist worker) for the HSG end-to-end, inference and two-process tests:
+  compiling HSG's train step and evaluation is most of each of those tests' time."""
+  from experiments.configs import hsg
+  from jhseg.train import train_and_evaluate
+
+  config = hsg.get_config("tiny")
+  config.update_from_flattened_dict(HSG_TINY_RUN)
+  config.data.data_dir = synthetic_data_dir
+  workdir = tmp_path_factory.mktemp("hsg_tiny_run")
+  summary = train_and_evaluate(config, str(workdir))
+  return config, workdir, summary
+
+
 @pytest.fixture(name="bench", scope="session")
 def bsds_bench(shared_data):
   """`../shared/data/bsds500_bench`: the official BSDS benchmark sample and its outputs."""

@@ -9,7 +9,6 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from experiments.configs import hsg as hsg_configs
 from experiments.configs import ultrametric as ultrametric_configs
 from jhseg import grid
 from jhseg import hierarchy
@@ -35,17 +34,6 @@ def _short_run(config, data_dir: str):
   config.evals.val.batch_size = 4
   config.evals.val.num_examples = 1
   return config
-
-
-@pytest.fixture(scope="module")
-def hsg_run(synthetic_data_dir, tmp_path_factory):
-  config = _short_run(hsg_configs.get_config("tiny"), synthetic_data_dir)
-  config.num_train_steps = 1             # one checkpoint, with the evaluation's metrics
-  config.model.width = 16                # narrow ResNet: a cheaper CPU run
-  config.eval.num_memory_examples = 4
-  workdir = tmp_path_factory.mktemp("hsg_run")
-  train_and_evaluate(config, str(workdir))
-  return workdir
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +116,13 @@ def test_best_is_the_step_with_the_lowest_eval_loss(ultrametric_run):
 # ----------------------------------------------------------------------------- tasks
 
 
-def test_hsg_writes_nested_levels_of_the_image_size_and_pictures(hsg_run, images, tmp_path,
-                                                                  capsys):
+@pytest.mark.xdist_group("hsg_tiny_run")  # the worker that trains `hsg_tiny_run`
+def test_hsg_writes_nested_levels_of_the_image_size_and_pictures(hsg_tiny_run, images,
+                                                                  tmp_path, capsys):
+  # The shared `hsg:tiny` run (conftest.py): one checkpoint, at step 3, with the metrics.
+  _, hsg_run, _ = hsg_tiny_run
   assert _infer(hsg_run, tmp_path, images, "--best") == 0  # the HSG config has a best_metric
-  assert "at step 1;" in capsys.readouterr().out
+  assert "at step 3;" in capsys.readouterr().out
   config = infer.load_config(str(hsg_run))
   clusters = list(config.model.num_clusters)
   rows, cols = config.eval.grid
