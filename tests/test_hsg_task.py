@@ -40,7 +40,8 @@ def _batch(task, data_dir: str, transforms, count: int = 4):
 
 @pytest.mark.xdist_group("hsg_tiny_run")  # the worker that trains `hsg_tiny_run`
 def test_trains_end_to_end_and_writes_the_evaluation(hsg_tiny_run):
-  # The run: `hsg:tiny` trained 3 steps, 6 validation images, a memory of 8 (conftest.py).
+  # The run: `hsg:tiny` with 1 + 1 transformer layers trained 3 steps, 6 validation
+  # images, a memory of 8 (conftest.py).
   config, workdir, summary = hsg_tiny_run
   assert (config.num_train_steps, config.evals.val.num_examples) == (3, 6)
 
@@ -94,10 +95,13 @@ class SmallEmbedder(nnx.Module):
 
 
 def _small_network(config):
+  """One encoder and one decoder layer per clustering transformer: a cheaper compile of the
+  loss (the layers themselves are tested in test_clustering_transformer.py)."""
   t = config.model.transformer
   return hsg.HSGNetwork(embedder=SmallEmbedder(config.model.embedding_dim, nnx.Rngs(1)),
                         num_clusters=config.model.num_clusters, num_heads=t.num_heads,
-                        dropout=t.dropout, rngs=nnx.Rngs(0))
+                        num_encoder_layers=1, num_decoder_layers=1, dropout=t.dropout,
+                        rngs=nnx.Rngs(0))
 
 
 def test_loss_is_finite_with_gradients_for_every_module(synthetic_data_dir):
