@@ -94,6 +94,31 @@ def hsg_tiny_run(synthetic_data_dir, tmp_path_factory):
   return config, workdir, summary
 
 
+# The trained `ultrametric:tiny` run of `ultrametric_tiny_run`: 3 steps, a checkpoint and
+# the validation loss at every step (for --best), the hierarchy evaluation of 6 validation
+# images (two batches of 4, the second one padded) at the last step only.
+ULTRAMETRIC_TINY_RUN = {"num_train_steps": 3, "log_every_steps": 1, "checkpoint_every_steps": 1,
+                        "checkpoint.keep": 3, "evals.val.every_steps": 1,
+                        "eval.hierarchy_every_steps": 3, "data.batch_size": 4,
+                        "evals.val.batch_size": 4, "evals.val.num_examples": 6}
+
+
+@pytest.fixture(scope="session")
+def ultrametric_tiny_run(synthetic_data_dir, tmp_path_factory):
+  """(config, workdir, summary) of one `ultrametric:tiny` run with `ULTRAMETRIC_TINY_RUN`,
+  trained once per session (per xdist worker, group "ultrametric_tiny_run" as above) for the
+  Ultrametric end-to-end and inference tests."""
+  from experiments.configs import ultrametric
+  from jhseg.train import train_and_evaluate
+
+  config = ultrametric.get_config("tiny")
+  config.update_from_flattened_dict(ULTRAMETRIC_TINY_RUN)
+  config.data.data_dir = synthetic_data_dir
+  workdir = tmp_path_factory.mktemp("ultrametric_tiny_run")
+  summary = train_and_evaluate(config, str(workdir))
+  return config, workdir, summary
+
+
 @pytest.fixture(name="bench", scope="session")
 def bsds_bench(shared_data):
   """`../shared/data/bsds500_bench`: the official BSDS benchmark sample and its outputs."""
