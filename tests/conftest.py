@@ -64,6 +64,61 @@ def synthetic_data_dir(tmp_path_factory) -> str:
   return data_dir
 
 
+# The trained `hsg:tiny` run of `hsg_tiny_run`: 3 steps, then the evaluation of 6
+# validation images (two batches of 4, the second one padded) with a retrieval memory of 8.
+# One encoder and one decoder layer per clustering transformer (tiny: 2 + 2): compiling the
+# train step is most of the run's time (the 2 + 2 layers are built and run in
+# test_hsg_task's inference test, the layers themselves in test_clustering_transformer).
+HSG_TINY_RUN = {"num_train_steps": 3, "checkpoint_every_steps": 3, "evals.val.every_steps": 3,
+                "log_every_steps": 3, "evals.val.num_examples": 6,
+                "eval.num_memory_examples": 8, "model.transformer.num_encoder_layers": 1,
+                "model.transformer.num_decoder_layers": 1}
+# Tests that use `hsg_tiny_run` are marked `@pytest.mark.xdist_group("hsg_tiny_run")`:
+# pytest-xdist (`--dist loadgroup`, setup.cfg) then runs them in one worker, which trains
+# the run once for all of them (they only read it).
+
+
+@pytest.fixture(scope="session")
+def hsg_tiny_run(synthetic_data_dir, tmp_path_factory):
+  """(config, workdir, summary) of one `hsg:tiny` run with `HSG_TINY_RUN`, trained once per
+  session (per xdist worker) for the HSG end-to-end and inference tests: compiling HSG's
+  train step and evaluation is most of each of those tests' time."""
+  from experiments.configs import hsg
+  from jhseg.train import train_and_evaluate
+
+  config = hsg.get_config("tiny")
+  config.update_from_flattened_dict(HSG_TINY_RUN)
+  config.data.data_dir = synthetic_data_dir
+  workdir = tmp_path_factory.mktemp("hsg_tiny_run")
+  summary = train_and_evaluate(config, str(workdir))
+  return config, workdir, summary
+
+
+# The trained `ultrametric:tiny` run of `ultrametric_tiny_run`: 3 steps, a checkpoint and
+# the validation loss at every step (for --best), the hierarchy evaluation of 6 validation
+# images (two batches of 4, the second one padded) at the last step only.
+ULTRAMETRIC_TINY_RUN = {"num_train_steps": 3, "log_every_steps": 1, "checkpoint_every_steps": 1,
+                        "checkpoint.keep": 3, "evals.val.every_steps": 1,
+                        "eval.hierarchy_every_steps": 3, "data.batch_size": 4,
+                        "evals.val.batch_size": 4, "evals.val.num_examples": 6}
+
+
+@pytest.fixture(scope="session")
+def ultrametric_tiny_run(synthetic_data_dir, tmp_path_factory):
+  """(config, workdir, summary) of one `ultrametric:tiny` run with `ULTRAMETRIC_TINY_RUN`,
+  trained once per session (per xdist worker, group "ultrametric_tiny_run" as above) for the
+  Ultrametric end-to-end and inference tests."""
+  from experiments.configs import ultrametric
+  from jhseg.train import train_and_evaluate
+
+  config = ultrametric.get_config("tiny")
+  config.update_from_flattened_dict(ULTRAMETRIC_TINY_RUN)
+  config.data.data_dir = synthetic_data_dir
+  workdir = tmp_path_factory.mktemp("ultrametric_tiny_run")
+  summary = train_and_evaluate(config, str(workdir))
+  return config, workdir, summary
+
+
 @pytest.fixture(name="bench", scope="session")
 def bsds_bench(shared_data):
   """`../shared/data/bsds500_bench`: the official BSDS benchmark sample and its outputs."""

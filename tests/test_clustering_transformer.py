@@ -251,7 +251,7 @@ def test_learns_separable_groups_with_the_grouping_loss():
   assert float(loss) < -0.3          # modularity of a real partition, not the uniform 0
   model.eval()
   x, labels = sample(1000)
-  predicted = np.asarray(model(x).labels)
+  predicted = np.asarray(nnx.jit(lambda m, x: m(x).labels)(model, x))  # one compile, not eager
   for b in range(batch):
     assert len(np.unique(predicted[b])) >= 3, predicted[b]
     for g in range(groups):

@@ -13,7 +13,6 @@ from jhseg import hierarchy
 from jhseg.data.sources import load_source
 from jhseg.data.transforms import apply_transforms
 from jhseg.tasks import hsg
-from jhseg.train import train_and_evaluate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -39,9 +38,12 @@ def _batch(task, data_dir: str, transforms, count: int = 4):
 # ----------------------------------------------------------------------------- end to end
 
 
-def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_path):
-  config = _tiny_config(synthetic_data_dir)
-  summary = train_and_evaluate(config, str(tmp_path))
+@pytest.mark.xdist_group("hsg_tiny_run")  # the worker that trains `hsg_tiny_run`
+def test_trains_end_to_end_and_writes_the_evaluation(hsg_tiny_run):
+  # The run: `hsg:tiny` with 1 + 1 transformer layers trained 3 steps, 6 validation
+  # images, a memory of 8 (conftest.py).
+  config, workdir, summary = hsg_tiny_run
+  assert (config.num_train_steps, config.evals.val.num_examples) == (3, 6)
 
   assert np.isfinite(summary["train/loss"]) and summary["train/loss"] > 0
   for name in ("hsg", "baseline"):
@@ -57,7 +59,7 @@ def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_pat
   assert 0.0 <= summary["eval/val/retrieval_miou"] <= 1.0
   assert 0.0 < summary["eval/val/retrieval_pixel_accuracy"] <= 1.0
 
-  out = tmp_path / "eval" / "val" / "3"
+  out = workdir / "eval" / "val" / "3"
   for i in range(config.eval.num_pictures):
     for name in (f"hierarchy_{i}.png", f"baseline_{i}.png", f"ucm_{i}.png"):
       assert (out / name).read_bytes()[:8] == PNG_SIGNATURE, name
@@ -68,7 +70,7 @@ def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_pat
   assert report["nfcovering"]["hsg"]["num_images"] == 6
   assert np.asarray(report["nfcovering"]["baseline"]["per_level"]).shape == (2, 3)
   assert report["retrieval"]["memory_segments"] > 0
-  assert (tmp_path / "checkpoints").is_dir()
+  assert (workdir / "checkpoints").is_dir()
 
 
 # ----------------------------------------------------------------------------- loss
@@ -93,10 +95,13 @@ class SmallEmbedder(nnx.Module):
 
 
 def _small_network(config):
+  """One encoder and one decoder layer per clustering transformer: a cheaper compile of the
+  loss (the layers themselves are tested in test_clustering_transformer.py)."""
   t = config.model.transformer
   return hsg.HSGNetwork(embedder=SmallEmbedder(config.model.embedding_dim, nnx.Rngs(1)),
                         num_clusters=config.model.num_clusters, num_heads=t.num_heads,
-                        dropout=t.dropout, rngs=nnx.Rngs(0))
+                        num_encoder_layers=1, num_decoder_layers=1, dropout=t.dropout,
+                        rngs=nnx.Rngs(0))
 
 
 def test_loss_is_finite_with_gradients_for_every_module(synthetic_data_dir):

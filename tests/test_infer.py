@@ -3,59 +3,32 @@ import json
 import re
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 from PIL import Image
 
-from experiments.configs import hsg as hsg_configs
-from experiments.configs import ultrametric as ultrametric_configs
 from jhseg import grid
 from jhseg import hierarchy
 from jhseg import infer
 from jhseg.tasks import TASKS
 from jhseg.tasks.base import Task
 from jhseg.train import checkpointing
-from jhseg.train import train_and_evaluate
 from jhseg.train.optim import parameter_name
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Tests of the shared ultrametric run: in the xdist worker that trains it (conftest.py).
+ULTRAMETRIC_GROUP = pytest.mark.xdist_group("ultrametric_tiny_run")
 SIZES = ((40, 56), (33, 47))  # two sizes (one odd) -> two compilations
 
 
-def _short_run(config, data_dir: str):
-  config.data.data_dir = data_dir
-  config.evals = ml_collections.ConfigDict({"val": config.evals.val})  # no test split
-  config.num_train_steps = 2
-  config.log_every_steps = 1
-  config.evals.val.every_steps = 1
-  config.checkpoint_every_steps = 1      # checkpoints at steps 1 and 2
-  config.data.batch_size = 4
-  config.evals.val.batch_size = 4
-  config.evals.val.num_examples = 1
-  return config
-
-
 @pytest.fixture(scope="module")
-def hsg_run(synthetic_data_dir, tmp_path_factory):
-  config = _short_run(hsg_configs.get_config("tiny"), synthetic_data_dir)
-  config.num_train_steps = 1             # one checkpoint, with the evaluation's metrics
-  config.model.width = 16                # narrow ResNet: a cheaper CPU run
-  config.eval.num_memory_examples = 4
-  workdir = tmp_path_factory.mktemp("hsg_run")
-  train_and_evaluate(config, str(workdir))
-  return workdir
-
-
-@pytest.fixture(scope="module")
-def ultrametric_run(synthetic_data_dir, tmp_path_factory):
-  config = _short_run(ultrametric_configs.get_config("tiny"), synthetic_data_dir)
-  config.eval.hierarchy_every_steps = 2   # step 1: validation loss only (for --best)
-  config.checkpoint.best_metric = "eval/val/loss"
-  config.checkpoint.best_mode = "min"
-  workdir = tmp_path_factory.mktemp("ultrametric_run")
-  train_and_evaluate(config, str(workdir))
+def ultrametric_run(ultrametric_tiny_run):
+  """The shared `ultrametric:tiny` run (conftest.py): checkpoints and the validation loss
+  (its best_metric, for --best) at steps 1, 2 and 3."""
+  config, workdir, _ = ultrametric_tiny_run
+  assert (config.num_train_steps, config.checkpoint_every_steps, config.checkpoint.keep,
+          config.checkpoint.best_metric) == (3, 1, 3, "eval/val/loss")
   return workdir
 
 
@@ -91,8 +64,9 @@ def _png_size(path):
 # ----------------------------------------------------------------------------- restoring
 
 
+@ULTRAMETRIC_GROUP
 def test_restores_the_checkpoint_arrays_of_the_chosen_step(ultrametric_run):
-  for step in (1, 2):
+  for step in (1, 3):
     _, model, chosen = infer.restore_model(str(ultrametric_run), step=step)
     assert chosen == step
     saved = checkpointing.read_state_arrays(str(ultrametric_run / "checkpoints" / str(step) /
@@ -106,21 +80,22 @@ def test_restores_the_checkpoint_arrays_of_the_chosen_step(ultrametric_run):
       np.testing.assert_array_equal(np.asarray(value), flat["0/" + name], err_msg=name)
   # Two different steps give different weights (the training moved them).
   _, one, _ = infer.restore_model(str(ultrametric_run), step=1)
-  _, two, _ = infer.restore_model(str(ultrametric_run))  # latest = 2
+  _, two, _ = infer.restore_model(str(ultrametric_run))  # latest = 3
   kernel = lambda m: np.asarray(m.encoder.conv1.kernel[...])
   assert not np.array_equal(kernel(one), kernel(two))
 
 
+@ULTRAMETRIC_GROUP
 def test_best_is_the_step_with_the_lowest_eval_loss(ultrametric_run):
   records = [json.loads(line) for line in
              (ultrametric_run / "metrics.jsonl").read_text().splitlines()]
   losses = {r["step"]: r["eval/val/loss"] for r in records if "eval/val/loss" in r}
-  assert sorted(losses) == [1, 2]
+  assert sorted(losses) == [1, 2, 3]
   config = infer.load_config(str(ultrametric_run))
   step, state_dir = infer.checkpoint_state_dir(str(ultrametric_run), config, best=True)
   assert step == min(losses, key=losses.get)
   assert state_dir.endswith(f"checkpoints/{step}/state")
-  assert infer.best_step(str(ultrametric_run), "eval/val/loss", "max", [1, 2]) == max(
+  assert infer.best_step(str(ultrametric_run), "eval/val/loss", "max", [1, 2, 3]) == max(
       losses, key=losses.get)
   assert infer.best_step(str(ultrametric_run), "eval/val/loss", "min", [2]) == 2  # only saved ones
 
@@ -128,10 +103,13 @@ def test_best_is_the_step_with_the_lowest_eval_loss(ultrametric_run):
 # ----------------------------------------------------------------------------- tasks
 
 
-def test_hsg_writes_nested_levels_of_the_image_size_and_pictures(hsg_run, images, tmp_path,
-                                                                  capsys):
+@pytest.mark.xdist_group("hsg_tiny_run")  # the worker that trains `hsg_tiny_run`
+def test_hsg_writes_nested_levels_of_the_image_size_and_pictures(hsg_tiny_run, images,
+                                                                  tmp_path, capsys):
+  # The shared `hsg:tiny` run (conftest.py): one checkpoint, at step 3, with the metrics.
+  _, hsg_run, _ = hsg_tiny_run
   assert _infer(hsg_run, tmp_path, images, "--best") == 0  # the HSG config has a best_metric
-  assert "at step 1;" in capsys.readouterr().out
+  assert "at step 3;" in capsys.readouterr().out
   config = infer.load_config(str(hsg_run))
   clusters = list(config.model.num_clusters)
   rows, cols = config.eval.grid
@@ -153,6 +131,7 @@ def test_hsg_writes_nested_levels_of_the_image_size_and_pictures(hsg_run, images
       _png_size(tmp_path / f"{name}_{kind}.png")
 
 
+@ULTRAMETRIC_GROUP
 def test_ultrametric_writes_an_interpixel_ucm_of_the_image_geometry(ultrametric_run, images,
                                                                     tmp_path):
   assert _infer(ultrametric_run, tmp_path, images) == 0
@@ -173,6 +152,7 @@ def test_ultrametric_writes_an_interpixel_ucm_of_the_image_geometry(ultrametric_
 # ----------------------------------------------------------------------------- failures
 
 
+@ULTRAMETRIC_GROUP
 def test_unreadable_image_is_named_and_skipped(ultrametric_run, images, tmp_path, capsys):
   broken = tmp_path / "broken.jpg"
   broken.write_text("not a JPEG")
@@ -185,6 +165,7 @@ def test_unreadable_image_is_named_and_skipped(ultrametric_run, images, tmp_path
   assert not list(out.glob("broken_*")) and not list(out.glob("missing_*"))
 
 
+@ULTRAMETRIC_GROUP
 def test_missing_workdir_or_checkpoint_is_a_clear_error(ultrametric_run, images, tmp_path,
                                                          capsys):
   nowhere = tmp_path / "nowhere"

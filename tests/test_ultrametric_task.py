@@ -16,7 +16,6 @@ from jhseg.data.sources import load_source
 from jhseg.metrics import level_recovery
 from jhseg.metrics import ucm_evaluation
 from jhseg.tasks import ultrametric
-from jhseg.train import train_and_evaluate
 
 LEVELS = (0.0, 0.5, 1.0)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -47,11 +46,12 @@ def _edges(ucm: np.ndarray):
 # ----------------------------------------------------------------------------- end to end
 
 
-def test_trains_end_to_end_and_writes_the_evaluation(synthetic_data_dir, tmp_path):
-  config = _tiny_config(synthetic_data_dir)
-  config.evals.val.every_steps = 2  # step 2: validation loss only; step 3 (last): everything
-  config.eval.hierarchy_every_steps = 3
-  summary = train_and_evaluate(config, str(tmp_path))
+@pytest.mark.xdist_group("ultrametric_tiny_run")  # the worker that trains the run
+def test_trains_end_to_end_and_writes_the_evaluation(ultrametric_tiny_run):
+  # The shared run (conftest.py): steps 1 and 2: validation loss only; 3 (last): everything.
+  config, tmp_path, summary = ultrametric_tiny_run
+  assert (config.num_train_steps, config.evals.val.every_steps,
+          config.eval.hierarchy_every_steps, config.evals.val.num_examples) == (3, 1, 3, 6)
 
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   at_two = [r for r in records if r["step"] == 2 and "eval/val/loss" in r]
