@@ -1,6 +1,8 @@
 """HiPoSeg losses on a hand-built 2-class / 4-part example, checked against NumPy
 transcriptions of eqs. 5-15 written here (independent of jhseg), closed forms, the
 memory update, the schedule's switch steps, sampling and where gradients flow."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -271,8 +273,10 @@ def test_hiposeg_losses_against_an_existing_memory():
   assert float(terms["hh"]) == pytest.approx(np_repulsion(batch_high, 0.5), rel=1e-4)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _loss_and_grads(prototype_targets, weights):
-  """Gradients of a weighted loss w.r.t. the embeddings and the memory entries."""
+  """Gradients of a weighted loss w.r.t. the embeddings and the memory entries (jitted once
+  per target kind: the weights are traced, so the five terms share one compilation)."""
   emb, labels, _ = _batch_inputs()
   # Memory entries far from the batch, so that every term is non-zero.
   high = jnp.asarray(_unit([[0, 0, 1], [0, 0.1, 1]]), jnp.float32)
@@ -320,7 +324,7 @@ def test_single_part_objects_give_finite_gradients():
                                       num_samples=4)
     return terms["align"] + terms["ll"] + terms["fl"]
 
-  assert np.all(np.isfinite(jax.grad(loss)(emb)))
+  assert np.all(np.isfinite(jax.jit(jax.grad(loss))(emb)))  # jitted: eager op dispatch is slow
 
 
 def test_bad_options_are_named():
