@@ -83,15 +83,7 @@ def hsg_tiny_run(synthetic_data_dir, tmp_path_factory):
   """(config, workdir, summary) of one `hsg:tiny` run with `HSG_TINY_RUN`, trained once per
   session (per xdist worker) for the HSG end-to-end and inference tests: compiling HSG's
   train step and evaluation is most of each of those tests' time."""
-  from experiments.configs import hsg
-  from jhseg.train import train_and_evaluate
-
-  config = hsg.get_config("tiny")
-  config.update_from_flattened_dict(HSG_TINY_RUN)
-  config.data.data_dir = synthetic_data_dir
-  workdir = tmp_path_factory.mktemp("hsg_tiny_run")
-  summary = train_and_evaluate(config, str(workdir))
-  return config, workdir, summary
+  return _trained_tiny_run("hsg", HSG_TINY_RUN, synthetic_data_dir, tmp_path_factory)
 
 
 # The trained `ultrametric:tiny` run of `ultrametric_tiny_run`: 3 steps, a checkpoint and
@@ -108,13 +100,20 @@ def ultrametric_tiny_run(synthetic_data_dir, tmp_path_factory):
   """(config, workdir, summary) of one `ultrametric:tiny` run with `ULTRAMETRIC_TINY_RUN`,
   trained once per session (per xdist worker, group "ultrametric_tiny_run" as above) for the
   Ultrametric end-to-end and inference tests."""
-  from experiments.configs import ultrametric
-  from jhseg.train import train_and_evaluate
+  return _trained_tiny_run("ultrametric", ULTRAMETRIC_TINY_RUN, synthetic_data_dir,
+                           tmp_path_factory)
 
-  config = ultrametric.get_config("tiny")
-  config.update_from_flattened_dict(ULTRAMETRIC_TINY_RUN)
-  config.data.data_dir = synthetic_data_dir
-  workdir = tmp_path_factory.mktemp("ultrametric_tiny_run")
+
+def _trained_tiny_run(method: str, overrides: dict, data_dir: str, tmp_path_factory):
+  """(config, workdir, summary) of `<method>.py:tiny` with `overrides`, trained in a fresh
+  session temporary folder."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from jhseg.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+
+  config = importlib.import_module(f"experiments.configs.{method}").get_config("tiny")
+  config.update_from_flattened_dict(overrides)
+  config.data.data_dir = data_dir
+  workdir = tmp_path_factory.mktemp(f"{method}_tiny_run")
   summary = train_and_evaluate(config, str(workdir))
   return config, workdir, summary
 

@@ -201,7 +201,7 @@ def test_tasks_without_inference_name_themselves_and_the_ones_that_have_it():
   assert {"cast", "del", "hiposeg", "hsg", "ultrametric"} <= set(with_inference)
   assert "pixel_classification" not in with_inference
   with pytest.raises(NotImplementedError,
-                     match=re.escape(f"'pixel_classification'") + ".*" + re.escape(
+                     match=re.escape("'pixel_classification'") + ".*" + re.escape(
                          str(with_inference))):
     task.infer(None, np.zeros((4, 4, 3), np.float32), "", "x")
   assert TASKS["hsg"].infer is not Task.infer
