@@ -22,7 +22,7 @@ method`), run on the frozen encoder of a trained model (`task.encoder_of(model)`
                  partimagenet_figure_ground`) the truth is the annotated object, i.e. the
                  union of its part masks (`object_class` > 0, the authors' background is
                  the pixels no part covers), on the authors' view of the images
-                 (`center_crop_example`, via `config.eval.center_crop` of the DeiT task).
+                 (`center_crop_example`, via `config.eval.center_crop`).
                  Options: stage, mass, num_pictures, image_classes (only the images
                  whose `label` is listed, e.g. the ImageNet dogs of appendix B's figure).
   tta            (appendix B; `label` and `config.eval.label_field` used when present)
@@ -181,8 +181,6 @@ def center_crop_example(example: Mapping[str, Any], *, size: int, label_field: s
   image = np.asarray(example["image"])
   new_h, new_w, top, left = center_crop_box(*image.shape[:2], size,
                                            short_side=int(size / ratio))
-
-  height, width = image.shape[:2]
   resized = cv2.resize(np.ascontiguousarray(image), (new_w, new_h),
                        interpolation=cv2.INTER_CUBIC)
   out = {"image": resized[top:top + size, left:left + size]}
@@ -196,11 +194,9 @@ def center_crop_example(example: Mapping[str, Any], *, size: int, label_field: s
     if labels.shape != image.shape[:2]:
       raise ValueError(f"cast task: field {label_field!r} (config.eval.label_field) has shape "
                        f"{labels.shape}; expected the image's {image.shape[:2]}")
-    # Nearest: output pixel i reads source floor(i * in / out) (torch's "nearest").
-    rows = np.floor((top + np.arange(size)) * height / new_h).astype(np.int64)
-    cols = np.floor((left + np.arange(size)) * width / new_w).astype(np.int64)
-    out[label_field] = labels[np.minimum(rows, height - 1)[:, None],
-                              np.minimum(cols, width - 1)[None, :]]
+    # Nearest (torch's "nearest": source floor(i * in / out)), then the same crop.
+    resized_labels = segment_ops.resize_labels_nearest(labels[None], new_h, new_w)[0]
+    out[label_field] = resized_labels[top:top + size, left:left + size]
   return out
 
 
