@@ -160,13 +160,24 @@ def _imagenet(config: ml_collections.ConfigDict, *, classes: int = 1000) -> None
                                        options={"train_split": "train"})
 
 
+def partimagenet_view(config: ml_collections.ConfigDict) -> None:
+  """The evaluation view of the authors' PartImageNet notebooks: shorter side to 224, the
+  centre 224^2 (ratio 1), 196 SEEDS superpixels, foreground = any annotated part (used by
+  this file's `partimagenet_tta` and cast_deit.py's `partimagenet_figure_ground`). One view
+  per run: the run's other centre-view evaluations (k-NN, probe) read it too."""
+  config.eval.center_crop, config.eval.center_crop_ratio = 224, 1.0
+  config.eval.scale = 1.0
+  config.eval.image_size = config.eval.original_size = (224, 224)
+  config.eval.num_superpixels = 196
+  config.eval.label_field = "object_class"        # any annotated part
+
+
 def _partimagenet_tta(config: ml_collections.ConfigDict) -> None:
   """Appendix B.1 / Table 10: CAST-B MoCo-trained on IN-1K; a dog vs non-dog prototype
-  classifier from PartImageNet train, TENT per validation image; the authors' view of the
-  images (shorter side 224, centre crop) and the object masks as the foreground."""
+  classifier from PartImageNet train, TENT per validation image, on `partimagenet_view`
+  (so the inherited ImageNet probe and k-NN use that ratio-1 view as well)."""
   config.model.size = "cast_base"
-  config.eval.center_crop, config.eval.center_crop_ratio = 224, 1.0
-  config.eval.label_field = "object_class"        # any annotated part
+  partimagenet_view(config)
   config.evals.tta = _engine.evaluator(
       "val", method="tta", dataset="partimagenet", batch_size=1,
       options={"train_split": "train", "positive_classes": IMAGENET_DOG_CLASSES,

@@ -37,7 +37,6 @@ import ml_collections
 
 from experiments.configs import _engine
 
-IMAGENET_TRAIN_IMAGES = 1_281_167
 # What `tfds build imagenet2012` needs in --manual_dir (TFDS's builder reads them as is).
 IMAGENET_MANUAL_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
@@ -146,8 +145,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.repeated_augmentation = 3         # main_suppix.py: --repeated-aug by default
     config.evals.classification = _engine.evaluator(
         "validation", method="classification", batch_size=256,
-        every_steps=IMAGENET_TRAIN_IMAGES // 1024)  # each epoch, as DeiT
-    steps_per_epoch = IMAGENET_TRAIN_IMAGES // 1024  # DeiT drops the last batch
+        every_steps=_cast().IMAGENET_TRAIN_IMAGES // 1024)  # each epoch, as DeiT
+    steps_per_epoch = _cast().IMAGENET_TRAIN_IMAGES // 1024  # DeiT drops the last batch
     config.num_train_steps = 300 * steps_per_epoch
     config.optim.learning_rate = _deit_learning_rate(1024)
     config.optim.warmup_steps = 5 * steps_per_epoch
@@ -164,12 +163,7 @@ def partimagenet_figure_ground(config: ml_collections.ConfigDict, *,
   the authors' notebooks), foreground = any annotated part (`object_class` > 0), on the
   authors' view: shorter side to 224, centre 224^2, 196 SEEDS superpixels. The dataset is
   read from the run's data_dir (`tfds build partimagenet`, tfds_builders/partimagenet)."""
-  config.eval.center_crop = 224
-  config.eval.label_field = "object_class"
-  config.eval.scale = 1.0
-  config.eval.image_size = (224, 224)
-  config.eval.original_size = (224, 224)
-  config.eval.num_superpixels = 196
+  _cast().partimagenet_view(config)
   config.evals.figure_ground = _engine.evaluator(
       "val", method="figure_ground", dataset="partimagenet", batch_size=64,
       every_steps=every_steps)
