@@ -60,7 +60,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from jhseg.data import options as options_lib
@@ -71,7 +70,7 @@ from jhseg.superpixels import seeds
 from jhseg.tasks import cast as cast_task
 from jhseg.tasks import outputs
 from jhseg.tasks.base import Batch, Example, StepContext, Task
-from jhseg.train import checkpointing, optim, run_config
+from jhseg.train import checkpointing, run_config
 
 if TYPE_CHECKING:
   from jhseg.train.evaluators import EvalContext
@@ -258,13 +257,8 @@ POSITION_FIELDS = ("position_embedding", "position_grid")
 def _init_from_parts(init_from: Any) -> tuple[str, str]:
   """(directory, the source's name prefix of this model's `encoder/`) of config.init_from
   (a path, or a mapping with `workdir` and `prefixes` {source: target})."""
-  if isinstance(init_from, str):
-    return init_from, "encoder/"
-  directory = init_from.get("workdir")
-  if not directory:
-    raise ValueError("config.init_from: expected a path or a mapping with 'workdir'")
-  prefixes = init_from.get("prefixes") or {}
-  pairs = prefixes.items() if hasattr(prefixes, "items") else prefixes
+  directory, prefixes = checkpointing.init_from_parts(init_from)
+  pairs = prefixes.items() if hasattr(prefixes, "items") else (prefixes or ())
   for source, target in pairs:
     if "encoder/".startswith(target):
       return directory, source + "encoder/"[len(target):]
@@ -283,28 +277,14 @@ def _source_config_file(directory: str) -> str | None:
 
 def _position_from_checkpoint(directory: str, prefix: str) -> tuple[dict[str, Any], str]:
   """The position fields implied by the source checkpoint's `<prefix>pos_embed` shape."""
-  path = os.path.abspath(directory)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    manager = ocp.CheckpointManager(os.path.join(path, "checkpoints"),
-                                    item_names=("state", "meta"))
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"config.init_from={directory!r} has no checkpoint")
-    path = os.path.join(path, "checkpoints", str(step), "state")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"config.init_from={directory!r}: no run (config.json) or "
-                            f"checkpoint folder at {path}")
-  shapes = {}
-  jax.tree_util.tree_map_with_path(
-      lambda p, x: shapes.__setitem__(optim.parameter_name(p), np.shape(x)),
-      checkpointing.read_state_arrays(path))
+  path = checkpointing.state_directory(directory,
+                                      missing="no run (config.json) or checkpoint folder")
   # The run state is (model, optimizer): the model's variables are under "0/".
-  table = [shape for name, shape in shapes.items()
-           if name.removesuffix("/value") == "0/" + prefix + "pos_embed"]
+  table = checkpointing.state_shapes(path).get("0/" + prefix + "pos_embed")
   where = f"the checkpoint {path} ({prefix}pos_embed)"
-  if not table:
+  if table is None:
     return {"position_embedding": "sincos"}, where
-  cells = int(table[0][1]) - 1  # row 0: the class token's
+  cells = int(table[1]) - 1  # row 0: the class token's
   side = int(round(cells ** 0.5))
   if side * side != cells:
     raise ValueError(f"{where}: a table of {cells} grid cells is not a square grid")

@@ -271,6 +271,39 @@ def read_state_arrays(path: str) -> dict[str, Any]:
   return ocp.PyTreeCheckpointer().restore(path, restore_args=args)
 
 
+def init_from_parts(spec: Any) -> tuple[str, Any]:
+  """(directory, prefix map or None) of `config.init_from` (a path or a mapping)."""
+  if isinstance(spec, str):
+    return spec, None
+  unknown = sorted(set(spec.keys()) - {"workdir", "prefixes"})
+  if unknown or not spec.get("workdir"):
+    raise ValueError(f"config.init_from: expected a path or a mapping with 'workdir' (a run "
+                     f"or checkpoint folder) and optional 'prefixes' {{source: target}}; got "
+                     f"{dict(spec)}")
+  return spec["workdir"], spec.get("prefixes")
+
+
+def state_directory(directory: str, *, missing: str = "no checkpoint directory") -> str:
+  """The `state` folder of `config.init_from`'s `directory`: a run's workdir (its latest
+  checkpoint) or one checkpoint's `state` folder; `missing` words the error when neither."""
+  path = os.path.abspath(directory)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    manager = ocp.CheckpointManager(os.path.join(path, "checkpoints"), item_names=("state", "meta"))
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"config.init_from={directory!r} has no checkpoint")
+    path = os.path.join(path, "checkpoints", str(step), "state")
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"config.init_from={directory!r}: {missing} at {path}")
+  return path
+
+
+def state_shapes(path: str) -> dict[str, tuple[int, ...]]:
+  """Array shapes by '/'-joined name (nnx's `value` dropped, the model under "0/") of a
+  checkpoint's `state` folder, read from its metadata: no array is loaded."""
+  return _shapes_by_name(_state_metadata(path))
+
+
 def load_params_from(directory: str, params: Any, *, prefixes: Any = None,
                      with_unused: bool = False) -> tuple[Any, ...]:
   """Variables of `params` (a model state) replaced by same-named arrays of another run.
@@ -290,16 +323,7 @@ def load_params_from(directory: str, params: Any, *, prefixes: Any = None,
   """
   from jhseg.train.optim import parameter_name
 
-  path = os.path.abspath(directory)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    manager = ocp.CheckpointManager(os.path.join(path, "checkpoints"), item_names=("state", "meta"))
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"config.init_from={directory!r} has no checkpoint")
-    path = os.path.join(path, "checkpoints", str(step), "state")
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"config.init_from={directory!r}: no checkpoint directory at {path}")
-  source = read_state_arrays(path)
+  source = read_state_arrays(state_directory(directory))
   flat = {}
   # The run state is (model, optimizer): model variables live under "0/".
   jax.tree_util.tree_map_with_path(

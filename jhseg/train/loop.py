@@ -184,18 +184,6 @@ def _make_plateau(config: ml_collections.ConfigDict,
   return optim.PlateauController(**{k: v for k, v in config.plateau.items() if k != "metric"})
 
 
-def _init_from(spec: Any) -> tuple[str, Any]:
-  """(directory, prefix map or None) of `config.init_from` (a path or a mapping)."""
-  if isinstance(spec, str):
-    return spec, None
-  unknown = sorted(set(spec.keys()) - {"workdir", "prefixes"})
-  if unknown or not spec.get("workdir"):
-    raise ValueError(f"config.init_from: expected a path or a mapping with 'workdir' (a run "
-                     f"or checkpoint folder) and optional 'prefixes' {{source: target}}; got "
-                     f"{dict(spec)}")
-  return spec["workdir"], spec.get("prefixes")
-
-
 def _resume_or_initialise(config, checkpointer, state, train_iter, plateau):
   """Restores the run's latest checkpoint, or `config.init_from`'s parameters.
 
@@ -209,7 +197,7 @@ def _resume_or_initialise(config, checkpointer, state, train_iter, plateau):
     logging.info("resumed from step %d in %s", meta["step"], checkpointer.directory)
     return state, int(meta["step"])
   if config.get("init_from"):
-    directory, prefixes = _init_from(config.init_from)
+    directory, prefixes = checkpointing.init_from_parts(config.init_from)
     params, missing, unused = checkpointing.load_params_from(
         directory, state[0], prefixes=prefixes, with_unused=True)
     state[0] = params  # The run state is (model, optimizer).
