@@ -11,21 +11,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _flat_ids(labels: jax.Array, num_segments: int) -> jax.Array:
-  """(B, H, W) ids -> (B*H*W,) ids offset per image; out-of-range pixels -> B*S (dropped)."""
-  batch = labels.shape[0]
+def _image_ids(labels: jax.Array, num_segments: int) -> jax.Array:
+  """(B, H, W) ids -> (B, H*W) int32 ids; out-of-range pixels -> S (a dropped extra row)."""
   inside = (labels >= 0) & (labels < num_segments)
-  offset = jnp.arange(batch, dtype=jnp.int32)[:, None, None] * num_segments
-  return jnp.where(inside, labels.astype(jnp.int32) + offset, batch * num_segments).reshape(-1)
+  ids = jnp.where(inside, labels.astype(jnp.int32), num_segments)
+  return ids.reshape(labels.shape[0], -1)
 
 
 def segment_sum(values: jax.Array, labels: jax.Array, num_segments: int) -> jax.Array:
-  """(B, H, W, C) values summed per segment -> (B, S, C)."""
+  """(B, H, W, C) values summed per segment -> (B, S, C).
+
+  One scatter-add per image, the batch a vmapped axis: a batch-sharded input stays
+  sharded (a scatter over ids offset per image would mix the images' rows)."""
   batch, channels = values.shape[0], values.shape[-1]
-  ids = _flat_ids(labels, num_segments)
-  sums = jax.ops.segment_sum(values.reshape(-1, channels), ids,
-                             num_segments=batch * num_segments + 1)
-  return sums[:-1].reshape(batch, num_segments, channels)
+  per_image = jax.vmap(lambda x, i: jax.ops.segment_sum(x, i, num_segments=num_segments + 1))
+  sums = per_image(values.reshape(batch, -1, channels), _image_ids(labels, num_segments))
+  return sums[:, :-1]
 
 
 def segment_counts(labels: jax.Array, num_segments: int) -> jax.Array:

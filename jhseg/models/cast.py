@@ -175,16 +175,10 @@ def segment_means(features: jax.Array, labels: jax.Array, num_segments: int
 
   features (B, h, w, D), labels (B, h, w) in [0, S) (others ignored) -> (B, S, D)
   (zeros for empty segments) and (B, S) bool non-empty.
+  (`jhseg.segments.segment_mean` with the counts as a mask.)
   """
-  b, _, _, d = features.shape
-  # A per-image scatter-add (batch kept as a vmapped axis, so a batch-sharded input
-  # stays sharded): the one-hot matmul it replaces cost S times more FLOPs.
-  ids = labels.reshape(b, -1).astype(jnp.int32)
-  ids = jnp.where((ids >= 0) & (ids < num_segments), ids, num_segments)  # dropped row
-  segment_sum = jax.vmap(lambda x, i: jax.ops.segment_sum(x, i, num_segments + 1))
-  sums = segment_sum(features.reshape(b, -1, d), ids)[:, :-1]
-  counts = segment_sum(jnp.ones(ids.shape, features.dtype), ids)[:, :-1]
-  return sums / jnp.maximum(counts, 1.0)[..., None], counts > 0
+  means, counts = segments.segment_mean(features, labels, num_segments)
+  return means, counts > 0
 
 
 class ConvStem(nnx.Module):
