@@ -26,6 +26,8 @@ import pathlib
 import re
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.datasets.imagenet2012 import (
+    imagenet2012_dataset_builder as tfds_imagenet)
 
 from tfds_builders import builder_base
 
@@ -35,18 +37,10 @@ TRAIN_ARCHIVE = "ILSVRC2012_img_train.tar"
 VAL_ARCHIVE = "ILSVRC2012_img_val.tar"
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG$")
 
-# The release's files that are not RGB JPEG (the same lists as TFDS's imagenet2012 builder,
-# from github.com/cytsai/ilsvrc-cmyk-image-list): in IN-100, two CMYK images.
-CMYK_IMAGES = frozenset({
-    "n01739381_1309.JPEG", "n02077923_14822.JPEG", "n02447366_23489.JPEG",
-    "n02492035_15739.JPEG", "n02747177_10752.JPEG", "n03018349_4028.JPEG",
-    "n03062245_4620.JPEG", "n03347037_9675.JPEG", "n03467068_12171.JPEG",
-    "n03529860_11437.JPEG", "n03544143_17228.JPEG", "n03633091_5218.JPEG",
-    "n03710637_5125.JPEG", "n03961711_5286.JPEG", "n04033995_2932.JPEG",
-    "n04258138_17003.JPEG", "n04264628_27969.JPEG", "n04336792_7448.JPEG",
-    "n04371774_5854.JPEG", "n04596742_4225.JPEG", "n07583066_647.JPEG",
-    "n13037406_4650.JPEG"})
-PNG_IMAGES = frozenset({"n02105855_2933.JPEG"})
+# The release's files that are not RGB JPEG: TFDS's imagenet2012 builder's own lists (from
+# github.com/cytsai/ilsvrc-cmyk-image-list); in IN-100, two CMYK images.
+CMYK_IMAGES = frozenset(tfds_imagenet.CMYK_IMAGES)
+PNG_IMAGES = frozenset(tfds_imagenet.PNG_IMAGES)
 
 
 def imagenet100_classes() -> tuple[str, ...]:
