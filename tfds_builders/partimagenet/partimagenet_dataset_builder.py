@@ -68,13 +68,10 @@ class Builder(builder_base.JhsegBuilder):
   """
 
   def _info(self) -> tfds.core.DatasetInfo:
-    label_map = lambda dtype, doc: tfds.features.Tensor(shape=(None, None), dtype=dtype,
-                                                        encoding="zlib", doc=doc)
+    label_map = lambda dtype, doc: builder_base.zlib_array(2, dtype=dtype, doc=doc)
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
-                                         encoding_format="jpeg"),
-            "image/id": tfds.features.Text(),
+            **builder_base.image_features(),
             "synset": tfds.features.Text(),
             "label": tfds.features.ClassLabel(names=imagenet_synsets()),
             "part_class": label_map(np.uint8, "part class per pixel, 0 = background"),
