@@ -52,7 +52,8 @@ and what changed (outputs equal up to float summation order; parity tests pass):
     the forward; heads-first (B, H, N, hd) operands make the attention core ~2x faster
     (the whole Attention 1.2x).
   * superpixel means: the one-hot matmul (0.95 GFLOP per batch) became a per-image
-    scatter-add (`jax.ops.segment_sum` under vmap: 26 -> 3 ms, gradient 60 -> 17 ms),
+    scatter-add (`jhseg.segments.segment_mean`, `jax.ops.segment_sum` under vmap: 26 -> 3
+    ms, gradient 60 -> 17 ms),
     and the position embedding is pooled with the features (mean(X) + mean(E) =
     mean(X + E)) instead of in a second pooling of a broadcast copy.
   * graph pooling's fc1 on [class; tokens] then sliced: the exact GELU (erfc) had two
@@ -97,11 +98,6 @@ from jhseg.models import cast  # noqa: E402
 from jhseg.models import cast_pooling  # noqa: E402
 from jhseg.models import layers  # noqa: E402
 from jhseg.superpixels import seeds  # noqa: E402
-
-
-def median_ms(fn, args, repeats: int) -> float:
-  """Median milliseconds of a jitted `fn(*args)`, compilation excluded."""
-  return 1e3 * step_timing.median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats)
 
 
 class ConvStemViT(nnx.Module):
@@ -154,21 +150,10 @@ def compile_with_flops(fn, *args):
   return compiled, cost["flops"] / 1e9
 
 
-def timed(compiled, args, repeats: int) -> tuple[float, float]:
-  """(median, best) milliseconds of `compiled(*args)` after one warm-up call."""
-  jax.block_until_ready(compiled(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(*args))
-    times.append(1e3 * (time.perf_counter() - start))
-  return float(np.median(times)), min(times)
-
-
 def matmul_gflops(repeats: int, n: int = 2048) -> float:
   """Best GFLOP/s of an n x n float32 matmul: what XLA:CPU reaches on these cores now."""
   a = jax.random.normal(jax.random.key(1), (n, n))
-  _, best = timed(jax.jit(jnp.matmul), (a, a), max(repeats, 5))
+  _, best = step_timing.jitted_ms(jax.jit(jnp.matmul), (a, a), max(repeats, 5))
   return 2 * n ** 3 / best / 1e6
 
 
@@ -207,7 +192,8 @@ def main() -> None:
   vit_fn, vit_gflop = compile_with_flops(lambda s, x: nnx.merge(vit_graph, s)(x), *vit_args)
   # Interleaved so that both see the same load; the matmul before and after.
   matmul = matmul_gflops(args.repeats)
-  cast_ms, vit_ms = timed(cast_fn, cast_args, args.repeats), timed(vit_fn, vit_args, args.repeats)
+  cast_ms = step_timing.jitted_ms(cast_fn, cast_args, args.repeats)
+  vit_ms = step_timing.jitted_ms(vit_fn, vit_args, args.repeats)
   matmul = max(matmul, matmul_gflops(args.repeats))
   print(f"matmul 2048^2 float32: {matmul:.0f} GFLOP/s (best of {max(args.repeats, 5)})")
   print(forward_row(args.model, cast_ms, cast_gflop, args.batch, matmul))
@@ -226,11 +212,11 @@ def main() -> None:
     cls = tokens[:, :1]
     mask = jnp.ones(tokens.shape[:2], bool)
     last = level == len(model.pools)
-    pool_ms = median_ms(nnx.jit(lambda p, c, t, k, a=last: p(c, t, k, assign_only=a)),
-                        (pool, cls, tokens, mask), args.repeats)
+    pool_fn = nnx.jit(lambda p, c, t, k, a=last: p(c, t, k, assign_only=a))
+    pool_ms = step_timing.jitted_ms(pool_fn, (pool, cls, tokens, mask), args.repeats)[0]
     fps = jax.jit(lambda t, k, n=pool.num_clusters: cast_pooling.sample_centroid_indices(
         t, k, n))
-    fps_ms = median_ms(fps, (tokens, mask), args.repeats)
+    fps_ms = step_timing.jitted_ms(fps, (tokens, mask), args.repeats)[0]
     print(f"  level {level}: {num_tokens:4d} -> {pool.num_clusters:3d} tokens: "
           f"{pool_ms:7.2f} ms, FPS {fps_ms:6.2f} ms ({100 * fps_ms / pool_ms:4.1f}%)"
           f"{' (assignments only)' if last else ''}")

@@ -50,11 +50,6 @@ LEVEL_GRIDS = ((5, 5), (4, 4), (3, 3), (2, 2))   # 25, 16, 9, 4 segments
 TRAIN_STRIDE = 16                                # HSG trains at output stride 16
 
 
-def median_ms(fn, args, repeats: int) -> float:
-  """Median milliseconds of a jitted `fn(*args)`, compilation excluded."""
-  return 1e3 * step_timing.median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats)
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--size", type=int, default=640)
@@ -109,13 +104,14 @@ def main():
     return [base.labels] + [ct.pixel_labels(base.labels, g) for g in out.labels]
 
   emb = embed(embed_state, images)
-  rows = [("embedding network", median_ms(embed, (embed_state, images), args.repeats))]
+  rows = [("embedding network",
+           step_timing.jitted_ms(embed, (embed_state, images), args.repeats)[0])]
   rows.append(("no hierarchy: k-means 25",
-               median_ms(no_hierarchy, (emb,), args.repeats)))
+               step_timing.jitted_ms(no_hierarchy, (emb,), args.repeats)[0]))
   rows.append(("k-means 25/16/9/4 (30 it. each)",
-               median_ms(kmeans_levels, (emb,), args.repeats)))
+               step_timing.jitted_ms(kmeans_levels, (emb,), args.repeats)[0]))
   rows.append(("k-means 25 + transformers 16/9/4",
-               median_ms(transformers, (hier_state, emb), args.repeats)))
+               step_timing.jitted_ms(transformers, (hier_state, emb), args.repeats)[0]))
 
   base_ms = rows[0][1]
   print(f"HSG Table 6 on {jax.devices()[0].platform}: {args.size}x{args.size} image, "

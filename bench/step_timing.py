@@ -50,8 +50,8 @@ def compile_and_time(step_fn: Callable, state: Any, data: Any,
   return compile_s, 1000 * (time.perf_counter() - t0) / steps, metrics
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True) -> float:
-  """Median wall time of `fn()` over `repeats` calls, after one untimed call (compilation,
+def wall_times(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True) -> list[float]:
+  """Wall seconds of `repeats` calls of `fn()`, after one untimed call (compilation,
   caches) unless `warm_up` is False. `fn` must block until its result is ready."""
   if warm_up:
     fn()
@@ -60,4 +60,16 @@ def median_seconds(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True)
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
-  return statistics.median(times)
+  return times
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int, *, warm_up: bool = True) -> float:
+  """Median of `wall_times(fn, repeats, warm_up=warm_up)`."""
+  return statistics.median(wall_times(fn, repeats, warm_up=warm_up))
+
+
+def jitted_ms(fn: Callable[..., Any], args: Sequence[Any], repeats: int) -> tuple[float, float]:
+  """(median, best) milliseconds of a jitted `fn(*args)`, compilation excluded."""
+  import jax  # pylint: disable=g-import-not-at-top  (the parent process needs no JAX)
+  times = wall_times(lambda: jax.block_until_ready(fn(*args)), repeats)
+  return 1e3 * statistics.median(times), 1e3 * min(times)
